@@ -1,0 +1,309 @@
+//! The validated configuration: what the gateway and the policy engine use.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+
+use crate::diagnostic::Location;
+use crate::pattern::PathPattern;
+
+/// A validated `castellan.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub connections: BTreeMap<String, Connection>,
+    pub roles: BTreeMap<String, Role>,
+    pub agents: BTreeMap<String, Agent>,
+}
+
+impl Config {
+    /// Returns the vault entry names that connections refer to, each once.
+    pub fn secret_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .connections
+            .values()
+            .map(|connection| connection.secret.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// A named upstream API with one origin and one credential.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub upstream: Upstream,
+    pub auth: AuthMethod,
+    /// Name of the vault entry that holds the credential.
+    pub secret: String,
+    /// Where agents may put their castellan token on this connection.
+    pub agent_token_in: Vec<TokenLocation>,
+    pub timeouts: Timeouts,
+    /// Extra PEM file of CA certificates trusted for this upstream, on top of
+    /// the built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// What the gateway does when the audit queue is full.
+    pub on_audit_backlog: AuditFailure,
+}
+
+/// The fixed destination of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `https` or `http`.
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix that every forwarded path goes under, without a trailing
+    /// slash; empty for none.
+    pub base_path: String,
+}
+
+impl Upstream {
+    /// Returns `scheme://host:port`, the authority part in URL form.
+    pub fn origin(&self) -> String {
+        let host = match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => self.host.clone(),
+        };
+        format!("{}://{}:{}", self.scheme, host, self.port)
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.origin(), self.base_path)
+    }
+}
+
+/// How the credential is attached to forwarded requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// A named header, with the value built from a template.
+    Header {
+        name: String,
+        template: HeaderTemplate,
+    },
+    /// `Authorization: Basic`, with the secret as the password when a user
+    /// name is configured, or as `user:password` otherwise.
+    Basic { username: Option<String> },
+    /// A query parameter.
+    Query { name: String },
+}
+
+impl AuthMethod {
+    /// Returns the short name used in configuration and inventories.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthMethod::Bearer => "bearer",
+            AuthMethod::Header { .. } => "header",
+            AuthMethod::Basic { .. } => "basic",
+            AuthMethod::Query { .. } => "query",
+        }
+    }
+}
+
+/// A header value template such as `token {secret}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    pub prefix: String,
+    pub suffix: String,
+}
+
+impl HeaderTemplate {
+    /// The template `{secret}`: the bare secret.
+    pub fn bare() -> Self {
+        HeaderTemplate {
+            prefix: String::new(),
+            suffix: String::new(),
+        }
+    }
+
+    /// Builds the header value around `secret`.
+    pub fn render(&self, secret: &str) -> String {
+        let mut value = String::with_capacity(self.prefix.len() + secret.len() + self.suffix.len());
+        value.push_str(&self.prefix);
+        value.push_str(secret);
+        value.push_str(&self.suffix);
+        value
+    }
+}
+
+/// A place where an agent may put its castellan token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenLocation {
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// The `x-api-key` header (Anthropic's SDKs and many others).
+    XApiKey,
+    /// The `api-key` header (Azure OpenAI).
+    ApiKey,
+    /// The `x-goog-api-key` header (Google's SDKs).
+    XGoogApiKey,
+    /// A query parameter with this name.
+    Query(String),
+}
+
+/// Where the gateway looks for agent tokens when a connection does not say.
+pub const DEFAULT_TOKEN_LOCATIONS: [TokenLocation; 4] = [
+    TokenLocation::Authorization,
+    TokenLocation::XApiKey,
+    TokenLocation::ApiKey,
+    TokenLocation::XGoogApiKey,
+];
+
+impl TokenLocation {
+    /// Returns the header name, or `None` for a query parameter.
+    pub fn header_name(&self) -> Option<&'static str> {
+        match self {
+            TokenLocation::Authorization => Some("authorization"),
+            TokenLocation::XApiKey => Some("x-api-key"),
+            TokenLocation::ApiKey => Some("api-key"),
+            TokenLocation::XGoogApiKey => Some("x-goog-api-key"),
+            TokenLocation::Query(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for TokenLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenLocation::Query(name) => write!(f, "query parameter {name}"),
+            other => f.write_str(other.header_name().unwrap_or_default()),
+        }
+    }
+}
+
+/// Per-connection time limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Limit for opening a connection to the upstream, TLS included.
+    pub connect: Duration,
+    /// Limit from sending the request to receiving the response headers.
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What happens to a request when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditFailure {
+    /// Reject the request with 503: no call goes unrecorded.
+    #[default]
+    Closed,
+    /// Forward the request and count the missing record in metrics and logs.
+    Open,
+}
+
+/// A named set of permissions.
+#[derive(Debug, Clone)]
+pub struct Role {
+    pub name: String,
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+}
+
+/// Whether a rule grants or forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleEffect {
+    Allow,
+    Deny,
+}
+
+/// Identifies one rule: `roles.<role>.<allow|deny>[<index>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleId {
+    pub role: String,
+    pub effect: RuleEffect,
+    pub index: usize,
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let effect = match self.effect {
+            RuleEffect::Allow => "allow",
+            RuleEffect::Deny => "deny",
+        };
+        write!(f, "roles.{}.{}[{}]", self.role, effect, self.index)
+    }
+}
+
+/// One allow or deny rule of a role.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: RuleId,
+    pub connection: String,
+    pub methods: MethodSet,
+    pub paths: Vec<PathPattern>,
+    /// Where the rule is written, for explanations.
+    pub location: Location,
+}
+
+/// The HTTP methods a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MethodSet {
+    /// Every method (`["*"]`).
+    Any,
+    /// These methods, upper case, without duplicates.
+    Only(Vec<String>),
+}
+
+impl MethodSet {
+    pub fn contains(&self, method: &str) -> bool {
+        match self {
+            MethodSet::Any => true,
+            MethodSet::Only(methods) => methods.iter().any(|m| m == method),
+        }
+    }
+}
+
+/// A non-human identity that calls upstream APIs through the gateway.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    /// The human accountable for the agent.
+    pub owner: String,
+    pub description: Option<String>,
+    pub roles: Vec<String>,
+    /// Source networks the agent may call from; empty means any address the
+    /// listener accepts.
+    pub networks: Vec<IpNet>,
+    /// When the agent stops being accepted.
+    pub expires: Option<SystemTime>,
+    pub location: Location,
+}
+
+impl Agent {
+    /// Tells whether a call from `source` is inside the agent's networks.
+    pub fn allows_source(&self, source: IpAddr) -> bool {
+        let source = canonical_ip(source);
+        self.networks.is_empty() || self.networks.iter().any(|net| net.contains(&source))
+    }
+
+    /// Tells whether the agent has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires.is_some_and(|expires| now >= expires)
+    }
+}
+
+/// Maps IPv4-mapped IPv6 addresses (`::ffff:127.0.0.1`) to IPv4, so that a
+/// dual-stack listener's peers match IPv4 networks.
+pub fn canonical_ip(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,22 @@
+//! Castellan's domain model: connections, roles, agents and the
+//! `castellan.toml` file that declares them.
+//!
+//! Parsing never trusts the file: every reference is resolved, every
+//! pattern and network is checked, and each problem is reported with its
+//! line and column so an operator can fix it before a gateway loads it.
+#![forbid(unsafe_code)]
+
+mod config;
+mod diagnostic;
+mod names;
+mod parse;
+pub mod path;
+pub mod pattern;
+
+pub use config::{
+    canonical_ip, Agent, AuditFailure, AuthMethod, Config, Connection, HeaderTemplate, MethodSet,
+    Role, Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_TOKEN_LOCATIONS,
+};
+pub use diagnostic::{ConfigError, Diagnostic, Location};
+pub use path::{NormalizedPath, PathError};
+pub use pattern::{PathPattern, PatternError, Segment};

@@ -1,0 +1,727 @@
+//! Parsing and validation of `castellan.toml`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{
+    Agent, AuditFailure, AuthMethod, Config, Connection, HeaderTemplate, MethodSet, Role, Rule,
+    RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_TOKEN_LOCATIONS,
+};
+use crate::diagnostic::{ConfigError, Diagnostic, Location};
+use crate::names::{check_name, closest};
+use crate::pattern::PathPattern;
+
+type Map<T> = BTreeMap<Spanned<String>, Spanned<T>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    connections: Map<RawConnection>,
+    #[serde(default)]
+    roles: Map<RawRole>,
+    #[serde(default)]
+    agents: Map<RawAgent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    upstream: Spanned<String>,
+    auth: Spanned<RawAuth>,
+    secret: Spanned<String>,
+    agent_token_in: Option<Vec<Spanned<RawTokenLocation>>>,
+    connect_timeout: Option<Spanned<String>>,
+    response_timeout: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    on_audit_backlog: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawAuth {
+    Bearer,
+    Header { name: String, value: Option<String> },
+    Basic { username: Option<String> },
+    Query { name: String },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTokenLocation {
+    Header(String),
+    Query { query: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    allow: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    deny: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    connection: Spanned<String>,
+    methods: Option<Spanned<Vec<Spanned<String>>>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    owner: Option<Spanned<String>>,
+    description: Option<String>,
+    #[serde(default)]
+    roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    networks: Vec<Spanned<String>>,
+    expires: Option<Spanned<String>>,
+}
+
+/// Accumulates diagnostics while the file is checked.
+struct Checker<'a> {
+    source: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at<T>(&self, spanned: &Spanned<T>) -> Location {
+        Location::from_span(self.source, spanned.span())
+    }
+
+    fn error<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
+        let location = self.at(spanned);
+        self.diagnostics.push(Diagnostic::new(location, message));
+    }
+
+    fn error_with_hint<T>(
+        &mut self,
+        spanned: &Spanned<T>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let location = self.at(spanned);
+        self.diagnostics
+            .push(Diagnostic::new(location, message).with_hint(hint));
+    }
+
+    fn check_name<T>(&mut self, kind: &str, name: &Spanned<T>, text: &str) {
+        if let Err(problem) = check_name(text) {
+            self.error(name, format!("invalid {kind} name {text:?}: {problem}"));
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|error| {
+            let hint = if error.kind() == std::io::ErrorKind::NotFound {
+                "run `castellan init` to create one, or pass --config FILE"
+            } else {
+                "check the file's permissions"
+            };
+            ConfigError::new(
+                path,
+                vec![Diagnostic::new(
+                    Location { line: 0, column: 0 },
+                    format!("cannot read the configuration: {error}"),
+                )
+                .with_hint(hint)],
+            )
+        })?;
+        Config::parse(&source, path)
+    }
+
+    /// Validates configuration text; `path` is used only in messages.
+    pub fn parse(source: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(source)
+            .map_err(|error| ConfigError::new(path, vec![syntax_diagnostic(source, &error)]))?;
+        let mut checker = Checker {
+            source,
+            diagnostics: Vec::new(),
+        };
+        let config = build(&mut checker, raw);
+        if checker.diagnostics.is_empty() {
+            Ok(config)
+        } else {
+            checker
+                .diagnostics
+                .sort_by_key(|d| (d.location.line, d.location.column));
+            Err(ConfigError::new(path, checker.diagnostics))
+        }
+    }
+}
+
+fn syntax_diagnostic(source: &str, error: &toml::de::Error) -> Diagnostic {
+    let location = error
+        .span()
+        .map_or_else(Location::default, |span| Location::from_span(source, span));
+    let message = error.message().trim().to_string();
+    let hint = if message.contains("unknown field") {
+        Some("remove the key or fix its spelling; the message lists the keys allowed here")
+    } else if message.contains("duplicate key") {
+        Some("each connection, role and agent name may be declared only once")
+    } else if message.contains("missing field") {
+        Some("add the key named in the message")
+    } else if message.contains("unknown variant") {
+        Some("use one of the values the message lists")
+    } else {
+        None
+    };
+    let diagnostic = Diagnostic::new(location, message);
+    match hint {
+        Some(hint) => diagnostic.with_hint(hint),
+        None => diagnostic,
+    }
+}
+
+fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
+    let connection_names: Vec<String> = raw
+        .connections
+        .keys()
+        .map(|k| k.get_ref().clone())
+        .collect();
+    let role_names: Vec<String> = raw.roles.keys().map(|k| k.get_ref().clone()).collect();
+
+    let mut config = Config::default();
+    for (name, connection) in raw.connections {
+        checker.check_name("connection", &name, name.get_ref());
+        if let Some(built) = build_connection(checker, name.get_ref(), connection.into_inner()) {
+            config.connections.insert(name.into_inner(), built);
+        }
+    }
+    for (name, role) in raw.roles {
+        checker.check_name("role", &name, name.get_ref());
+        let built = build_role(
+            checker,
+            name.get_ref(),
+            role.into_inner(),
+            &connection_names,
+        );
+        config.roles.insert(name.into_inner(), built);
+    }
+    for (name, agent) in raw.agents {
+        checker.check_name("agent", &name, name.get_ref());
+        let location = checker.at(&name);
+        if let Some(built) = build_agent(checker, &name, agent, &role_names, location) {
+            config.agents.insert(name.into_inner(), built);
+        }
+    }
+    config
+}
+
+fn build_connection(
+    checker: &mut Checker<'_>,
+    name: &str,
+    raw: RawConnection,
+) -> Option<Connection> {
+    let upstream = parse_upstream(checker, &raw.upstream);
+    checker.check_name("secret", &raw.secret, raw.secret.get_ref());
+    let auth = build_auth(checker, &raw.auth);
+    let agent_token_in = match raw.agent_token_in {
+        None => DEFAULT_TOKEN_LOCATIONS.to_vec(),
+        Some(locations) => build_token_locations(checker, &locations),
+    };
+    let mut timeouts = Timeouts::default();
+    if let Some(value) = &raw.connect_timeout {
+        timeouts.connect = parse_duration(checker, value).unwrap_or(timeouts.connect);
+    }
+    if let Some(value) = &raw.response_timeout {
+        timeouts.response = parse_duration(checker, value).unwrap_or(timeouts.response);
+    }
+    let on_audit_backlog = match raw
+        .on_audit_backlog
+        .as_ref()
+        .map(|v| (v, v.get_ref().as_str()))
+    {
+        None | Some((_, "closed")) => AuditFailure::Closed,
+        Some((_, "open")) => AuditFailure::Open,
+        Some((value, other)) => {
+            checker.error_with_hint(
+                value,
+                format!("invalid on_audit_backlog {other:?}"),
+                "use \"closed\" (reject requests, the default) or \"open\" (forward unrecorded)",
+            );
+            AuditFailure::Closed
+        }
+    };
+    Some(Connection {
+        name: name.to_string(),
+        upstream: upstream?,
+        auth: auth?,
+        secret: raw.secret.into_inner(),
+        agent_token_in,
+        timeouts,
+        ca_file: raw.ca_file.map(|file| file.into_inner().into()),
+        on_audit_backlog,
+    })
+}
+
+fn parse_upstream(checker: &mut Checker<'_>, raw: &Spanned<String>) -> Option<Upstream> {
+    let text = raw.get_ref();
+    let url = match url::Url::parse(text) {
+        Ok(url) => url,
+        Err(error) => {
+            checker.error_with_hint(
+                raw,
+                format!("invalid upstream URL {text:?}: {error}"),
+                "write a base URL such as \"https://api.example.com/v1\"",
+            );
+            return None;
+        }
+    };
+    let problem = if !matches!(url.scheme(), "https" | "http") {
+        Some(format!(
+            "scheme {:?} is not supported; use https or http",
+            url.scheme()
+        ))
+    } else if !url.username().is_empty() || url.password().is_some() {
+        Some("credentials in the upstream URL would bypass the vault; store them with `castellan secret set` instead".to_string())
+    } else if url.query().is_some() || url.fragment().is_some() {
+        Some("an upstream URL may not have a query or fragment".to_string())
+    } else if url.host_str().is_none() {
+        Some("the upstream URL has no host".to_string())
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        checker.error(raw, format!("invalid upstream URL {text:?}: {problem}"));
+        return None;
+    }
+    let host = match url.host()? {
+        url::Host::Ipv6(v6) => v6.to_string(),
+        other => other.to_string(),
+    };
+    let base_path = url.path().trim_end_matches('/').to_string();
+    Some(Upstream {
+        scheme: url.scheme().to_string(),
+        host,
+        port: url.port_or_known_default()?,
+        base_path,
+    })
+}
+
+fn build_auth(checker: &mut Checker<'_>, raw: &Spanned<RawAuth>) -> Option<AuthMethod> {
+    match raw.get_ref() {
+        RawAuth::Bearer => Some(AuthMethod::Bearer),
+        RawAuth::Basic { username } => Some(AuthMethod::Basic {
+            username: username.clone(),
+        }),
+        RawAuth::Query { name } => {
+            if name.is_empty() || name.contains(['&', '=', '#', ' ']) {
+                checker.error(raw, format!("invalid query parameter name {name:?}"));
+                return None;
+            }
+            Some(AuthMethod::Query { name: name.clone() })
+        }
+        RawAuth::Header { name, value } => {
+            let header = name.to_ascii_lowercase();
+            if !is_header_name(&header) {
+                checker.error(raw, format!("invalid header name {name:?}"));
+                return None;
+            }
+            if matches!(
+                header.as_str(),
+                "host" | "content-length" | "transfer-encoding" | "connection"
+            ) {
+                checker.error(
+                    raw,
+                    format!("the header {header:?} cannot carry a credential"),
+                );
+                return None;
+            }
+            let template = match value {
+                None => HeaderTemplate::bare(),
+                Some(value) => parse_template(checker, raw, value)?,
+            };
+            Some(AuthMethod::Header {
+                name: header,
+                template,
+            })
+        }
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn parse_template(
+    checker: &mut Checker<'_>,
+    value: &Spanned<RawAuth>,
+    text: &str,
+) -> Option<HeaderTemplate> {
+    let parts: Vec<&str> = text.split("{secret}").collect();
+    if parts.len() != 2 {
+        checker.error_with_hint(
+            value,
+            format!("the header value template {text:?} must contain {{secret}} exactly once"),
+            "write for example value = \"token {secret}\"",
+        );
+        return None;
+    }
+    if text.bytes().any(|b| b.is_ascii_control()) {
+        checker.error(
+            value,
+            "the header value template contains a control character",
+        );
+        return None;
+    }
+    Some(HeaderTemplate {
+        prefix: parts[0].to_string(),
+        suffix: parts[1].to_string(),
+    })
+}
+
+fn build_token_locations(
+    checker: &mut Checker<'_>,
+    raw: &[Spanned<RawTokenLocation>],
+) -> Vec<TokenLocation> {
+    let mut locations = Vec::new();
+    for item in raw {
+        let location = match item.get_ref() {
+            RawTokenLocation::Query { query } if !query.is_empty() => {
+                TokenLocation::Query(query.clone())
+            }
+            RawTokenLocation::Query { .. } => {
+                checker.error(item, "the query parameter name is empty");
+                continue;
+            }
+            RawTokenLocation::Header(header) => match header.to_ascii_lowercase().as_str() {
+                "authorization" => TokenLocation::Authorization,
+                "x-api-key" => TokenLocation::XApiKey,
+                "api-key" => TokenLocation::ApiKey,
+                "x-goog-api-key" => TokenLocation::XGoogApiKey,
+                _ => {
+                    checker.error_with_hint(
+                        item,
+                        format!("unknown agent token location {header:?}"),
+                        "use \"authorization\", \"x-api-key\", \"api-key\", \"x-goog-api-key\" or { query = \"NAME\" }",
+                    );
+                    continue;
+                }
+            },
+        };
+        if !locations.contains(&location) {
+            locations.push(location);
+        }
+    }
+    if locations.is_empty() && raw.is_empty() {
+        // An explicit empty list would lock every agent out of the connection.
+        return DEFAULT_TOKEN_LOCATIONS.to_vec();
+    }
+    locations
+}
+
+fn parse_duration(checker: &mut Checker<'_>, value: &Spanned<String>) -> Option<Duration> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(duration) if !duration.is_zero() => Some(duration),
+        Ok(_) => {
+            checker.error(value, "a timeout of zero would fail every request");
+            None
+        }
+        Err(error) => {
+            checker.error_with_hint(
+                value,
+                format!("invalid duration {:?}: {error}", value.get_ref()),
+                "write a duration such as \"10s\", \"2m\" or \"1h 30m\"",
+            );
+            None
+        }
+    }
+}
+
+fn build_role(checker: &mut Checker<'_>, name: &str, raw: RawRole, connections: &[String]) -> Role {
+    let mut role = Role {
+        name: name.to_string(),
+        allow: Vec::new(),
+        deny: Vec::new(),
+    };
+    for (effect, rules) in [(RuleEffect::Allow, raw.allow), (RuleEffect::Deny, raw.deny)] {
+        for (index, rule) in rules.into_iter().enumerate() {
+            let id = RuleId {
+                role: name.to_string(),
+                effect,
+                index,
+            };
+            if let Some(built) = build_rule(checker, id, rule, connections) {
+                match effect {
+                    RuleEffect::Allow => role.allow.push(built),
+                    RuleEffect::Deny => role.deny.push(built),
+                }
+            }
+        }
+    }
+    role
+}
+
+fn build_rule(
+    checker: &mut Checker<'_>,
+    id: RuleId,
+    raw: Spanned<RawRule>,
+    connections: &[String],
+) -> Option<Rule> {
+    let location = checker.at(&raw);
+    let rule = raw.into_inner();
+    let connection = rule.connection.get_ref();
+    let mut valid = true;
+    if !connections.contains(connection) {
+        let hint = match closest(connection, connections.iter().map(String::as_str)) {
+            Some(near) => {
+                format!("did you mean {near:?}? Declare connections under [connections.NAME]")
+            }
+            None => "declare it under [connections.NAME] first".to_string(),
+        };
+        checker.error_with_hint(
+            &rule.connection,
+            format!("rule {id} names undefined connection {connection:?}"),
+            hint,
+        );
+        valid = false;
+    }
+    // Allow rules must list their methods and paths: an omission must not
+    // grant everything. Deny rules default to everything, which is safe.
+    let methods = match &rule.methods {
+        Some(methods) => build_methods(checker, &id, methods),
+        None if id.effect == RuleEffect::Deny => Some(MethodSet::Any),
+        None => {
+            checker.error_with_hint(
+                &rule.connection,
+                format!("allow rule {id} has no methods"),
+                "add methods = [\"GET\"] (or [\"*\"] for every method)",
+            );
+            None
+        }
+    };
+    let paths = match &rule.paths {
+        Some(paths) => build_paths(checker, &id, paths),
+        None if id.effect == RuleEffect::Deny => PathPattern::parse("/**").ok().map(|p| vec![p]),
+        None => {
+            checker.error_with_hint(
+                &rule.connection,
+                format!("allow rule {id} has no paths"),
+                "add paths = [\"/v1/**\"] (or [\"/**\"] for every path)",
+            );
+            None
+        }
+    };
+    if !valid {
+        return None;
+    }
+    Some(Rule {
+        connection: connection.clone(),
+        methods: methods?,
+        paths: paths?,
+        location,
+        id,
+    })
+}
+
+fn build_methods(
+    checker: &mut Checker<'_>,
+    id: &RuleId,
+    raw: &Spanned<Vec<Spanned<String>>>,
+) -> Option<MethodSet> {
+    if raw.get_ref().is_empty() {
+        checker.error_with_hint(
+            raw,
+            format!("rule {id} has an empty methods list"),
+            "list methods such as [\"GET\"], or [\"*\"] for every method",
+        );
+        return None;
+    }
+    let mut methods = Vec::new();
+    let mut valid = true;
+    for method in raw.get_ref() {
+        let text = method.get_ref();
+        if text == "*" {
+            return Some(MethodSet::Any);
+        }
+        if text.is_empty()
+            || !text
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+        {
+            let hint = if text.bytes().any(|b| b.is_ascii_lowercase()) {
+                format!(
+                    "HTTP methods are case-sensitive; write {:?}",
+                    text.to_ascii_uppercase()
+                )
+            } else {
+                "write methods in upper case, such as \"GET\" or \"POST\"".to_string()
+            };
+            checker.error_with_hint(
+                method,
+                format!("invalid HTTP method {text:?} in rule {id}"),
+                hint,
+            );
+            valid = false;
+            continue;
+        }
+        if !methods.contains(text) {
+            methods.push(text.clone());
+        }
+    }
+    valid.then_some(MethodSet::Only(methods))
+}
+
+fn build_paths(
+    checker: &mut Checker<'_>,
+    id: &RuleId,
+    raw: &Spanned<Vec<Spanned<String>>>,
+) -> Option<Vec<PathPattern>> {
+    if raw.get_ref().is_empty() {
+        checker.error_with_hint(
+            raw,
+            format!("rule {id} has an empty paths list"),
+            "list patterns such as [\"/v1/**\"]",
+        );
+        return None;
+    }
+    let mut patterns = Vec::new();
+    for pattern in raw.get_ref() {
+        match PathPattern::parse(pattern.get_ref()) {
+            Ok(parsed) => patterns.push(parsed),
+            Err(error) => checker.error_with_hint(
+                pattern,
+                format!("invalid path pattern {:?} in rule {id}: {error}", pattern.get_ref()),
+                "'*' matches one segment and '**' any number, as in \"/posts/*/comments\" or \"/v1/**\"",
+            ),
+        }
+    }
+    (patterns.len() == raw.get_ref().len()).then_some(patterns)
+}
+
+fn build_agent(
+    checker: &mut Checker<'_>,
+    name: &Spanned<String>,
+    raw: Spanned<RawAgent>,
+    roles: &[String],
+    location: Location,
+) -> Option<Agent> {
+    let agent_name = name.get_ref();
+    let raw_span = raw.span();
+    let agent = raw.into_inner();
+    let owner = match &agent.owner {
+        Some(owner) if !owner.get_ref().trim().is_empty() => {
+            Some(owner.get_ref().trim().to_string())
+        }
+        Some(owner) => {
+            checker.error(owner, format!("agent {agent_name:?} has an empty owner"));
+            None
+        }
+        None => {
+            let at = Spanned::new(raw_span, ());
+            checker.error_with_hint(
+                &at,
+                format!("agent {agent_name:?} has no owner"),
+                "add owner = \"person@example.com\": every agent needs an accountable human",
+            );
+            None
+        }
+    };
+    let mut valid = owner.is_some();
+    for role in &agent.roles {
+        if !roles.contains(role.get_ref()) {
+            let hint = match closest(role.get_ref(), roles.iter().map(String::as_str)) {
+                Some(near) => format!("did you mean {near:?}? Declare roles under [roles.NAME]"),
+                None => "declare it under [roles.NAME] first".to_string(),
+            };
+            checker.error_with_hint(
+                role,
+                format!(
+                    "agent {agent_name:?} names undefined role {:?}",
+                    role.get_ref()
+                ),
+                hint,
+            );
+            valid = false;
+        }
+    }
+    let mut networks = Vec::new();
+    for network in &agent.networks {
+        match parse_network(network.get_ref()) {
+            Ok(net) => networks.push(net),
+            Err(error) => {
+                checker.error_with_hint(
+                    network,
+                    format!(
+                        "invalid network {:?} for agent {agent_name:?}: {error}",
+                        network.get_ref()
+                    ),
+                    "write a CIDR such as \"10.0.0.0/8\" or \"fd00::/8\", or a single address",
+                );
+                valid = false;
+            }
+        }
+    }
+    let expires = match &agent.expires {
+        None => None,
+        Some(value) => match humantime::parse_rfc3339_weak(value.get_ref()) {
+            Ok(time) => Some(time),
+            Err(_) => match parse_date(value.get_ref()) {
+                Some(time) => Some(time),
+                None => {
+                    checker.error_with_hint(
+                        value,
+                        format!(
+                            "invalid expiry {:?} for agent {agent_name:?}",
+                            value.get_ref()
+                        ),
+                        "write a UTC date \"2027-01-31\" or time \"2027-01-31T18:00:00Z\"",
+                    );
+                    valid = false;
+                    None
+                }
+            },
+        },
+    };
+    if !valid {
+        return None;
+    }
+    Some(Agent {
+        name: agent_name.clone(),
+        owner: owner?,
+        description: agent.description,
+        roles: agent.roles.into_iter().map(Spanned::into_inner).collect(),
+        networks,
+        expires,
+        location,
+    })
+}
+
+fn parse_network(text: &str) -> Result<IpNet, String> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        if net.network() != net.addr() {
+            return Err(format!(
+                "host bits are set; did you mean \"{}\"?",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| "not an IP address or CIDR".to_string())
+}
+
+/// Parses `YYYY-MM-DD` as midnight UTC.
+fn parse_date(text: &str) -> Option<std::time::SystemTime> {
+    if text.len() != 10 {
+        return None;
+    }
+    humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()
+}

@@ -1,0 +1,225 @@
+use std::path::Path;
+
+use castellan_model::{AuthMethod, Config, ConfigError, MethodSet, TokenLocation};
+
+const EXAMPLE: &str = r#"
+[connections.blog]
+upstream = "https://blog.example.com/api/"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[connections.github]
+upstream = "https://api.github.com"
+auth = { kind = "header", name = "Authorization", value = "token {secret}" }
+secret = "github-token"
+agent_token_in = ["x-api-key", { query = "key" }]
+response_timeout = "30s"
+
+[connections.legacy]
+upstream = "http://[::1]:8080"
+auth = { kind = "basic", username = "svc" }
+secret = "legacy-password"
+
+[connections.maps]
+upstream = "https://maps.example.com"
+auth = { kind = "query", name = "key" }
+secret = "maps-key"
+
+[roles.marketing]
+allow = [{ connection = "blog", methods = ["GET", "POST"], paths = ["/posts/**"] }]
+deny  = [{ connection = "blog", methods = ["DELETE"], paths = ["/**"] }]
+
+[roles.reader]
+allow = [{ connection = "github", methods = ["GET"], paths = ["/repos/*/*"] }]
+deny = [{ connection = "github" }]
+
+[agents.marketing-bot]
+owner = "jay@example.com"
+roles = ["marketing"]
+networks = ["127.0.0.0/8", "100.64.0.0/10", "::1"]
+expires = "2027-01-31"
+"#;
+
+fn parse(source: &str) -> Result<Config, ConfigError> {
+    Config::parse(source, Path::new("castellan.toml"))
+}
+
+fn errors(source: &str) -> String {
+    match parse(source) {
+        Ok(_) => panic!("configuration should be rejected:\n{source}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn example_config_parses() {
+    let config = parse(EXAMPLE).expect("example is valid");
+    let blog = &config.connections["blog"];
+    assert_eq!(blog.upstream.origin(), "https://blog.example.com:443");
+    assert_eq!(blog.upstream.base_path, "/api");
+    assert_eq!(blog.auth, AuthMethod::Bearer);
+    assert_eq!(blog.agent_token_in.len(), 4);
+
+    let github = &config.connections["github"];
+    let AuthMethod::Header { name, template } = &github.auth else {
+        panic!("github uses a header");
+    };
+    assert_eq!(name, "authorization");
+    assert_eq!(template.render("S"), "token S");
+    assert_eq!(
+        github.agent_token_in,
+        vec![TokenLocation::XApiKey, TokenLocation::Query("key".into())]
+    );
+    assert_eq!(github.timeouts.response.as_secs(), 30);
+
+    assert_eq!(
+        config.connections["legacy"].upstream.origin(),
+        "http://[::1]:8080"
+    );
+    assert_eq!(config.secret_names().len(), 4);
+
+    let reader = &config.roles["reader"];
+    assert_eq!(reader.deny[0].methods, MethodSet::Any);
+    assert_eq!(reader.deny[0].paths[0].as_str(), "/**");
+    assert_eq!(reader.allow[0].id.to_string(), "roles.reader.allow[0]");
+
+    let bot = &config.agents["marketing-bot"];
+    assert_eq!(bot.owner, "jay@example.com");
+    assert_eq!(bot.networks.len(), 3);
+    assert!(bot.allows_source("127.0.0.1".parse().unwrap()));
+    assert!(bot.allows_source("::ffff:127.0.0.1".parse().unwrap()));
+    assert!(!bot.allows_source("10.0.0.1".parse().unwrap()));
+    assert!(bot.expires.is_some());
+}
+
+#[test]
+fn errors_carry_line_and_column() {
+    let message = errors(
+        "[connections.blog]\nupstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nsecrte = \"t\"\n",
+    );
+    assert!(message.contains("castellan.toml:5:1:"), "{message}");
+    assert!(message.contains("unknown field `secrte`"), "{message}");
+    assert!(message.contains("hint:"), "{message}");
+}
+
+#[test]
+fn undefined_references_rejected() {
+    let source = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[roles.marketing]
+allow = [{ connection = "blgo", methods = ["GET"], paths = ["/**"] }]
+
+[agents.bot]
+owner = "a@example.com"
+roles = ["marketng", "nothing-like-it"]
+"#;
+    let message = errors(source);
+    assert!(message.contains("3 errors"), "{message}");
+    assert!(
+        message
+            .contains(":8:25: rule roles.marketing.allow[0] names undefined connection \"blgo\""),
+        "{message}"
+    );
+    assert!(message.contains("did you mean \"blog\""), "{message}");
+    assert!(
+        message.contains(":12:10: agent \"bot\" names undefined role \"marketng\""),
+        "{message}"
+    );
+    assert!(message.contains("did you mean \"marketing\""), "{message}");
+    assert!(
+        message.contains("undefined role \"nothing-like-it\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn invalid_values_rejected() {
+    let cases = [
+        (
+            "networks = [\"10.0.0.0/33\"]",
+            "invalid network \"10.0.0.0/33\"",
+        ),
+        (
+            "networks = [\"10.0.0.1/8\"]",
+            "host bits are set; did you mean \"10.0.0.0/8\"",
+        ),
+        ("networks = [\"localhost\"]", "not an IP address or CIDR"),
+        ("expires = \"next week\"", "invalid expiry \"next week\""),
+        ("owner = \"  \"", "has an empty owner"),
+    ];
+    for (line, expected) in cases {
+        let owner = if line.starts_with("owner") {
+            ""
+        } else {
+            "owner = \"a@example.com\"\n"
+        };
+        let source = format!("[agents.bot]\n{owner}{line}\n");
+        let message = errors(&source);
+        assert!(message.contains(expected), "{line}: {message}");
+    }
+}
+
+#[test]
+fn invalid_rules_rejected() {
+    let connection = "[connections.c]\nupstream = \"https://c.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\n[roles.r]\n";
+    let cases = [
+        ("allow = [{ connection = \"c\", methods = [\"get\"], paths = [\"/**\"] }]", "write \"GET\""),
+        ("allow = [{ connection = \"c\", methods = [], paths = [\"/**\"] }]", "empty methods list"),
+        ("allow = [{ connection = \"c\", paths = [\"/**\"] }]", "has no methods"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\"] }]", "has no paths"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\"], paths = [\"posts\"] }]", "must start with '/'"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\"], paths = [\"/a/**/b/**\"] }]", "'**' only once"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\"], paths = [\"/a/../b\"] }]", "'..' segment"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\"], paths = [\"/**\"], path = \"/x\" }]", "unknown field `path`"),
+    ];
+    for (line, expected) in cases {
+        let message = errors(&format!("{connection}{line}\n"));
+        assert!(message.contains(expected), "{line}: {message}");
+        assert!(message.contains("castellan.toml:6:"), "{line}: {message}");
+    }
+}
+
+#[test]
+fn invalid_connections_rejected() {
+    let cases = [
+        ("upstream = \"ftp://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"", "scheme \"ftp\" is not supported"),
+        ("upstream = \"https://user:pw@x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"", "bypass the vault"),
+        ("upstream = \"https://x.example/?a=1\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"", "query or fragment"),
+        ("upstream = \"not a url\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"", "invalid upstream URL"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"oauth\" }\nsecret = \"s\"", "unknown variant `oauth`"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"header\", name = \"x-key\", value = \"k\" }\nsecret = \"s\"", "{secret} exactly once"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"header\", name = \"bad header\" }\nsecret = \"s\"", "invalid header name"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"S!\"", "invalid secret name"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nresponse_timeout = \"soon\"", "invalid duration"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nagent_token_in = [\"cookie\"]", "unknown agent token location"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }", "missing field `secret`"),
+    ];
+    for (body, expected) in cases {
+        let message = errors(&format!("[connections.c]\n{body}\n"));
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+}
+
+#[test]
+fn duplicate_and_invalid_names_rejected() {
+    let duplicate =
+        "[agents.bot]\nowner = \"a@example.com\"\n[agents.bot]\nowner = \"b@example.com\"\n";
+    let message = errors(duplicate);
+    assert!(message.contains(":3:"), "{message}");
+    assert!(message.to_lowercase().contains("duplicate"), "{message}");
+
+    let message = errors("[agents.Bot]\nowner = \"a@example.com\"\n");
+    assert!(message.contains("invalid agent name \"Bot\""), "{message}");
+}
+
+#[test]
+fn missing_file_error_names_path() {
+    let error = Config::load(Path::new("/nonexistent/castellan.toml")).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("/nonexistent/castellan.toml"), "{message}");
+    assert!(message.contains("castellan init"), "{message}");
+}
