@@ -1,0 +1,36 @@
+//! Names of the metrics the audit writer reports through the `metrics` facade.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Counter of audit records committed to the store.
+pub const RECORDS_WRITTEN_TOTAL: &str = "castellan_audit_records_written_total";
+/// Counter of audit records lost after the writer gave up retrying.
+pub const RECORDS_DROPPED_TOTAL: &str = "castellan_audit_records_dropped_total";
+/// Counter of slot reservations rejected because the queue was full.
+pub const BACKPRESSURE_TOTAL: &str = "castellan_audit_backpressure_total";
+/// Gauge of records waiting in the queue.
+pub const QUEUE_DEPTH: &str = "castellan_audit_queue_depth";
+/// Histogram of the time one successful batch write took.
+pub const BATCH_DURATION_SECONDS: &str = "castellan_audit_batch_duration_seconds";
+
+/// Registers descriptions with the installed recorder, if any.
+pub(crate) fn describe() {
+    describe_counter!(
+        RECORDS_WRITTEN_TOTAL,
+        "Audit records committed to the store"
+    );
+    describe_counter!(
+        RECORDS_DROPPED_TOTAL,
+        "Audit records lost after the writer gave up retrying"
+    );
+    describe_counter!(
+        BACKPRESSURE_TOTAL,
+        "Audit slot reservations rejected because the queue was full"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Audit records waiting in the queue");
+    describe_histogram!(
+        BATCH_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one successful audit batch write"
+    );
+}

@@ -1,0 +1,270 @@
+//! The writer task: drains the audit queue in batches and commits each batch
+//! in one store transaction, retrying failures.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use castellan_store::{AuditRecord, StoreError};
+use tokio::sync::mpsc::{self, Receiver};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::handle::{AuditHandle, Command, Counters};
+use crate::metrics::{
+    describe, BATCH_DURATION_SECONDS, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
+};
+use crate::sink::AuditSink;
+
+/// First wait before retrying a failed batch; it doubles up to `max_backoff`.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Sizing and retry settings of the audit writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterConfig {
+    /// Records the queue holds before [`AuditHandle::try_reserve`] fails
+    /// (at least 1).
+    pub capacity: usize,
+    /// Most records committed in one transaction (at least 1).
+    pub max_batch: usize,
+    /// Longest time the writer waits for a batch to fill after its first
+    /// record arrives.
+    pub flush_interval: Duration,
+    /// Longest wait between two attempts at a failed batch.
+    pub max_backoff: Duration,
+    /// How long a failing batch is retried before its records are dropped
+    /// (logged and counted). While the writer retries, the queue fills and
+    /// the gateway fails closed.
+    pub give_up_after: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            capacity: 65_536,
+            max_batch: 512,
+            flush_interval: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The task that commits queued audit records to an [`AuditSink`].
+pub struct AuditWriter<S> {
+    sink: S,
+    receiver: Receiver<Command>,
+    config: WriterConfig,
+    counters: Arc<Counters>,
+    pending: Vec<AuditRecord>,
+    shutdown_replies: Vec<oneshot::Sender<u64>>,
+    shutting_down: bool,
+    /// Set once a batch was dropped after shutdown was requested: later
+    /// batches then get one attempt each, so a store that stays down cannot
+    /// hold up shutdown for `give_up_after` per batch.
+    gave_up_during_shutdown: bool,
+}
+
+impl<S: AuditSink> AuditWriter<S> {
+    /// Starts the writer task on the current tokio runtime.
+    ///
+    /// The task ends after [`AuditHandle::shutdown`], or once every handle is
+    /// dropped; either way it commits everything queued before it ends.
+    pub fn spawn(sink: S, config: WriterConfig) -> (AuditHandle, JoinHandle<()>) {
+        describe();
+        let config = WriterConfig {
+            capacity: config.capacity.max(1),
+            max_batch: config.max_batch.max(1),
+            ..config
+        };
+        let (sender, receiver) = mpsc::channel(config.capacity);
+        let counters = Arc::new(Counters::default());
+        let writer = AuditWriter {
+            sink,
+            receiver,
+            pending: Vec::with_capacity(config.max_batch),
+            config,
+            counters: Arc::clone(&counters),
+            shutdown_replies: Vec::new(),
+            shutting_down: false,
+            gave_up_during_shutdown: false,
+        };
+        let task = tokio::spawn(writer.run());
+        (AuditHandle::new(sender, counters), task)
+    }
+
+    async fn run(mut self) {
+        tracing::debug!(
+            capacity = self.config.capacity,
+            max_batch = self.config.max_batch,
+            "audit writer started"
+        );
+        let mut commands = Vec::with_capacity(self.config.max_batch);
+        while self.receive(&mut commands).await {
+            metrics::gauge!(QUEUE_DEPTH).set(self.receiver.len() as f64);
+            for command in commands.drain(..) {
+                self.handle(command).await;
+            }
+            self.write_pending().await;
+        }
+        self.write_pending().await;
+        metrics::gauge!(QUEUE_DEPTH).set(0.0);
+        let dropped = self.counters.dropped.load(Ordering::Acquire);
+        for reply in self.shutdown_replies.drain(..) {
+            // The caller may have stopped waiting; nothing is lost then.
+            let _ = reply.send(dropped);
+        }
+        tracing::info!(
+            written = self.counters.written.load(Ordering::Relaxed),
+            dropped,
+            "audit writer stopped"
+        );
+    }
+
+    /// Receives the next commands; returns false once the queue is closed and
+    /// empty.
+    async fn receive(&mut self, commands: &mut Vec<Command>) -> bool {
+        let limit = self.config.max_batch;
+        if self.receiver.recv_many(commands, limit).await == 0 {
+            return false;
+        }
+        if !self.shutting_down {
+            self.linger(commands).await;
+        }
+        true
+    }
+
+    /// Waits up to `flush_interval` for a partial batch to fill, unless a
+    /// flush or shutdown request is waiting.
+    async fn linger(&mut self, commands: &mut Vec<Command>) {
+        let deadline = tokio::time::Instant::now() + self.config.flush_interval;
+        let mut checked = 0;
+        while commands.len() < self.config.max_batch {
+            if commands[checked..].iter().any(is_control) {
+                return;
+            }
+            checked = commands.len();
+            let limit = self.config.max_batch - commands.len();
+            let received = self.receiver.recv_many(commands, limit);
+            match tokio::time::timeout_at(deadline, received).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Record(record) => {
+                self.pending.push(record);
+                if self.pending.len() >= self.config.max_batch {
+                    self.write_pending().await;
+                }
+            }
+            Command::Flush(reply) => {
+                self.write_pending().await;
+                let _ = reply.send(self.counters.dropped.load(Ordering::Acquire));
+            }
+            Command::Shutdown(reply) => {
+                self.write_pending().await;
+                tracing::info!("audit writer shutting down; draining the queue");
+                self.receiver.close();
+                self.shutting_down = true;
+                self.shutdown_replies.push(reply);
+            }
+        }
+    }
+
+    /// Commits the pending records, retrying with capped exponential backoff
+    /// until `give_up_after`, then drops them with an error log.
+    async fn write_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut backoff = INITIAL_BACKOFF.min(self.config.max_backoff);
+        let mut attempt: u32 = 1;
+        loop {
+            let attempt_started = Instant::now();
+            let error = match self.sink.write_batch(&self.pending).await {
+                Ok(()) => {
+                    self.count_written(attempt, attempt_started.elapsed());
+                    break;
+                }
+                Err(error) => error,
+            };
+            if started.elapsed() + backoff > self.retry_window() {
+                self.count_dropped(attempt, &error);
+                break;
+            }
+            tracing::warn!(
+                count = self.pending.len(),
+                attempt,
+                retry_in_ms = backoff.as_millis() as u64,
+                error = %ErrorChain(&error),
+                "audit batch write failed; retrying"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.config.max_backoff);
+            attempt += 1;
+        }
+        self.pending.clear();
+    }
+
+    fn retry_window(&self) -> Duration {
+        if self.gave_up_during_shutdown {
+            Duration::ZERO
+        } else {
+            self.config.give_up_after
+        }
+    }
+
+    fn count_written(&self, attempt: u32, elapsed: Duration) {
+        let count = self.pending.len() as u64;
+        self.counters.written.fetch_add(count, Ordering::Release);
+        metrics::counter!(RECORDS_WRITTEN_TOTAL).increment(count);
+        metrics::histogram!(BATCH_DURATION_SECONDS).record(elapsed.as_secs_f64());
+        if attempt > 1 {
+            tracing::info!(
+                count,
+                attempts = attempt,
+                "audit batch written after retries"
+            );
+        }
+    }
+
+    fn count_dropped(&mut self, attempt: u32, error: &StoreError) {
+        let count = self.pending.len() as u64;
+        self.counters.dropped.fetch_add(count, Ordering::Release);
+        metrics::counter!(RECORDS_DROPPED_TOTAL).increment(count);
+        tracing::error!(
+            count,
+            attempts = attempt,
+            error = %ErrorChain(error),
+            "audit writer gave up on a batch; its records are lost"
+        );
+        if self.counters.shutdown_requested.load(Ordering::Acquire) {
+            self.gave_up_during_shutdown = true;
+        }
+    }
+}
+
+fn is_control(command: &Command) -> bool {
+    !matches!(command, Command::Record(_))
+}
+
+/// Displays an error followed by its sources, separated by ": ".
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}

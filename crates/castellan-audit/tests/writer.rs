@@ -1,0 +1,220 @@
+//! The batched audit writer against a real SQLite store and test sinks.
+
+mod common;
+
+use std::time::Duration;
+
+use castellan_audit::{
+    AuditBackpressure, AuditError, AuditHandle, AuditWriter, WriterConfig, RECORDS_DROPPED_TOTAL,
+    RECORDS_WRITTEN_TOTAL,
+};
+use castellan_store::Store;
+use common::{record, CountingRecorder, FlakySink};
+use sqlx::Connection;
+
+async fn create_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(&dir.path().join("castellan.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn fast_retry(give_up_after: Duration) -> WriterConfig {
+    WriterConfig {
+        max_backoff: Duration::from_millis(1),
+        give_up_after,
+        ..WriterConfig::default()
+    }
+}
+
+/// Waits until the writer has taken every queued record out of the queue.
+async fn wait_until_queue_empty(handle: &AuditHandle) {
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while handle.stats().queued > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    waited.await.expect("writer never took the queued record");
+}
+
+#[tokio::test]
+async fn shutdown_flushes_every_queued_record() {
+    let (_dir, store) = create_store().await;
+    let (handle, task) = AuditWriter::spawn(store.clone(), WriterConfig::default());
+
+    for request in 0..10_000 {
+        handle.record_now(record(request)).unwrap();
+    }
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+
+    assert_eq!(store.audit_count().await.unwrap(), 10_000);
+    let stats = handle.stats();
+    assert_eq!(stats.written, 10_000);
+    assert_eq!(stats.dropped, 0);
+}
+
+#[tokio::test]
+async fn dropping_handles_flushes_queue() {
+    let (_dir, store) = create_store().await;
+    let (handle, task) = AuditWriter::spawn(store.clone(), WriterConfig::default());
+    let clone = handle.clone();
+
+    for request in 0..1_000 {
+        clone.record_now(record(request)).unwrap();
+    }
+    drop(clone);
+    drop(handle);
+    task.await.unwrap();
+
+    assert_eq!(store.audit_count().await.unwrap(), 1_000);
+}
+
+#[tokio::test]
+async fn flush_commits_earlier_records() {
+    let (_dir, store) = create_store().await;
+    let reader = Store::open(store.path()).await.unwrap();
+    let (handle, _task) = AuditWriter::spawn(store, WriterConfig::default());
+
+    for request in 0..3 {
+        let slot = handle.try_reserve().unwrap();
+        slot.send(record(request));
+    }
+    handle.flush().await.unwrap();
+
+    assert_eq!(reader.audit_count().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn closed_writer_rejects_new_records() {
+    let (_dir, store) = create_store().await;
+    let (handle, task) = AuditWriter::spawn(store, WriterConfig::default());
+
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+
+    assert_eq!(handle.try_reserve().unwrap_err(), AuditBackpressure::Closed);
+    assert_eq!(handle.record_now(record(1)), Err(AuditBackpressure::Closed));
+    assert_eq!(handle.flush().await, Err(AuditError::Stopped));
+}
+
+#[tokio::test]
+async fn try_reserve_fails_while_store_locked() {
+    let (_dir, store) = create_store().await;
+    let config = WriterConfig {
+        capacity: 1,
+        max_batch: 1,
+        flush_interval: Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(store.clone(), config);
+    // Another process holds the write lock, so the writer blocks on its
+    // first batch and the queue stays full behind it.
+    let url = format!("sqlite://{}", store.path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    handle.record_now(record(1)).unwrap();
+    wait_until_queue_empty(&handle).await;
+    handle.record_now(record(2)).unwrap();
+    let rejected = handle.try_reserve();
+
+    assert_eq!(
+        rejected.unwrap_err(),
+        AuditBackpressure::Full { capacity: 1 }
+    );
+    assert_eq!(handle.stats().queued, 1);
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    handle.flush().await.unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 2);
+    assert!(handle.try_reserve().is_ok(), "queue has room again");
+}
+
+#[tokio::test]
+async fn batches_respect_max_batch() {
+    let sink = FlakySink::default();
+    let config = WriterConfig {
+        max_batch: 4,
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
+
+    // The single-threaded runtime runs the writer only once this task waits,
+    // so all ten records are queued before the first batch is taken.
+    for request in 0..10 {
+        handle.record_now(record(request)).unwrap();
+    }
+    handle.flush().await.unwrap();
+
+    assert_eq!(sink.batch_sizes(), [4, 4, 2]);
+    let expected: Vec<_> = (0..10).map(|i| format!("req-{i}")).collect();
+    assert_eq!(sink.request_ids(), expected, "records keep queue order");
+}
+
+#[tokio::test]
+async fn failed_batch_retried_until_written() {
+    let recorder = CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let sink = FlakySink::failing_first(3);
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), fast_retry(Duration::from_secs(30)));
+
+    for request in 0..5 {
+        handle.record_now(record(request)).unwrap();
+    }
+    handle.flush().await.unwrap();
+
+    assert_eq!(sink.attempts.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(sink.batch_sizes(), [5], "the batch is written once");
+    assert_eq!(handle.stats().written, 5);
+    assert_eq!(handle.stats().dropped, 0);
+    assert_eq!(recorder.counter_value(RECORDS_WRITTEN_TOTAL), 5);
+    assert_eq!(recorder.counter_value(RECORDS_DROPPED_TOTAL), 0);
+}
+
+#[tokio::test]
+async fn writer_gives_up_and_counts_drops() {
+    let recorder = CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let sink = FlakySink::failing_first(usize::MAX);
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), fast_retry(Duration::from_millis(20)));
+
+    for request in 0..5 {
+        handle.record_now(record(request)).unwrap();
+    }
+    let flushed = handle.flush().await;
+
+    assert_eq!(flushed, Err(AuditError::RecordsDropped { count: 5 }));
+    assert!(
+        sink.attempts.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "retried first"
+    );
+    assert_eq!(handle.stats().dropped, 5);
+    assert_eq!(recorder.counter_value(RECORDS_DROPPED_TOTAL), 5);
+    assert_eq!(recorder.counter_value(RECORDS_WRITTEN_TOTAL), 0);
+}
+
+#[tokio::test]
+async fn shutdown_with_dead_store_reports_loss() {
+    let sink = FlakySink::failing_first(usize::MAX);
+    let config = WriterConfig {
+        max_batch: 2,
+        ..fast_retry(Duration::from_millis(20))
+    };
+    let (handle, task) = AuditWriter::spawn(sink.clone(), config);
+
+    for request in 0..6 {
+        handle.record_now(record(request)).unwrap();
+    }
+    let result = handle.shutdown().await;
+    task.await.unwrap();
+
+    assert_eq!(result, Err(AuditError::RecordsDropped { count: 6 }));
+    assert_eq!(handle.stats().dropped, 6);
+    assert!(sink.attempts_at("req-0") > 1, "first batch is retried");
+    assert_eq!(sink.attempts_at("req-2"), 1, "later batches fail fast");
+    assert_eq!(sink.attempts_at("req-4"), 1, "later batches fail fast");
+}

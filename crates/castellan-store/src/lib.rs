@@ -1,0 +1,26 @@
+//! Persistence for castellan: secrets, agent tokens, agent state, audit records
+//! and the change counter a running gateway polls to know when to reload.
+//!
+//! The backend is an embedded SQLite file shared by the gateway and CLI
+//! commands; see [`Store`] for its concurrency and durability guarantees. The
+//! public API uses no driver types, so a PostgreSQL backend can implement it.
+#![forbid(unsafe_code)]
+
+mod agents;
+mod audit;
+mod audit_record;
+mod error;
+mod meta;
+mod open;
+mod rows;
+mod secrets;
+mod tokens;
+
+pub use agents::SuspendedAgent;
+pub use audit_record::{
+    AuditDecision, AuditQuery, AuditRecord, AuditWindow, InvalidDecision, MAX_AUDIT_QUERY_LIMIT,
+};
+pub use error::{BoxError, StoreError};
+pub use open::{now_ms, Store, BUSY_TIMEOUT};
+pub use secrets::{SealedRow, SecretInfo};
+pub use tokens::TokenRecord;

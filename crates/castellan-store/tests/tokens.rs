@@ -1,0 +1,195 @@
+//! Agent tokens: issue, list, revoke, expiry and last use.
+
+mod common;
+
+use castellan_store::{now_ms, StoreError, TokenRecord};
+use common::{create_db, fake_hash, token};
+
+#[tokio::test]
+async fn list_tokens_filters_by_agent() {
+    let db = create_db().await;
+    db.store
+        .insert_token(&token("tok-a1", "alpha", 1))
+        .await
+        .unwrap();
+    db.store
+        .insert_token(&token("tok-b1", "beta", 2))
+        .await
+        .unwrap();
+    db.store
+        .insert_token(&token("tok-a2", "alpha", 3))
+        .await
+        .unwrap();
+
+    let all = db.store.list_tokens(None).await.unwrap();
+    let alpha = db.store.list_tokens(Some("alpha")).await.unwrap();
+
+    let all_ids: Vec<_> = all.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(all_ids, ["tok-a1", "tok-b1", "tok-a2"]);
+    let alpha_ids: Vec<_> = alpha.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(alpha_ids, ["tok-a1", "tok-a2"]);
+    assert_eq!(alpha[0], token("tok-a1", "alpha", 1));
+}
+
+#[tokio::test]
+async fn revoke_token_reports_each_case() {
+    let db = create_db().await;
+    db.store
+        .insert_token(&token("tok-1", "alpha", 1))
+        .await
+        .unwrap();
+
+    let first = db.store.revoke_token("tok-1").await.unwrap();
+    let second = db.store.revoke_token("tok-1").await.unwrap();
+    let unknown = db.store.revoke_token("tok-404").await.unwrap_err();
+
+    assert!(first, "first revoke changes the token");
+    assert!(!second, "second revoke finds it already revoked");
+    assert!(
+        matches!(unknown, StoreError::TokenNotFound { .. }),
+        "{unknown:?}"
+    );
+    assert!(unknown
+        .to_string()
+        .contains("no agent token with id `tok-404`"));
+    let listed = db.store.list_tokens(None).await.unwrap();
+    assert!(listed[0].revoked_ms.is_some());
+}
+
+#[tokio::test]
+async fn active_tokens_exclude_revoked_and_expired() {
+    let db = create_db().await;
+    let now = now_ms();
+    let mut expired = token("tok-expired", "alpha", 1);
+    expired.expires_ms = Some(now - 1_000);
+    let mut expiring = token("tok-later", "alpha", 2);
+    expiring.expires_ms = Some(now + 3_600_000);
+    let revoked = token("tok-revoked", "alpha", 3);
+    let plain = token("tok-plain", "beta", 4);
+    for record in [&expired, &expiring, &revoked, &plain] {
+        db.store.insert_token(record).await.unwrap();
+    }
+    db.store.revoke_token("tok-revoked").await.unwrap();
+
+    let active = db.store.active_tokens().await.unwrap();
+
+    let ids: Vec<_> = active.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, ["tok-later", "tok-plain"]);
+}
+
+#[tokio::test]
+async fn is_active_at_checks_boundaries() {
+    let cases = [
+        ("no expiry", None, None, true),
+        ("before expiry", Some(1_000), None, true),
+        ("at expiry", Some(500), None, false),
+        ("after expiry", Some(100), None, false),
+        ("revoked", None, Some(10), false),
+    ];
+    for (name, expires_ms, revoked_ms, expected) in cases {
+        let mut record = token("tok", "alpha", 1);
+        record.expires_ms = expires_ms;
+        record.revoked_ms = revoked_ms;
+        assert_eq!(record.is_active_at(500), expected, "case {name}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_token_id_conflicts() {
+    let db = create_db().await;
+    db.store
+        .insert_token(&token("tok-1", "alpha", 1))
+        .await
+        .unwrap();
+
+    let error = db
+        .store
+        .insert_token(&token("tok-1", "beta", 2))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("agent token id `tok-1`"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_token_hash_conflicts() {
+    let db = create_db().await;
+    db.store
+        .insert_token(&token("tok-1", "alpha", 1))
+        .await
+        .unwrap();
+
+    let error = db
+        .store
+        .insert_token(&token("tok-2", "beta", 1))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(error, StoreError::Conflict { .. }), "{error:?}");
+    assert!(
+        !error.to_string().contains(&fake_hash(1)),
+        "hash must not be echoed"
+    );
+    assert_eq!(db.store.change_version().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn malformed_token_hash_rejected() {
+    let db = create_db().await;
+    let cases = [
+        ("too short", "abcd".to_owned()),
+        ("uppercase", "AB".repeat(32)),
+        ("not hex", "zz".repeat(32)),
+        ("too long", "ab".repeat(33)),
+    ];
+    for (name, hash) in cases {
+        let record = TokenRecord {
+            hash: hash.clone(),
+            ..token("tok-1", "alpha", 1)
+        };
+        let error = db.store.insert_token(&record).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::InvalidInput { .. }),
+            "case {name}: {error:?}"
+        );
+        assert!(
+            !error.to_string().contains(&hash),
+            "case {name}: hash echoed"
+        );
+    }
+    assert!(db.store.list_tokens(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn touch_tokens_used_keeps_latest_time() {
+    let db = create_db().await;
+    db.store
+        .insert_token(&token("tok-1", "alpha", 1))
+        .await
+        .unwrap();
+    db.store
+        .insert_token(&token("tok-2", "alpha", 2))
+        .await
+        .unwrap();
+    let version = db.store.change_version().await.unwrap();
+
+    let uses = [
+        ("tok-1".to_owned(), 5_000),
+        ("tok-2".to_owned(), 7_000),
+        ("tok-404".to_owned(), 9_000),
+    ];
+    db.store.touch_tokens_used(&uses).await.unwrap();
+    db.store
+        .touch_tokens_used(&[("tok-1".to_owned(), 4_000)])
+        .await
+        .unwrap();
+
+    let listed = db.store.list_tokens(None).await.unwrap();
+    assert_eq!(listed[0].last_used_ms, Some(5_000));
+    assert_eq!(listed[1].last_used_ms, Some(7_000));
+    assert_eq!(db.store.change_version().await.unwrap(), version);
+}
