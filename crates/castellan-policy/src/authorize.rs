@@ -1,0 +1,276 @@
+//! Per-request authorization: build the Cedar request, evaluate, report.
+
+use std::net::IpAddr;
+
+use castellan_model::{canonical_ip, NormalizedPath};
+use cedar_policy::{
+    AuthorizationError, Context, Effect, PolicySet, Request, Response, RestrictedExpression,
+};
+
+use crate::cedar_text::address_literal;
+use crate::compile::{uid, AgentEntry, CompiledPolicy, Policy, PolicyOrigin};
+
+/// One request to authorize: who calls what, from where.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// Name of the authenticated agent.
+    pub agent: &'a str,
+    pub connection: &'a str,
+    /// HTTP method token, such as `GET`.
+    pub method: &'a str,
+    /// The normalized path that will be forwarded upstream.
+    pub path: &'a NormalizedPath,
+    /// Peer address of the agent's connection to the gateway.
+    pub source: IpAddr,
+}
+
+/// The outcome of authorizing one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Id of the deciding rule, such as `roles.marketing.allow[0]` or
+    /// `agents.x.networks`. It is `None` when no rule decided: default deny,
+    /// unknown agent or evaluation failure.
+    pub rule: Option<String>,
+    /// A sentence for the error body and the audit record.
+    pub reason: String,
+}
+
+impl Decision {
+    fn deny(rule: Option<String>, reason: String) -> Self {
+        Decision {
+            allowed: false,
+            rule,
+            reason,
+        }
+    }
+}
+
+impl Policy {
+    /// Decides one request: denied unless an allow rule of the agent's roles
+    /// covers it, no deny rule covers it and the source is in the agent's
+    /// networks.
+    pub fn authorize(&self, request: &AccessRequest<'_>) -> Decision {
+        let Some(agent) = self.agents.get(request.agent) else {
+            return unknown_agent(request.agent);
+        };
+        match self.cedar_request(agent, request) {
+            Ok(cedar) => {
+                let response = self.evaluate(&cedar, &agent.policies);
+                self.decide(agent, request, &response)
+            }
+            Err(decision) => decision,
+        }
+    }
+
+    /// Builds the Cedar request. Entities are built at compile time, so only
+    /// the context is new for each request.
+    pub(crate) fn cedar_request(
+        &self,
+        agent: &AgentEntry,
+        request: &AccessRequest<'_>,
+    ) -> Result<Request, Decision> {
+        let action = uid(&self.types.action, request.method);
+        let resource = uid(&self.types.connection, request.connection);
+        let context = self.context(request)?;
+        Request::new(agent.uid.clone(), action, resource, context, None).map_err(|_| {
+            Decision::deny(
+                None,
+                "the Cedar request could not be built, so the request is denied".to_string(),
+            )
+        })
+    }
+
+    pub(crate) fn evaluate(&self, request: &Request, set: &PolicySet) -> Response {
+        self.authorizer.is_authorized(request, set, &self.entities)
+    }
+
+    /// Fills `depth`, `source` and the segment attributes that some policy
+    /// reads: `s<i>` counts from the start of the path, `r<i>` from its end.
+    fn context(&self, request: &AccessRequest<'_>) -> Result<Context, Decision> {
+        let path = request.path;
+        let from_start = path.depth().min(self.shape.from_start);
+        let from_end = path.depth().min(self.shape.from_end);
+        let depth = i64::try_from(path.depth()).unwrap_or(i64::MAX);
+        let source = address_literal(canonical_ip(request.source));
+        let mut pairs = Vec::with_capacity(2 + from_start + from_end);
+        pairs.push(("depth".to_string(), RestrictedExpression::new_long(depth)));
+        pairs.push(("source".to_string(), RestrictedExpression::new_ip(source)));
+        for (index, segment) in path.segments().take(from_start).enumerate() {
+            pairs.push((
+                format!("s{index}"),
+                RestrictedExpression::new_string(segment.to_string()),
+            ));
+        }
+        for (index, segment) in path.segments().rev().take(from_end).enumerate() {
+            pairs.push((
+                format!("r{index}"),
+                RestrictedExpression::new_string(segment.to_string()),
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|_| {
+            Decision::deny(
+                None,
+                "the Cedar request context could not be built, so the request is denied"
+                    .to_string(),
+            )
+        })
+    }
+
+    /// Turns a Cedar response into a decision naming the first deciding
+    /// policy in reporting order. An evaluation error denies the request,
+    /// because Cedar skips a failing `forbid` and would otherwise allow.
+    fn decide(
+        &self,
+        agent: &AgentEntry,
+        request: &AccessRequest<'_>,
+        response: &Response,
+    ) -> Decision {
+        let deciding = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| self.positions.get(id).copied())
+            .min()
+            .map(|position| &self.compiled[position]);
+        let failure = response.diagnostics().errors().next();
+        match (response.decision(), deciding, failure) {
+            // A satisfied forbid denies whatever else failed to evaluate.
+            (cedar_policy::Decision::Deny, Some(policy), _) => forbidden(policy, request),
+            (_, _, Some(AuthorizationError::PolicyEvaluationError(error))) => Decision::deny(
+                None,
+                format!(
+                    "policy {} could not be evaluated, so the request is denied",
+                    error.policy_id()
+                ),
+            ),
+            (cedar_policy::Decision::Allow, Some(policy), None)
+                if policy.cedar.effect() == Effect::Permit =>
+            {
+                Decision {
+                    allowed: true,
+                    rule: Some(policy.cedar.id().to_string()),
+                    reason: format!("allowed by {}", policy.cedar.id()),
+                }
+            }
+            (cedar_policy::Decision::Allow, _, None) => Decision::deny(
+                None,
+                "Cedar allowed the request without a known permit policy, so it is denied"
+                    .to_string(),
+            ),
+            (cedar_policy::Decision::Deny, None, None) => {
+                Decision::deny(None, no_rule_reason(agent, request))
+            }
+        }
+    }
+}
+
+fn forbidden(policy: &CompiledPolicy, request: &AccessRequest<'_>) -> Decision {
+    let rule = policy.cedar.id().to_string();
+    let reason = match policy.origin {
+        PolicyOrigin::Network => format!(
+            "source address {} is outside the agent's networks",
+            canonical_ip(request.source)
+        ),
+        PolicyOrigin::Rule { .. } => format!("denied by {rule}"),
+    };
+    Decision::deny(Some(rule), reason)
+}
+
+fn unknown_agent(name: &str) -> Decision {
+    Decision::deny(None, format!("agent {name:?} is not in the configuration"))
+}
+
+fn no_rule_reason(agent: &AgentEntry, request: &AccessRequest<'_>) -> String {
+    let target = format!(
+        "{} {} on connection {}",
+        request.method, request.path, request.connection
+    );
+    if agent.roles.is_empty() {
+        format!("the agent has no roles, so nothing allows {target}")
+    } else {
+        format!(
+            "no rule of agent's roles ({}) allows {target}",
+            agent.roles.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use castellan_model::Config;
+
+    use super::*;
+    use crate::cedar_text::ContextShape;
+
+    const CONFIG: &str = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[roles.writer]
+allow = [{ connection = "blog", methods = ["*"], paths = ["/**"] }]
+deny = [{ connection = "blog", methods = ["*"], paths = ["/admin"] }]
+
+[agents.bot]
+owner = "jay@example.com"
+roles = ["writer"]
+
+[agents.office]
+owner = "jay@example.com"
+roles = ["writer"]
+networks = ["10.0.0.0/8"]
+"#;
+
+    /// Compiles `CONFIG` but leaves the segment attributes out of request
+    /// contexts, so the deny rule on `/admin` fails to evaluate.
+    fn policy_with_failing_deny() -> Policy {
+        let config =
+            Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
+        let mut policy = Policy::compile(&config).expect("configuration compiles");
+        policy.shape = ContextShape::default();
+        policy
+    }
+
+    fn admin_request<'a>(agent: &'a str, path: &'a NormalizedPath) -> AccessRequest<'a> {
+        AccessRequest {
+            agent,
+            connection: "blog",
+            method: "GET",
+            path,
+            source: IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    #[test]
+    fn evaluation_error_denies_request() {
+        let policy = policy_with_failing_deny();
+        let path = NormalizedPath::parse("/admin").expect("valid path");
+        let request = admin_request("bot", &path);
+        let cedar = policy
+            .cedar_request(&policy.agents["bot"], &request)
+            .expect("request builds");
+        let response = policy.evaluate(&cedar, &policy.agents["bot"].policies);
+        // Cedar alone skips the failing forbid and allows through the permit.
+        assert_eq!(response.decision(), cedar_policy::Decision::Allow);
+
+        let decision = policy.authorize(&request);
+        assert!(!decision.allowed);
+        assert_eq!(decision.rule, None);
+        assert_eq!(
+            decision.reason,
+            "policy roles.writer.deny[0] could not be evaluated, so the request is denied"
+        );
+    }
+
+    #[test]
+    fn satisfied_forbid_reported_despite_error() {
+        let policy = policy_with_failing_deny();
+        let path = NormalizedPath::parse("/admin").expect("valid path");
+        let decision = policy.authorize(&admin_request("office", &path));
+        assert!(!decision.allowed);
+        assert_eq!(decision.rule.as_deref(), Some("agents.office.networks"));
+    }
+}

@@ -1,0 +1,300 @@
+//! Generation of Cedar policy text from roles, rules and agent networks.
+//!
+//! Cedar's `like` lets `*` match across `/`, so one path string cannot
+//! express "exactly one segment". Each pattern is therefore compiled to
+//! conditions on the request context: `depth` (the number of segments),
+//! `s0, s1, ...` (segments counted from the start) and `r0, r1, ...`
+//! (segments counted from the end). Every attribute access sits behind a
+//! `depth` test, and `&&` short-circuits, so no condition can raise an
+//! evaluation error.
+
+use std::net::IpAddr;
+
+use castellan_model::{Agent, MethodSet, PathPattern, Rule, RuleEffect, Segment};
+
+use crate::error::PolicyError;
+
+/// The largest `s` and `r` attribute counts that any generated policy reads,
+/// so requests carry only the segments some policy can look at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ContextShape {
+    pub(crate) from_start: usize,
+    pub(crate) from_end: usize,
+}
+
+impl ContextShape {
+    fn include(&mut self, from_start: usize, from_end: usize) {
+        self.from_start = self.from_start.max(from_start);
+        self.from_end = self.from_end.max(from_end);
+    }
+}
+
+/// Writes the `permit` or `forbid` policy for one rule.
+///
+/// `shape` grows to cover the segment attributes the policy reads.
+pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<String, PolicyError> {
+    let id = rule.id.to_string();
+    if rule.paths.is_empty() {
+        return Err(PolicyError::NoPaths { rule: id });
+    }
+    let effect = match rule.id.effect {
+        RuleEffect::Allow => "permit",
+        RuleEffect::Deny => "forbid",
+    };
+    let action =
+        action_scope(&rule.methods).ok_or_else(|| PolicyError::NoMethods { rule: id.clone() })?;
+    let mut conditions = Vec::with_capacity(rule.paths.len());
+    for pattern in &rule.paths {
+        let condition = pattern_condition(pattern, shape)
+            .ok_or_else(|| PolicyError::RepeatedAnyDepth { rule: id.clone() })?;
+        conditions.push(format!("({condition})"));
+    }
+    let scope = [
+        format!("principal in Role::{}", string_literal(&rule.id.role)),
+        action,
+        format!(
+            "resource == Connection::{}",
+            string_literal(&rule.connection)
+        ),
+    ];
+    Ok(policy_text(&id, effect, &scope, "when", &conditions))
+}
+
+/// Writes the `forbid` policy that rejects sources outside an agent's
+/// networks, or returns `None` when the agent may call from anywhere.
+pub(crate) fn network_policy(agent: &Agent) -> Option<String> {
+    if agent.networks.is_empty() {
+        return None;
+    }
+    let ranges: Vec<String> = agent
+        .networks
+        .iter()
+        .map(|network| {
+            // Cedar masks host bits itself, so clearing them only makes the
+            // generated text show the range (`10.1.2.3/8` as `10.0.0.0/8`).
+            let network = network.trunc();
+            let range = network_literal(network.addr(), network.prefix_len());
+            format!("context.source.isInRange(ip({}))", string_literal(&range))
+        })
+        .collect();
+    let scope = [
+        format!("principal == Agent::{}", string_literal(&agent.name)),
+        "action".to_string(),
+        "resource".to_string(),
+    ];
+    let id = network_policy_id(&agent.name);
+    Some(policy_text(&id, "forbid", &scope, "unless", &ranges))
+}
+
+/// Lays out one policy: the `@id` annotation, the effect, the three scope
+/// constraints and a `when` or `unless` clause that ORs `conditions`.
+fn policy_text(
+    id: &str,
+    effect: &str,
+    scope: &[String; 3],
+    clause: &str,
+    conditions: &[String],
+) -> String {
+    let mut text = format!("@id({})\n{effect} (\n", string_literal(id));
+    text.push_str(&format!(
+        "  {},\n  {},\n  {}\n)\n",
+        scope[0], scope[1], scope[2]
+    ));
+    text.push_str(&format!(
+        "{clause} {{\n  {}\n}};\n",
+        conditions.join(" ||\n  ")
+    ));
+    text
+}
+
+/// Returns the id of the network policy of agent `name`.
+pub(crate) fn network_policy_id(name: &str) -> String {
+    format!("agents.{name}.networks")
+}
+
+/// Formats an address the way Cedar's `ip()` accepts it.
+///
+/// IPv6 is written as eight hexadecimal groups because Cedar (checked in
+/// cedar-policy-core 4.14) rejects the dotted IPv4 tail (`::ffff:1.2.3.4`)
+/// that Rust's `Display` produces for IPv4-mapped addresses.
+pub(crate) fn address_literal(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6
+                .segments()
+                .iter()
+                .map(|group| format!("{group:x}"))
+                .collect();
+            groups.join(":")
+        }
+    }
+}
+
+fn network_literal(address: IpAddr, prefix_len: u8) -> String {
+    format!("{}/{prefix_len}", address_literal(address))
+}
+
+fn action_scope(methods: &MethodSet) -> Option<String> {
+    match methods {
+        MethodSet::Any => Some("action".to_string()),
+        MethodSet::Only(list) if list.is_empty() => None,
+        MethodSet::Only(list) => {
+            let actions: Vec<String> = list
+                .iter()
+                .map(|method| format!("Action::{}", string_literal(method)))
+                .collect();
+            Some(format!("action in [{}]", actions.join(", ")))
+        }
+    }
+}
+
+/// Compiles one pattern, or returns `None` for a pattern with a `**` that
+/// is not the single split point (which `PathPattern::parse` rejects).
+fn pattern_condition(pattern: &PathPattern, shape: &mut ContextShape) -> Option<String> {
+    let (prefix, suffix) = match pattern.split_any_depth() {
+        Some((prefix, suffix)) => (prefix, Some(suffix)),
+        None => (pattern.segments(), None),
+    };
+    let mut terms = Vec::new();
+    match suffix {
+        None => terms.push(format!("context.depth == {}", prefix.len())),
+        Some(suffix) => terms.push(format!("context.depth >= {}", prefix.len() + suffix.len())),
+    }
+    for (index, segment) in prefix.iter().enumerate() {
+        terms.push(segment_condition(&format!("s{index}"), segment)?);
+    }
+    let suffix = suffix.unwrap_or_default();
+    for (index, segment) in suffix.iter().rev().enumerate() {
+        terms.push(segment_condition(&format!("r{index}"), segment)?);
+    }
+    shape.include(prefix.len(), suffix.len());
+    Some(terms.join(" && "))
+}
+
+fn segment_condition(attribute: &str, segment: &Segment) -> Option<String> {
+    match segment {
+        Segment::Literal(text) => Some(format!("context.{attribute} == {}", string_literal(text))),
+        Segment::Any => Some(format!("context.{attribute} != \"\"")),
+        Segment::Glob(parts) => Some(format!("context.{attribute} like {}", like_literal(parts))),
+        Segment::AnyDepth => None,
+    }
+}
+
+/// Quotes `text` as a Cedar string literal.
+pub(crate) fn string_literal(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        push_escaped(&mut quoted, c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Quotes glob `parts` as a Cedar `like` pattern: the parts joined by `*`,
+/// with any `*` inside a part escaped so it matches only itself.
+fn like_literal(parts: &[String]) -> String {
+    let mut quoted = String::from("\"");
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            quoted.push('*');
+        }
+        for c in part.chars() {
+            if c == '*' {
+                quoted.push_str("\\*");
+            } else {
+                push_escaped(&mut quoted, c);
+            }
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        ' '..='~' => out.push(c),
+        other => out.push_str(&format!("\\u{{{:x}}}", u32::from(other))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_literal_escapes_quotes_and_controls() {
+        let cases = [
+            ("posts", "\"posts\""),
+            ("a\"b", "\"a\\\"b\""),
+            ("a\\b", "\"a\\\\b\""),
+            ("it's", "\"it's\""),
+            ("%7E:@~", "\"%7E:@~\""),
+            ("a*b", "\"a*b\""),
+            ("\n", "\"\\u{a}\""),
+            ("é", "\"\\u{e9}\""),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(string_literal(text), expected, "{text:?}");
+            let policy =
+                format!("permit (principal, action, resource) when {{ context.x == {expected} }};");
+            let parsed = cedar_policy::Policy::parse(None, &policy);
+            assert!(parsed.is_ok(), "Cedar rejects {expected}: {parsed:?}");
+        }
+    }
+
+    #[test]
+    fn like_literal_escapes_stars_in_parts() {
+        let parts = ["a*".to_string(), "\"x\\".to_string()];
+        assert_eq!(like_literal(&parts), "\"a\\**\\\"x\\\\\"");
+    }
+
+    #[test]
+    fn mapped_ipv6_written_without_dots() {
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().expect("valid address");
+        assert_eq!(address_literal(mapped), "0:0:0:0:0:ffff:a01:203");
+        assert_eq!(network_literal(mapped, 104), "0:0:0:0:0:ffff:a01:203/104");
+    }
+
+    #[test]
+    fn pattern_conditions_guard_on_depth() {
+        let cases = [
+            ("/", "context.depth == 1 && context.s0 == \"\""),
+            ("/posts/*", "context.depth == 2 && context.s0 == \"posts\" && context.s1 != \"\""),
+            (
+                "/*/x/**",
+                "context.depth >= 2 && context.s0 != \"\" && context.s1 == \"x\"",
+            ),
+            (
+                "/a/**/b/*.json",
+                "context.depth >= 3 && context.s0 == \"a\" && context.r0 like \"*.json\" && context.r1 == \"b\"",
+            ),
+            ("/**", "context.depth >= 0"),
+        ];
+        for (source, expected) in cases {
+            let pattern = PathPattern::parse(source).expect("valid pattern");
+            let mut shape = ContextShape::default();
+            let condition = pattern_condition(&pattern, &mut shape).expect("single '**'");
+            assert_eq!(condition, expected, "{source}");
+        }
+    }
+
+    #[test]
+    fn context_shape_covers_deepest_pattern() {
+        let mut shape = ContextShape::default();
+        for source in ["/a/b/c", "/x/**/y/z", "/**"] {
+            let pattern = PathPattern::parse(source).expect("valid pattern");
+            pattern_condition(&pattern, &mut shape).expect("single '**'");
+        }
+        assert_eq!(
+            shape,
+            ContextShape {
+                from_start: 3,
+                from_end: 2
+            }
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Compilation of a configuration into Cedar policies and entities.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use castellan_model::{Agent, Config, Location, Role, Rule, RuleId};
+use cedar_policy::{
+    Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
+};
+
+use crate::cedar_text::{network_policy, network_policy_id, rule_policy, ContextShape};
+use crate::error::PolicyError;
+
+/// The roles and agents of a configuration compiled to Cedar.
+///
+/// Compiled once per configuration and immutable afterwards, so one
+/// instance can be shared between request handlers in an `Arc`.
+pub struct Policy {
+    pub(crate) entities: Entities,
+    pub(crate) authorizer: Authorizer,
+    /// Every generated policy in reporting order: network policies first,
+    /// then each role's deny rules and allow rules in configuration order.
+    pub(crate) compiled: Vec<CompiledPolicy>,
+    /// Position of each policy id in `compiled`.
+    pub(crate) positions: HashMap<PolicyId, usize>,
+    pub(crate) agents: HashMap<String, AgentEntry>,
+    pub(crate) shape: ContextShape,
+    pub(crate) types: EntityTypes,
+}
+
+/// One generated Cedar policy and the configuration item it came from.
+pub(crate) struct CompiledPolicy {
+    pub(crate) origin: PolicyOrigin,
+    pub(crate) text: String,
+    pub(crate) cedar: cedar_policy::Policy,
+}
+
+/// The configuration item a Cedar policy was generated from.
+pub(crate) enum PolicyOrigin {
+    /// The network restriction of an agent.
+    Network,
+    /// An allow or deny rule of a role.
+    Rule { id: RuleId, location: Location },
+}
+
+/// The compiled form of one agent.
+pub(crate) struct AgentEntry {
+    pub(crate) uid: EntityUid,
+    /// Role names as the agent lists them, for reasons.
+    pub(crate) roles: Vec<String>,
+    /// Positions in `Policy::compiled` of the rules of the agent's roles.
+    pub(crate) rules: Vec<usize>,
+    /// The agent's network policy and the rules of its roles: the only
+    /// policies whose scope can match this agent, so evaluating them alone
+    /// gives the same decision as the full set in less time.
+    pub(crate) policies: PolicySet,
+}
+
+/// The Cedar entity types used in requests.
+pub(crate) struct EntityTypes {
+    pub(crate) agent: EntityTypeName,
+    pub(crate) action: EntityTypeName,
+    pub(crate) connection: EntityTypeName,
+    role: EntityTypeName,
+}
+
+impl EntityTypes {
+    fn new() -> Result<Self, PolicyError> {
+        Ok(EntityTypes {
+            agent: type_name("Agent")?,
+            action: type_name("Action")?,
+            connection: type_name("Connection")?,
+            role: type_name("Role")?,
+        })
+    }
+}
+
+fn type_name(name: &str) -> Result<EntityTypeName, PolicyError> {
+    EntityTypeName::from_str(name).map_err(|error| PolicyError::Entities {
+        message: format!("entity type {name}: {error}"),
+    })
+}
+
+pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(entity_type.clone(), EntityId::new(id))
+}
+
+impl Policy {
+    /// Compiles every rule of every role and every agent's network
+    /// restriction into one Cedar policy each.
+    pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
+        let types = EntityTypes::new()?;
+        let mut builder = Builder::default();
+        let mut networks = HashMap::new();
+        for agent in config.agents.values() {
+            if let Some(position) = builder.add_network(agent)? {
+                networks.insert(agent.name.as_str(), position);
+            }
+        }
+        let mut role_rules = HashMap::new();
+        for role in config.roles.values() {
+            role_rules.insert(role.name.as_str(), builder.add_role(role)?);
+        }
+        let mut agents = HashMap::new();
+        for agent in config.agents.values() {
+            let mut positions = agent_rules(agent, &role_rules)?;
+            let rules = positions.clone();
+            positions.extend(networks.get(agent.name.as_str()));
+            let entry = AgentEntry {
+                uid: uid(&types.agent, &agent.name),
+                roles: agent.roles.clone(),
+                rules,
+                policies: builder.policy_set(&positions)?,
+            };
+            agents.insert(agent.name.clone(), entry);
+        }
+        let entities = build_entities(config, &agents, &types)?;
+        Ok(Policy {
+            entities,
+            authorizer: Authorizer::new(),
+            compiled: builder.compiled,
+            positions: builder.positions,
+            agents,
+            shape: builder.shape,
+            types,
+        })
+    }
+
+    /// Returns the generated Cedar policies, in reporting order.
+    pub fn cedar_text(&self) -> String {
+        let texts: Vec<&str> = self
+            .compiled
+            .iter()
+            .map(|policy| policy.text.as_str())
+            .collect();
+        texts.join("\n")
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("policies", &self.compiled.len())
+            .field("agents", &self.agents.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    compiled: Vec<CompiledPolicy>,
+    positions: HashMap<PolicyId, usize>,
+    shape: ContextShape,
+}
+
+impl Builder {
+    fn add_network(&mut self, agent: &Agent) -> Result<Option<usize>, PolicyError> {
+        let Some(text) = network_policy(agent) else {
+            return Ok(None);
+        };
+        let position = self.add(network_policy_id(&agent.name), text, PolicyOrigin::Network)?;
+        Ok(Some(position))
+    }
+
+    /// Adds a role's deny rules, then its allow rules, and returns their
+    /// positions.
+    fn add_role(&mut self, role: &Role) -> Result<Vec<usize>, PolicyError> {
+        let mut positions = Vec::with_capacity(role.deny.len() + role.allow.len());
+        for rule in role.deny.iter().chain(&role.allow) {
+            positions.push(self.add_rule(rule)?);
+        }
+        Ok(positions)
+    }
+
+    fn add_rule(&mut self, rule: &Rule) -> Result<usize, PolicyError> {
+        let text = rule_policy(rule, &mut self.shape)?;
+        let origin = PolicyOrigin::Rule {
+            id: rule.id.clone(),
+            location: rule.location,
+        };
+        self.add(rule.id.to_string(), text, origin)
+    }
+
+    fn add(
+        &mut self,
+        id: String,
+        text: String,
+        origin: PolicyOrigin,
+    ) -> Result<usize, PolicyError> {
+        let generated = |message: String| PolicyError::Generated {
+            id: id.clone(),
+            message,
+        };
+        let policy_id = PolicyId::new(&id);
+        let cedar = cedar_policy::Policy::parse(Some(policy_id.clone()), &text)
+            .map_err(|error| generated(error.to_string()))?;
+        let position = self.compiled.len();
+        if self.positions.insert(policy_id, position).is_some() {
+            return Err(generated("another policy has the same id".to_string()));
+        }
+        self.compiled.push(CompiledPolicy {
+            origin,
+            text,
+            cedar,
+        });
+        Ok(position)
+    }
+
+    fn policy_set(&self, positions: &[usize]) -> Result<PolicySet, PolicyError> {
+        let mut set = PolicySet::new();
+        for position in positions {
+            let policy = &self.compiled[*position].cedar;
+            set.add(policy.clone())
+                .map_err(|error| PolicyError::Generated {
+                    id: policy.id().to_string(),
+                    message: error.to_string(),
+                })?;
+        }
+        Ok(set)
+    }
+}
+
+/// Returns the positions of the rules of the agent's roles, each once and
+/// in reporting order.
+fn agent_rules(
+    agent: &Agent,
+    role_rules: &HashMap<&str, Vec<usize>>,
+) -> Result<Vec<usize>, PolicyError> {
+    let mut rules = BTreeSet::new();
+    for role in &agent.roles {
+        let positions =
+            role_rules
+                .get(role.as_str())
+                .ok_or_else(|| PolicyError::UndefinedRole {
+                    agent: agent.name.clone(),
+                    role: role.clone(),
+                })?;
+        rules.extend(positions.iter().copied());
+    }
+    Ok(rules.into_iter().collect())
+}
+
+/// Builds `Role` entities and `Agent` entities whose parents are their
+/// roles, which `principal in Role::"..."` in rule policies relies on.
+fn build_entities(
+    config: &Config,
+    agents: &HashMap<String, AgentEntry>,
+    types: &EntityTypes,
+) -> Result<Entities, PolicyError> {
+    let mut entities = Vec::with_capacity(config.roles.len() + agents.len());
+    for role in config.roles.keys() {
+        entities.push(Entity::new_no_attrs(uid(&types.role, role), HashSet::new()));
+    }
+    for entry in agents.values() {
+        let parents = entry
+            .roles
+            .iter()
+            .map(|role| uid(&types.role, role))
+            .collect();
+        entities.push(Entity::new_no_attrs(entry.uid.clone(), parents));
+    }
+    Entities::from_entities(entities, None).map_err(|error| PolicyError::Entities {
+        message: error.to_string(),
+    })
+}

@@ -1,0 +1,20 @@
+//! Errors raised while compiling a configuration into Cedar policies.
+
+/// An error that stops a configuration from compiling into a [`crate::Policy`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("rule {rule} has no path patterns, so it covers nothing; list at least one, such as \"/**\"")]
+    NoPaths { rule: String },
+    #[error("rule {rule} has an empty methods list, so it covers nothing; list methods such as \"GET\", or use every method")]
+    NoMethods { rule: String },
+    #[error("agent {agent:?} names undefined role {role:?}; declare the role or remove it from the agent")]
+    UndefinedRole { agent: String, role: String },
+    #[error(
+        "rule {rule} has a path pattern with more than one '**'; split it into several patterns"
+    )]
+    RepeatedAnyDepth { rule: String },
+    #[error("the Cedar policy generated for {id} was rejected by Cedar ({message}); report this as a castellan-policy bug together with the rule")]
+    Generated { id: String, message: String },
+    #[error("the Cedar entities for agents and roles could not be built ({message}); report this as a castellan-policy bug")]
+    Entities { message: String },
+}

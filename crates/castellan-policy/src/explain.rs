@@ -1,0 +1,90 @@
+//! Explanations for `castellan policy explain`: which rules cover a request.
+
+use castellan_model::{Location, RuleEffect, RuleId};
+use cedar_policy::PolicySet;
+
+use crate::authorize::{AccessRequest, Decision};
+use crate::compile::{Policy, PolicyOrigin};
+
+/// The decision for a request and, for each rule of the agent's roles,
+/// whether it covers the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// Rules of the agent's roles in reporting order (each role's deny rules,
+    /// then its allow rules); empty for an unknown agent.
+    pub rules: Vec<RuleMatch>,
+    /// Cedar text of the deciding policy, when a policy decided.
+    pub deciding_policy: Option<String>,
+}
+
+/// One rule and whether it covers the explained request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleMatch {
+    pub id: RuleId,
+    pub effect: RuleEffect,
+    /// The rule covers the connection, the method and the path.
+    pub matched: bool,
+    /// Line and column of the rule in the configuration file.
+    pub location: Location,
+}
+
+impl Policy {
+    /// Explains a request by evaluating each rule of the agent's roles on
+    /// its own with Cedar, next to the full decision.
+    ///
+    /// This evaluates one policy set per rule, so it is meant for the CLI,
+    /// not the request path.
+    pub fn explain(&self, request: &AccessRequest<'_>) -> Explanation {
+        let decision = self.authorize(request);
+        let deciding_policy = decision
+            .rule
+            .as_ref()
+            .and_then(|rule| self.positions.get(&cedar_policy::PolicyId::new(rule)))
+            .map(|position| self.compiled[*position].text.clone());
+        let mut rules = Vec::new();
+        if let Some(agent) = self.agents.get(request.agent) {
+            // A request that cannot be built is already denied with that
+            // reason in `decision`, and no rule can match it.
+            if let Ok(cedar) = self.cedar_request(agent, request) {
+                rules = agent
+                    .rules
+                    .iter()
+                    .filter_map(|position| self.rule_match(*position, &cedar))
+                    .collect();
+            }
+        }
+        Explanation {
+            decision,
+            rules,
+            deciding_policy,
+        }
+    }
+
+    /// Evaluates the policy at `position` alone. A policy that raises an
+    /// evaluation error counts as not matched.
+    fn rule_match(&self, position: usize, request: &cedar_policy::Request) -> Option<RuleMatch> {
+        let compiled = &self.compiled[position];
+        let PolicyOrigin::Rule { id, location } = &compiled.origin else {
+            return None;
+        };
+        let mut single = PolicySet::new();
+        let matched = match single.add(compiled.cedar.clone()) {
+            Ok(()) => {
+                let response = self.evaluate(request, &single);
+                let satisfied = response
+                    .diagnostics()
+                    .reason()
+                    .any(|reason| reason == compiled.cedar.id());
+                satisfied && response.diagnostics().errors().next().is_none()
+            }
+            Err(_) => false,
+        };
+        Some(RuleMatch {
+            id: id.clone(),
+            effect: id.effect,
+            matched,
+            location: *location,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! Authorization for Castellan: roles compiled to Cedar policies.
+//!
+//! [`Policy::compile`] turns the roles and agents of a configuration into one
+//! Cedar policy per rule, and [`Policy::authorize`] decides each request and
+//! names the rule that decided. Everything is denied unless an allow rule
+//! covers it, and a deny rule always wins over an allow rule.
+#![forbid(unsafe_code)]
+
+mod authorize;
+mod cedar_text;
+mod compile;
+mod error;
+mod explain;
+
+pub use authorize::{AccessRequest, Decision};
+pub use compile::Policy;
+pub use error::PolicyError;
+pub use explain::{Explanation, RuleMatch};
