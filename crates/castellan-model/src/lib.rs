@@ -18,5 +18,6 @@ pub use config::{
     Role, Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_TOKEN_LOCATIONS,
 };
 pub use diagnostic::{ConfigError, Diagnostic, Location};
+pub use names::check_name;
 pub use path::{NormalizedPath, PathError};
 pub use pattern::{PathPattern, PatternError, Segment};

@@ -1,0 +1,147 @@
+//! The audit stage: every request ends in exactly one audit record, written
+//! when the response is complete so it carries the final byte counts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use castellan_audit::{AuditHandle, AuditSlot};
+use castellan_store::{now_ms, AuditDecision, AuditRecord};
+
+/// Facts about a request gathered as it passes the stages.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub time_ms: i64,
+    pub started: Instant,
+    pub request_id: String,
+    pub source: SocketAddr,
+    pub method: String,
+    /// The normalized path, or the raw path cut to a safe length when it did
+    /// not normalize.
+    pub path: String,
+    pub connection: Option<String>,
+    pub agent: Option<String>,
+    pub token_id: Option<String>,
+}
+
+impl RequestFacts {
+    pub fn new(request_id: String, source: SocketAddr, method: &str, raw_path: &str) -> Self {
+        RequestFacts {
+            time_ms: now_ms(),
+            started: Instant::now(),
+            request_id,
+            source,
+            method: method.to_string(),
+            path: truncate(raw_path, 1024),
+            connection: None,
+            agent: None,
+            token_id: None,
+        }
+    }
+
+    /// Builds the record for an outcome.
+    pub fn record(
+        &self,
+        decision: AuditDecision,
+        status: u16,
+        rule: Option<String>,
+        reason: Option<String>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time_ms: self.time_ms,
+            request_id: self.request_id.clone(),
+            agent: self.agent.clone(),
+            token_id: self.token_id.clone(),
+            source: self.source.to_string(),
+            connection: self.connection.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            decision,
+            rule,
+            reason,
+            status,
+            bytes_in,
+            bytes_out,
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// The audit record of a forwarded request, finished when its response
+/// body ends or is dropped.
+pub struct Completion {
+    facts: RequestFacts,
+    slot: Option<AuditSlot>,
+    audit: AuditHandle,
+    status: u16,
+    rule: Option<String>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Completion {
+    pub fn new(
+        facts: RequestFacts,
+        slot: Option<AuditSlot>,
+        audit: AuditHandle,
+        status: u16,
+        rule: Option<String>,
+        sent: Arc<AtomicU64>,
+    ) -> Self {
+        Completion {
+            facts,
+            slot,
+            audit,
+            status,
+            rule,
+            sent,
+        }
+    }
+
+    /// Writes the record; `failure` describes a response that did not end
+    /// normally.
+    pub fn finish(mut self, received: u64, failure: Option<&str>) {
+        let decision = if failure.is_some() {
+            AuditDecision::Error
+        } else {
+            AuditDecision::Allow
+        };
+        let record = self.facts.record(
+            decision,
+            self.status,
+            self.rule.take(),
+            failure.map(str::to_string),
+            self.sent.load(Ordering::Relaxed),
+            received,
+        );
+        submit(&self.audit, self.slot.take(), record);
+    }
+}
+
+/// Sends a record through a reserved slot, or tries to queue it when the
+/// connection runs fail-open and no slot was reserved.
+pub fn submit(audit: &AuditHandle, slot: Option<AuditSlot>, record: AuditRecord) {
+    match slot {
+        Some(slot) => slot.send(record),
+        None => {
+            if audit.record_now(record).is_err() {
+                metrics::counter!("castellan_audit_records_unqueued_total").increment(1);
+                tracing::error!("audit queue full; a record could not be queued");
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Body types of the data path: request bodies stream to the upstream while
+//! they are counted, response bodies stream back through redaction and
+//! finish the audit record when they end.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::audit::Completion;
+use crate::credential::Injector;
+use crate::redact::StreamRedactor;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body on its way upstream, with a byte counter for the audit
+/// record.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    sent: Arc<AtomicU64>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, sent: Arc<AtomicU64>) -> Self {
+        RequestBody {
+            inner: Some(inner),
+            sent,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// A response body sent to an agent.
+pub enum ResponseBody {
+    /// A body that Castellan wrote itself, such as a JSON error.
+    Full(Option<Bytes>),
+    /// An upstream response streaming through redaction.
+    Upstream(Box<UpstreamStream>),
+}
+
+/// State of a streaming upstream response.
+pub struct UpstreamStream {
+    inner: Incoming,
+    /// Holds the credential of the snapshot that served the request, so a
+    /// reload during a long stream cannot change what is redacted.
+    injector: Option<Arc<Injector>>,
+    stream: StreamRedactor,
+    received: u64,
+    completion: Option<Completion>,
+    finished: bool,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+
+    pub fn upstream(
+        inner: Incoming,
+        injector: Option<Arc<Injector>>,
+        completion: Completion,
+    ) -> Self {
+        ResponseBody::Upstream(Box::new(UpstreamStream {
+            inner,
+            injector,
+            stream: StreamRedactor::default(),
+            received: 0,
+            completion: Some(completion),
+            finished: false,
+        }))
+    }
+}
+
+impl UpstreamStream {
+    fn finish(&mut self, error: Option<&hyper::Error>) {
+        if let Some(completion) = self.completion.take() {
+            completion.finish(self.received, error.map(|_| "upstream response body failed"));
+        }
+    }
+
+    fn flush_pending(&mut self) -> Option<Bytes> {
+        let injector = self.injector.as_ref()?;
+        let rest = self.stream.finish(injector.redactor());
+        (!rest.is_empty()).then_some(rest)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream(stream) => poll_upstream(stream, cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Upstream(stream) => stream.finished,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            // Masking keeps lengths, so the upstream's hint stays exact.
+            ResponseBody::Upstream(stream) => stream.inner.size_hint(),
+        }
+    }
+}
+
+fn poll_upstream(
+    stream: &mut UpstreamStream,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    if stream.finished {
+        return Poll::Ready(None);
+    }
+    loop {
+        match Pin::new(&mut stream.inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                stream.finished = true;
+                let rest = stream.flush_pending();
+                stream.finish(None);
+                return Poll::Ready(rest.map(|bytes| Ok(Frame::data(bytes))));
+            }
+            Poll::Ready(Some(Err(error))) => {
+                stream.finished = true;
+                stream.finish(Some(&error));
+                return Poll::Ready(Some(Err(Box::new(error))));
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_data() {
+                    Ok(data) => {
+                        stream.received += data.len() as u64;
+                        let data = match &stream.injector {
+                            Some(injector) => stream.stream.feed(injector.redactor(), data),
+                            None => data,
+                        };
+                        // A chunk held back entirely waits for the next one.
+                        if data.is_empty() {
+                            continue;
+                        }
+                        Frame::data(data)
+                    }
+                    Err(frame) => redact_trailers(frame, stream.injector.as_deref()),
+                };
+                return Poll::Ready(Some(Ok(frame)));
+            }
+        }
+    }
+}
+
+fn redact_trailers(frame: Frame<Bytes>, injector: Option<&Injector>) -> Frame<Bytes> {
+    let mut trailers = match frame.into_trailers() {
+        Ok(trailers) => trailers,
+        Err(frame) => return frame,
+    };
+    if let Some(injector) = injector {
+        for value in trailers.values_mut() {
+            if let Some(masked) = injector.redactor().redact_header(value) {
+                *value = masked;
+            }
+        }
+    }
+    Frame::trailers(trailers)
+}
+
+impl Drop for UpstreamStream {
+    fn drop(&mut self) {
+        // The agent went away before the end: the record still gets written.
+        if let Some(completion) = self.completion.take() {
+            completion.finish(self.received, Some("agent closed the connection before the response ended"));
+        }
+    }
+}

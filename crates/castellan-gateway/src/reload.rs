@@ -1,0 +1,187 @@
+//! Live changes: the configuration file (on SIGHUP or when it changes on
+//! disk) and the store (tokens, suspensions and secrets changed by CLI
+//! commands) reach the running gateway without dropping requests.
+//!
+//! Each change builds a complete new [`Snapshot`] and swaps it in; requests
+//! in flight keep the snapshot they started with.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use castellan_model::Config;
+use tokio::sync::Mutex;
+
+use crate::proxy::Gateway;
+use crate::state::{ConfigState, CredentialState, LoadError, Loader, Snapshot};
+
+/// How often the store's change counter is read. Revocations, suspensions
+/// and secret changes take effect within this interval plus a reload.
+pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the configuration file's modification time is checked.
+pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+}
+
+impl ConfigSource {
+    fn fingerprint(&self) -> Option<(SystemTime, u64)> {
+        let metadata = std::fs::metadata(&self.path).ok()?;
+        Some((metadata.modified().ok()?, metadata.len()))
+    }
+}
+
+/// Applies configuration and store changes to a running gateway.
+pub struct Reloader {
+    gateway: Arc<Gateway>,
+    loader: Loader,
+    source: ConfigSource,
+    /// Serializes reloads so two cannot interleave their swaps.
+    lock: Mutex<Option<(SystemTime, u64)>>,
+}
+
+/// Why the initial state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] castellan_model::ConfigError),
+    #[error(transparent)]
+    Activate(#[from] crate::state::ActivateError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+impl Reloader {
+    /// Loads the configuration and the store for the first time.
+    pub async fn initial_snapshot(loader: &Loader, source: &ConfigSource) -> Result<Snapshot, StartError> {
+        let config = Config::load(&source.path)?;
+        let state = Arc::new(ConfigState::activate(config, None)?);
+        let snapshot = loader.snapshot(state).await?;
+        warn_missing_credentials(&snapshot);
+        Ok(snapshot)
+    }
+
+    pub fn new(gateway: Arc<Gateway>, loader: Loader, source: ConfigSource) -> Self {
+        let fingerprint = source.fingerprint();
+        Reloader {
+            gateway,
+            loader,
+            source,
+            lock: Mutex::new(fingerprint),
+        }
+    }
+
+    /// Reloads the configuration file. An invalid file is logged and the
+    /// running configuration stays in place.
+    pub async fn reload_config(&self) -> bool {
+        let mut fingerprint = self.lock.lock().await;
+        *fingerprint = self.source.fingerprint();
+        let config = match Config::load(&self.source.path) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(path = %self.source.path.display(), error = %error, "configuration reload rejected; keeping the running configuration");
+                return false;
+            }
+        };
+        let current = self.gateway.snapshot.load_full();
+        let state = match ConfigState::activate(config, Some(&current.config)) {
+            Ok(state) => Arc::new(state),
+            Err(error) => {
+                tracing::error!(path = %self.source.path.display(), error = %error, "configuration reload rejected; keeping the running configuration");
+                return false;
+            }
+        };
+        match self.loader.snapshot(state).await {
+            Ok(snapshot) => {
+                warn_missing_credentials(&snapshot);
+                let config = &snapshot.config.config;
+                tracing::info!(
+                    path = %self.source.path.display(),
+                    connections = config.connections.len(),
+                    roles = config.roles.len(),
+                    agents = config.agents.len(),
+                    "configuration reloaded"
+                );
+                self.gateway.snapshot.store(Arc::new(snapshot));
+                true
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "configuration reload failed while reading the store; keeping the running configuration");
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the snapshot if the store changed since it was built.
+    pub async fn refresh_store(&self) -> Result<bool, LoadError> {
+        let _guard = self.lock.lock().await;
+        let current = self.gateway.snapshot.load_full();
+        let version = self.loader.store.change_version().await?;
+        if version == current.store_version {
+            return Ok(false);
+        }
+        let snapshot = self.loader.snapshot(Arc::clone(&current.config)).await?;
+        tracing::debug!(version = snapshot.store_version, "store changes applied");
+        self.gateway.snapshot.store(Arc::new(snapshot));
+        Ok(true)
+    }
+
+    /// Polls the store and the configuration file until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut store_tick = tokio::time::interval(STORE_POLL_INTERVAL);
+        let mut config_tick = tokio::time::interval(CONFIG_POLL_INTERVAL);
+        let mut store_failures: u32 = 0;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = store_tick.tick() => {
+                    match self.refresh_store().await {
+                        Ok(_) => store_failures = 0,
+                        Err(error) => {
+                            store_failures += 1;
+                            // Log the first failure and then every 40th (about every 10 s).
+                            if store_failures % 40 == 1 {
+                                tracing::error!(error = %error, failures = store_failures, "reading store changes failed; the gateway keeps its last state");
+                            }
+                        }
+                    }
+                }
+                _ = config_tick.tick() => {
+                    let changed = {
+                        let fingerprint = self.lock.lock().await;
+                        *fingerprint != self.source.fingerprint()
+                    };
+                    if changed {
+                        tracing::info!(path = %self.source.path.display(), "configuration file changed; reloading");
+                        self.reload_config().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn warn_missing_credentials(snapshot: &Snapshot) {
+    for (connection, state) in &snapshot.credentials {
+        match state {
+            CredentialState::Missing { secret } => tracing::warn!(
+                connection = %connection,
+                secret = %secret,
+                "secret is not in the vault; calls to this connection get 503 until `castellan secret set` stores it"
+            ),
+            CredentialState::Unusable { secret, reason } => tracing::warn!(
+                connection = %connection,
+                secret = %secret,
+                reason = %reason,
+                "secret cannot be used; calls to this connection get 503"
+            ),
+            CredentialState::Ready(_) => {}
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The gateway's view of the world: an immutable snapshot of configuration,
+//! policy, tokens, suspensions and credentials, replaced whole on a reload
+//! so that each request sees one consistent version from start to end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use castellan_model::{Config, Connection};
+use castellan_policy::Policy;
+use castellan_store::{Store, StoreError, TokenRecord};
+use castellan_vault::{MasterKey, SealedSecret, TokenHash};
+
+use crate::credential::{InjectError, Injector};
+use crate::upstream::{build_client, ClientError, HttpClient};
+
+/// A validated configuration with its compiled policy and upstream clients.
+pub struct ConfigState {
+    pub config: Arc<Config>,
+    pub policy: Policy,
+    clients: HashMap<String, HttpClient>,
+}
+
+/// Why a new configuration could not be activated.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    #[error("policy compilation failed: {0}")]
+    Policy(#[from] castellan_policy::PolicyError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl ConfigState {
+    /// Compiles `config`, reusing `previous`'s pooled clients for
+    /// connections whose upstream settings did not change.
+    pub fn activate(config: Config, previous: Option<&ConfigState>) -> Result<Self, ActivateError> {
+        let policy = Policy::compile(&config)?;
+        let mut clients = HashMap::new();
+        for (name, connection) in &config.connections {
+            let reused = previous.and_then(|state| {
+                let old = state.config.connections.get(name)?;
+                same_transport(old, connection).then(|| state.clients.get(name).cloned())?
+            });
+            let client = match reused {
+                Some(client) => client,
+                None => build_client(connection)?,
+            };
+            clients.insert(name.clone(), client);
+        }
+        Ok(ConfigState {
+            config: Arc::new(config),
+            policy,
+            clients,
+        })
+    }
+
+    pub fn client(&self, connection: &str) -> Option<&HttpClient> {
+        self.clients.get(connection)
+    }
+}
+
+fn same_transport(old: &Connection, new: &Connection) -> bool {
+    old.upstream == new.upstream
+        && old.ca_file == new.ca_file
+        && old.timeouts.connect == new.timeouts.connect
+}
+
+/// A live agent token as the gateway keeps it in memory.
+#[derive(Debug, Clone)]
+pub struct ActiveToken {
+    pub id: String,
+    pub agent: String,
+    pub expires_ms: Option<i64>,
+}
+
+/// Whether a connection's credential can be used.
+pub enum CredentialState {
+    Ready(Arc<Injector>),
+    /// The vault has no entry of this name.
+    Missing { secret: String },
+    /// The entry exists but cannot be used; the reason names no value.
+    Unusable { secret: String, reason: String },
+}
+
+/// Everything one request needs, swapped atomically on change.
+pub struct Snapshot {
+    pub config: Arc<ConfigState>,
+    pub tokens: HashMap<TokenHash, ActiveToken>,
+    /// Suspended agents and the reason given.
+    pub suspended: HashMap<String, Option<String>>,
+    pub credentials: HashMap<String, CredentialState>,
+    /// The store's change version this snapshot was built from.
+    pub store_version: i64,
+}
+
+/// Loads the store-backed part of a snapshot.
+pub struct Loader {
+    pub store: Store,
+    pub master_key: Arc<MasterKey>,
+}
+
+/// Why the store-backed state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Loader {
+    /// Builds a snapshot for `config` from the store's current contents.
+    pub async fn snapshot(&self, config: Arc<ConfigState>) -> Result<Snapshot, LoadError> {
+        // Read the version first: a change that lands while we load bumps it
+        // again, so the next poll reloads instead of missing it.
+        let store_version = self.store.change_version().await?;
+        let tokens = self
+            .store
+            .active_tokens()
+            .await?
+            .into_iter()
+            .filter_map(active_token)
+            .collect();
+        let suspended = self
+            .store
+            .suspended_agents()
+            .await?
+            .into_iter()
+            .map(|agent| (agent.agent, agent.reason))
+            .collect();
+        let credentials = self.credentials(&config.config).await?;
+        Ok(Snapshot {
+            config,
+            tokens,
+            suspended,
+            credentials,
+            store_version,
+        })
+    }
+
+    async fn credentials(&self, config: &Config) -> Result<HashMap<String, CredentialState>, LoadError> {
+        let mut sealed = HashMap::new();
+        for row in self.store.latest_secrets().await? {
+            sealed.insert(row.name.clone(), row);
+        }
+        let mut credentials = HashMap::new();
+        for (name, connection) in &config.connections {
+            let secret = connection.secret.clone();
+            let state = match sealed.get(&secret) {
+                None => CredentialState::Missing { secret },
+                Some(row) => {
+                    let sealed = SealedSecret {
+                        name: row.name.clone(),
+                        version: row.version,
+                        wrapped_key: row.wrapped_key.clone(),
+                        ciphertext: row.ciphertext.clone(),
+                    };
+                    match castellan_vault::open(&self.master_key, &sealed) {
+                        Err(error) => CredentialState::Unusable {
+                            secret,
+                            reason: error.to_string(),
+                        },
+                        Ok(value) => match Injector::new(&connection.auth, &secret, value.expose()) {
+                            Ok(injector) => CredentialState::Ready(Arc::new(injector)),
+                            Err(error) => unusable(secret, &error),
+                        },
+                    }
+                }
+            };
+            credentials.insert(name.clone(), state);
+        }
+        Ok(credentials)
+    }
+}
+
+fn unusable(secret: String, error: &InjectError) -> CredentialState {
+    CredentialState::Unusable {
+        secret,
+        reason: error.to_string(),
+    }
+}
+
+fn active_token(record: TokenRecord) -> Option<(TokenHash, ActiveToken)> {
+    let hash = TokenHash::from_hex(&record.hash).ok()?;
+    Some((
+        hash,
+        ActiveToken {
+            id: record.id,
+            agent: record.agent,
+            expires_ms: record.expires_ms,
+        },
+    ))
+}
