@@ -1,0 +1,179 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "castellan", version, about = "The keeper of the keys for AI agents: a checkpoint that authenticates agents, authorizes each call, injects the real credential and audits everything")]
+pub struct Cli {
+    /// Data directory: store, vault key and configuration.
+    #[arg(long, global = true, env = "CASTELLAN_DATA_DIR", default_value = "./castellan-data")]
+    pub data_dir: PathBuf,
+
+    /// Configuration file [default: DATA_DIR/castellan.toml].
+    #[arg(long, global = true, env = "CASTELLAN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// File holding the vault passphrase, for data directories created with
+    /// `init --passphrase`; without it the passphrase is prompted for.
+    #[arg(long, global = true, env = "CASTELLAN_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Log as JSON lines instead of text (logs go to stderr).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data directory: store, vault master key and an example configuration.
+    Init(InitArgs),
+    /// Run the checkpoint.
+    Serve(ServeArgs),
+    /// Validate the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect authorization decisions.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Manage upstream credentials in the vault.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage agents: tokens, suspension.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Derive the master key from a passphrase (Argon2id) instead of a key file.
+    #[arg(long)]
+    pub passphrase: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the agent listener.
+    #[arg(long, default_value = "127.0.0.1:8750")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener (health and metrics).
+    #[arg(long, default_value = "127.0.0.1:8751")]
+    pub admin_listen: SocketAddr,
+
+    /// Allow listeners on public addresses. Without it only loopback and
+    /// private addresses are accepted.
+    #[arg(long)]
+    pub allow_public_bind: bool,
+
+    /// Development mode: a throwaway data directory, a built-in echo
+    /// upstream, an example agent and its token.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration and report every problem with its line and column.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show the decision for a request and the rule that made it, without sending anything.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    pub agent: String,
+    pub method: String,
+    /// `/connection/path` or a full gateway URL.
+    pub url: String,
+    /// Source address the request would come from.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source: std::net::IpAddr,
+    /// Also print the generated Cedar policy of the deciding rule.
+    #[arg(long)]
+    pub cedar: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a new version of a secret, read from a no-echo prompt or stdin.
+    Set { name: String },
+    /// List secrets: names, versions and ages, never values.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Manage agent tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Deny every request of an agent until it is resumed.
+    Suspend {
+        agent: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift a suspension.
+    Resume { agent: String },
+    /// List declared agents with their status.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; it is printed once and only its hash is stored.
+    Issue {
+        agent: String,
+        /// Lifetime such as `30d` or `12h`; `never` for no expiry.
+        #[arg(long, default_value = "90d")]
+        ttl: String,
+    },
+    /// List tokens (ids, agents, ages; never the tokens).
+    List {
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print the newest audit records, optionally following new ones.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Number of records to print first.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub lines: u32,
+    /// Keep printing new records as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only records of this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,31 @@
+//! One module per command group.
+
+mod agent;
+mod audit;
+mod config;
+mod dev;
+mod init;
+mod policy;
+mod secret;
+mod serve;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+use crate::data_dir::DataDir;
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let data_dir = DataDir::from_cli(&cli);
+    match cli.command {
+        Command::Init(args) => init::run(&data_dir, &args).await,
+        Command::Serve(args) if args.dev => dev::run(&args).await,
+        Command::Serve(args) => serve::run(&data_dir, &args).await,
+        Command::Config(command) => config::run(&data_dir, command),
+        Command::Policy(command) => policy::run(&data_dir, command),
+        Command::Secret(command) => secret::run(&data_dir, command).await,
+        Command::Agent(command) => agent::run(&data_dir, command).await,
+        Command::Audit(command) => audit::run(&data_dir, command).await,
+    }
+}

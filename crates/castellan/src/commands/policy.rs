@@ -1,0 +1,86 @@
+//! `castellan policy explain`: show a decision without sending anything.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use castellan_model::{Config, NormalizedPath, RuleEffect};
+use castellan_policy::{AccessRequest, Policy};
+
+use crate::cli::PolicyCommand;
+use crate::data_dir::DataDir;
+
+pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
+    let PolicyCommand::Explain(args) = command;
+    let config = Config::load(&data_dir.config)?;
+    let policy = Policy::compile(&config).context("the roles do not compile to a policy")?;
+    let (connection, raw_path) = split_target(&args.url)?;
+    if !config.connections.contains_key(connection) {
+        bail!("no connection named {connection:?} in {}", data_dir.config.display());
+    }
+    let path = NormalizedPath::parse(raw_path)
+        .with_context(|| format!("the gateway would reject the path {raw_path:?} with 400"))?;
+    let method = args.method.to_ascii_uppercase();
+    let request = AccessRequest {
+        agent: &args.agent,
+        connection,
+        method: &method,
+        path: &path,
+        source: args.source,
+    };
+    let explanation = policy.explain(&request);
+    let decision = &explanation.decision;
+    println!(
+        "{} {method} /{connection}{path} for agent {:?} from {}",
+        if decision.allowed { "ALLOW" } else { "DENY" },
+        args.agent,
+        args.source
+    );
+    println!("  rule:   {}", decision.rule.as_deref().unwrap_or("(none: deny by default)"));
+    println!("  reason: {}", decision.reason);
+    if !explanation.rules.is_empty() {
+        println!("  rules of the agent's roles for this connection:");
+        for rule in &explanation.rules {
+            let effect = match rule.effect {
+                RuleEffect::Allow => "allow",
+                RuleEffect::Deny => "deny",
+            };
+            println!(
+                "    {:<5} {:<30} {} ({}:{})",
+                effect,
+                rule.id.to_string(),
+                if rule.matched { "matches" } else { "does not match" },
+                data_dir.config.display(),
+                rule.location.line
+            );
+        }
+    }
+    if args.cedar {
+        if let Some(text) = &explanation.deciding_policy {
+            println!("  deciding Cedar policy:\n{text}");
+        }
+    }
+    Ok(if decision.allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Splits `/connection/path` or `http://host/connection/path?query`.
+fn split_target(url: &str) -> Result<(&str, &str)> {
+    let path = match url.find("://") {
+        Some(scheme_end) => {
+            let after = &url[scheme_end + 3..];
+            after.find('/').map_or("/", |slash| &after[slash..])
+        }
+        None => url,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let Some(trimmed) = path.strip_prefix('/') else {
+        bail!("invalid URL {url:?}: write /connection/path or a full gateway URL");
+    };
+    Ok(match trimmed.find('/') {
+        Some(slash) => (&trimmed[..slash], &trimmed[slash..]),
+        None => (trimmed, ""),
+    })
+}

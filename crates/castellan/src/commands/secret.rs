@@ -1,0 +1,112 @@
+//! `castellan secret`: put upstream credentials into the vault.
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use castellan_store::{now_ms, SealedRow, Store};
+use castellan_vault::MasterKey;
+use zeroize::Zeroizing;
+
+use crate::cli::SecretCommand;
+use crate::data_dir::DataDir;
+use crate::output;
+
+/// Maximum size of a secret value.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode> {
+    let store = data_dir.open_store().await?;
+    match command {
+        SecretCommand::Set { name } => {
+            if let Err(problem) = castellan_model::check_name(&name) {
+                bail!("invalid secret name {name:?}: {problem}");
+            }
+            let master_key = data_dir.master_key(&store).await?;
+            let value = read_value(&name)?;
+            let version = store_secret(&store, &master_key, &name, &value).await?;
+            eprintln!("Stored secret {name:?} version {version}. Running gateways use it within a second.");
+        }
+        SecretCommand::List { json } => list(&store, json).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a secret value from a no-echo prompt, or from stdin when it is not
+/// a terminal. Never from argv or the environment, where other processes
+/// could read it.
+fn read_value(name: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut value = Zeroizing::new(Vec::new());
+    if std::io::stdin().is_terminal() {
+        let typed = Zeroizing::new(
+            rpassword::prompt_password(format!("Value for {name} (input hidden): "))
+                .context("cannot read the value from the terminal")?,
+        );
+        value.extend_from_slice(typed.as_bytes());
+    } else {
+        std::io::stdin()
+            .take(MAX_SECRET_BYTES as u64 + 1)
+            .read_to_end(&mut value)
+            .context("cannot read the value from stdin")?;
+        // One trailing newline comes from `echo` or a heredoc, not the secret.
+        if value.ends_with(b"\n") {
+            value.pop();
+            if value.ends_with(b"\r") {
+                value.pop();
+            }
+        }
+    }
+    if value.is_empty() {
+        bail!("the value for {name:?} is empty; nothing was stored");
+    }
+    if value.len() > MAX_SECRET_BYTES {
+        bail!("the value for {name:?} is larger than {MAX_SECRET_BYTES} bytes; nothing was stored");
+    }
+    Ok(value)
+}
+
+/// Seals `value` as the next version of `name` and stores it.
+pub async fn store_secret(store: &Store, master_key: &MasterKey, name: &str, value: &[u8]) -> Result<u32> {
+    let version = store.next_secret_version(name).await?;
+    let sealed = castellan_vault::seal(master_key, name, version, value)?;
+    store
+        .insert_secret_version(&SealedRow {
+            name: name.to_string(),
+            version,
+            created_ms: now_ms(),
+            wrapped_key: sealed.wrapped_key,
+            ciphertext: sealed.ciphertext,
+        })
+        .await?;
+    Ok(version)
+}
+
+async fn list(store: &Store, json: bool) -> Result<()> {
+    let secrets = store.list_secrets().await?;
+    let now = now_ms();
+    if json {
+        for secret in &secrets {
+            let line = serde_json::json!({
+                "name": secret.name,
+                "version": secret.latest_version,
+                "versions": secret.versions,
+                "created_ms": secret.created_ms,
+                "first_created_ms": secret.first_created_ms,
+            });
+            println!("{line}");
+        }
+        return Ok(());
+    }
+    let mut table = output::table(&["name", "version", "versions", "created", "age"]);
+    for secret in &secrets {
+        table.add_row(vec![
+            secret.name.clone(),
+            secret.latest_version.to_string(),
+            secret.versions.to_string(),
+            output::time(secret.created_ms),
+            output::age(secret.created_ms, now),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}

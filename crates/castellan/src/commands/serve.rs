@@ -1,0 +1,168 @@
+//! `castellan serve`: run the checkpoint.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use castellan_audit::{AuditWriter, WriterConfig};
+use castellan_gateway::{ConfigSource, Gateway, Loader, Reloader};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::cli::ServeArgs;
+use crate::data_dir::DataDir;
+
+pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
+    run_gateway(data_dir, args, |_, _| {}).await
+}
+
+/// Runs the gateway until SIGTERM or SIGINT; `on_ready` is called with the
+/// bound agent and admin addresses once both listeners accept.
+pub async fn run_gateway(
+    data_dir: &DataDir,
+    args: &ServeArgs,
+    on_ready: impl FnOnce(SocketAddr, SocketAddr),
+) -> Result<ExitCode> {
+    check_bind_address("--listen", args.listen, args.allow_public_bind)?;
+    check_bind_address("--admin-listen", args.admin_listen, args.allow_public_bind)?;
+
+    let store = data_dir.open_store().await?;
+    let master_key = data_dir.master_key(&store).await?;
+    let loader = Loader {
+        store: store.clone(),
+        master_key,
+    };
+    let source = ConfigSource {
+        path: data_dir.config.clone(),
+    };
+    let snapshot = Reloader::initial_snapshot(&loader, &source).await?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let (audit, writer) = AuditWriter::spawn(store.clone(), WriterConfig::default());
+    let gateway = Arc::new(Gateway::new(snapshot, audit.clone()));
+
+    let listener = bind(args.listen, "agent").await?;
+    let admin_listener = bind(args.admin_listen, "admin").await?;
+    let agents_address = listener.local_addr()?;
+    let admin_address = admin_listener.local_addr()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
+    tokio::spawn(handle_signals(Arc::clone(&reloader), stop));
+    tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
+    let admin = tokio::spawn(castellan_gateway::serve_admin(
+        admin_listener,
+        Arc::clone(&gateway),
+        metrics,
+        wait_for(stopped.clone()),
+    ));
+
+    tracing::info!(agents = %agents_address, admin = %admin_address, "castellan is serving");
+    println!("listening agents=http://{agents_address} admin=http://{admin_address}");
+    let _ = std::io::stdout().flush();
+    on_ready(agents_address, admin_address);
+
+    castellan_gateway::serve(listener, gateway, wait_for(stopped)).await;
+    if let Err(error) = admin.await {
+        tracing::warn!(%error, "admin listener task failed");
+    }
+    // Every request has ended, so every audit slot is released: flush them.
+    if let Err(error) = audit.shutdown().await {
+        tracing::error!(%error, "audit records were lost at shutdown");
+    }
+    let _ = writer.await;
+    store.close().await;
+    tracing::info!("castellan stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(address: SocketAddr, which: &str) -> Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address} for the {which} listener; is another process using it? Pick another with --listen or --admin-listen")
+    })
+}
+
+/// Resolves when the stop flag becomes true.
+async fn wait_for(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// Reloads on SIGHUP; stops on SIGTERM or SIGINT.
+async fn handle_signals(reloader: Arc<Reloader>, stop: watch::Sender<bool>) {
+    let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop castellan with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP received; reloading the configuration");
+                reloader.reload_config().await;
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    tracing::info!("stopping: no new connections, waiting for in-flight requests");
+    let _ = stop.send(true);
+}
+
+/// Rejects public listen addresses unless explicitly allowed: the gateway
+/// holds every upstream credential and belongs on a private network.
+pub fn check_bind_address(flag: &str, address: SocketAddr, allow_public: bool) -> Result<()> {
+    if allow_public || is_private(address.ip()) {
+        return Ok(());
+    }
+    bail!(
+        "{flag} {address} is not a loopback or private address; castellan holds upstream credentials and should not face the internet. Bind 127.0.0.1 or a private address, or pass --allow-public-bind"
+    )
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match castellan_model::canonical_ip(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            // 100.64.0.0/10 is carrier-grade NAT space, used by overlay networks.
+            v4.is_loopback() || v4.is_private() || (a == 100 && (64..128).contains(&b))
+        }
+        // fc00::/7 are unique local addresses.
+        IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_checked() {
+        let cases = [
+            ("127.0.0.1:8750", true),
+            ("10.1.2.3:8750", true),
+            ("172.16.0.1:8750", true),
+            ("192.168.1.1:8750", true),
+            ("100.100.1.1:8750", true),
+            ("[::1]:8750", true),
+            ("[fd12::1]:8750", true),
+            ("0.0.0.0:8750", false),
+            ("[::]:8750", false),
+            ("8.8.8.8:8750", false),
+            ("169.254.169.254:8750", false),
+            ("[2001:db8::1]:8750", false),
+        ];
+        for (address, allowed) in cases {
+            let address: SocketAddr = address.parse().expect("test address");
+            assert_eq!(check_bind_address("--listen", address, false).is_ok(), allowed, "{address}");
+            assert!(check_bind_address("--listen", address, true).is_ok());
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Helpers for command output.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::Table;
+
+/// A table with the house style.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(header.to_vec());
+    table
+}
+
+/// Formats unix milliseconds as an RFC 3339 UTC time.
+pub fn time(ms: i64) -> String {
+    let Ok(ms) = u64::try_from(ms) else {
+        return "-".into();
+    };
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Formats the time since `ms` as a short age such as `3d` or `5h`.
+pub fn age(ms: i64, now_ms: i64) -> String {
+    let seconds = (now_ms - ms).max(0) / 1000;
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
