@@ -140,8 +140,29 @@ pub fn submit(audit: &AuditHandle, slot: Option<AuditSlot>, record: AuditRecord)
         None => {
             if audit.record_now(record).is_err() {
                 metrics::counter!("castellan_audit_records_unqueued_total").increment(1);
-                tracing::error!("audit queue full; a record could not be queued");
+                log_unqueued();
             }
         }
+    }
+}
+
+/// Logs lost records at most once a second, with the count since the last
+/// line, so a flood of requests cannot flood the log as well.
+fn log_unqueued() {
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
+    UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    let second = u64::try_from(now_ms() / 1000).unwrap_or_default();
+    let last = LAST_LOG_SECOND.load(Ordering::Relaxed);
+    if second > last
+        && LAST_LOG_SECOND
+            .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let lost = UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::error!(
+            records = lost,
+            "audit queue full: records could not be queued (see castellan_audit_records_unqueued_total)"
+        );
     }
 }

@@ -197,9 +197,6 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 /// Returns the query without the agent token and without any parameter
 /// named like the injected credential. Other parameters pass byte for byte.
 fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
-    let Some(query) = query else {
-        return String::new();
-    };
     let removed: Vec<&str> = authorized
         .connection
         .agent_token_in
@@ -210,6 +207,13 @@ fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
         })
         .chain(authorized.injector.query_name())
         .collect();
+    query_without(query, &removed)
+}
+
+fn query_without(query: Option<&str>, removed: &[&str]) -> String {
+    let Some(query) = query else {
+        return String::new();
+    };
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -257,4 +261,35 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 fn humantime_secs(duration: std::time::Duration) -> String {
     format!("{}s", duration.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_removed_by_decoded_name() {
+        let cases = [
+            (None, ""),
+            (Some(""), ""),
+            (Some("a=1&key=cst_x&b=2"), "a=1&b=2"),
+            (Some("k%65y=cst_x&a=%20"), "a=%20"),
+            (Some("key&key=1&keys=2"), "keys=2"),
+            (Some("a=1&&token=t&"), "a=1"),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(query_without(query, &["key", "token"]), expected, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn connection_listed_headers_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("x-secret-hop, keep-alive"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("x-kept", HeaderValue::from_static("2"));
+        remove_connection_listed(&mut headers);
+        assert!(!headers.contains_key("x-secret-hop"));
+        assert!(headers.contains_key("x-kept"));
+    }
 }

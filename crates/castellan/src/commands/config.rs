@@ -8,26 +8,52 @@ use castellan_model::Config;
 use crate::cli::ConfigCommand;
 use crate::data_dir::DataDir;
 
-pub fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode> {
+pub async fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode> {
     let ConfigCommand::Check = command;
-    match Config::load(&data_dir.config) {
-        Ok(config) => {
-            println!(
-                "{}: valid ({} connections, {} roles, {} agents)",
-                data_dir.config.display(),
-                config.connections.len(),
-                config.roles.len(),
-                config.agents.len()
-            );
-            if let Err(error) = castellan_policy::Policy::compile(&config) {
-                eprintln!("error: the roles do not compile to a policy: {error}");
-                return Ok(ExitCode::from(1));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    let config = match Config::load(&data_dir.config) {
+        Ok(config) => config,
         Err(error) => {
             eprint!("{error}");
-            Ok(ExitCode::from(1))
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if let Err(error) = castellan_policy::Policy::compile(&config) {
+        eprintln!("error: the roles do not compile to a policy: {error}");
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "{}: valid ({} connections, {} roles, {} agents)",
+        data_dir.config.display(),
+        config.connections.len(),
+        config.roles.len(),
+        config.agents.len()
+    );
+    warn_missing_secrets(data_dir, &config).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about secrets the configuration names but the vault lacks. Calls
+/// to those connections get 503 until the secret is set, which is allowed
+/// so that configuration and secrets can be rolled out in either order.
+async fn warn_missing_secrets(data_dir: &DataDir, config: &Config) {
+    let Ok(store) = data_dir.open_store().await else {
+        eprintln!(
+            "note: no store in {}, so secrets were not checked",
+            data_dir.root.display()
+        );
+        return;
+    };
+    let Ok(stored) = store.list_secrets().await else {
+        eprintln!("note: cannot list the vault's secrets, so they were not checked");
+        return;
+    };
+    for (name, connection) in &config.connections {
+        if !stored.iter().any(|secret| secret.name == connection.secret) {
+            eprintln!(
+                "warning: connection {name:?} uses secret {:?}, which is not in the vault; calls to it get 503 until `castellan secret set {}`",
+                connection.secret, connection.secret
+            );
         }
     }
+    store.close().await;
 }

@@ -22,7 +22,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init(args) => init::run(&data_dir, &args).await,
         Command::Serve(args) if args.dev => dev::run(&args).await,
         Command::Serve(args) => serve::run(&data_dir, &args).await,
-        Command::Config(command) => config::run(&data_dir, command),
+        Command::Config(command) => config::run(&data_dir, command).await,
         Command::Policy(command) => policy::run(&data_dir, command),
         Command::Secret(command) => secret::run(&data_dir, command).await,
         Command::Agent(command) => agent::run(&data_dir, command).await,
