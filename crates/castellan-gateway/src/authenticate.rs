@@ -58,7 +58,9 @@ fn candidates(parts: &Parts, location: &TokenLocation) -> Vec<String> {
             .filter_map(|value| value.to_str().ok())
             .filter_map(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_string())
             })
             .collect(),
         header => {
@@ -92,7 +94,10 @@ pub fn decode_component(text: &str) -> String {
 }
 
 /// Resolves a token to an agent that may make requests now.
-pub fn authenticate<'a>(snapshot: &'a Snapshot, token: &str) -> Result<Authenticated<'a>, Rejection> {
+pub fn authenticate<'a>(
+    snapshot: &'a Snapshot,
+    token: &str,
+) -> Result<Authenticated<'a>, Rejection> {
     let invalid = || Rejection::unauthorized("the agent token is invalid, expired or revoked");
     let hash = castellan_vault::parse_token(token).map_err(|_| invalid())?;
     let entry = snapshot.tokens.get(&hash).ok_or_else(invalid)?;
@@ -118,7 +123,10 @@ pub fn authenticate<'a>(snapshot: &'a Snapshot, token: &str) -> Result<Authentic
     }
     if agent.is_expired(SystemTime::now()) {
         return Err(Rejection::forbidden(
-            format!("agent {:?} expired; its owner can extend `expires` in the configuration", agent.name),
+            format!(
+                "agent {:?} expired; its owner can extend `expires` in the configuration",
+                agent.name
+            ),
             None,
         ));
     }
@@ -169,14 +177,21 @@ mod tests {
         let bearer = format!("Bearer {TOKEN}");
         let result = find_token(&parts("/c/x", &[("authorization", &bearer)]), &only_header);
         let rejection = result.expect_err("authorization is not allowed here");
-        assert!(rejection.reason.contains("x-api-key"), "{}", rejection.reason);
+        assert!(
+            rejection.reason.contains("x-api-key"),
+            "{}",
+            rejection.reason
+        );
     }
 
     #[test]
     fn conflicting_tokens_rejected() {
         let all = castellan_model::DEFAULT_TOKEN_LOCATIONS.to_vec();
         let bearer = format!("Bearer {TOKEN}");
-        let result = find_token(&parts("/c/x", &[("authorization", &bearer), ("x-api-key", OTHER)]), &all);
+        let result = find_token(
+            &parts("/c/x", &[("authorization", &bearer), ("x-api-key", OTHER)]),
+            &all,
+        );
         let rejection = result.expect_err("two tokens");
         assert!(rejection.reason.contains("two different agent tokens"));
         assert!(!rejection.reason.contains(TOKEN));
@@ -185,9 +200,14 @@ mod tests {
     #[test]
     fn missing_token_names_locations() {
         let all = castellan_model::DEFAULT_TOKEN_LOCATIONS.to_vec();
-        let result = find_token(&parts("/c/x", &[("authorization", "Bearer sk-real-key")]), &all);
+        let result = find_token(
+            &parts("/c/x", &[("authorization", "Bearer sk-real-key")]),
+            &all,
+        );
         let rejection = result.expect_err("no castellan token");
-        assert!(rejection.reason.contains("authorization, x-api-key, api-key, x-goog-api-key"));
+        assert!(rejection
+            .reason
+            .contains("authorization, x-api-key, api-key, x-goog-api-key"));
         assert!(!rejection.reason.contains("sk-real-key"));
     }
 }

@@ -112,7 +112,10 @@ impl ResponseBody {
 impl UpstreamStream {
     fn finish(&mut self, error: Option<&hyper::Error>) {
         if let Some(completion) = self.completion.take() {
-            completion.finish(self.received, error.map(|_| "upstream response body failed"));
+            completion.finish(
+                self.received,
+                error.map(|_| "upstream response body failed"),
+            );
         }
     }
 
@@ -216,7 +219,10 @@ impl Drop for UpstreamStream {
     fn drop(&mut self) {
         // The agent went away before the end: the record still gets written.
         if let Some(completion) = self.completion.take() {
-            completion.finish(self.received, Some("agent closed the connection before the response ended"));
+            completion.finish(
+                self.received,
+                Some("agent closed the connection before the response ended"),
+            );
         }
     }
 }

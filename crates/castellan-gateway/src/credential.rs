@@ -24,9 +24,15 @@ pub struct Injector {
 }
 
 enum Placement {
-    Header { name: HeaderName, value: HeaderValue },
+    Header {
+        name: HeaderName,
+        value: HeaderValue,
+    },
     /// `name=value`, percent-encoded, to append to the query string.
-    Query { name: String, pair: Zeroizing<String> },
+    Query {
+        name: String,
+        pair: Zeroizing<String>,
+    },
 }
 
 impl std::fmt::Debug for Injector {
@@ -95,7 +101,11 @@ impl Injector {
                         forms.push(password.as_bytes().to_vec());
                     }
                 }
-                header_placement("authorization", &format!("Basic {}", encoded.as_str()), secret)?
+                header_placement(
+                    "authorization",
+                    &format!("Basic {}", encoded.as_str()),
+                    secret,
+                )?
             }
             AuthMethod::Query { name } => {
                 let encoded_name = utf8_percent_encode(name, QUERY_VALUE).to_string();
@@ -165,8 +175,12 @@ fn header_placement(name: &str, value: &str, secret: &str) -> Result<Placement, 
 /// URLs), JSON-escaped (in echoed bodies) and base64 (in echoed auth data).
 fn encoded_forms(text: &str) -> Vec<Vec<u8>> {
     let mut forms = vec![
-        utf8_percent_encode(text, QUERY_VALUE).to_string().into_bytes(),
-        utf8_percent_encode(text, NON_ALPHANUMERIC).to_string().into_bytes(),
+        utf8_percent_encode(text, QUERY_VALUE)
+            .to_string()
+            .into_bytes(),
+        utf8_percent_encode(text, NON_ALPHANUMERIC)
+            .to_string()
+            .into_bytes(),
         STANDARD.encode(text).into_bytes(),
         URL_SAFE_NO_PAD.encode(text).into_bytes(),
     ];
@@ -255,7 +269,8 @@ mod tests {
         let newline = Injector::new(&AuthMethod::Bearer, "k", b"a\nb").unwrap_err();
         assert!(newline.to_string().contains("control character"));
         assert!(!newline.to_string().contains("a\nb"));
-        let basic = Injector::new(&AuthMethod::Basic { username: None }, "k", b"nocolon").unwrap_err();
+        let basic =
+            Injector::new(&AuthMethod::Basic { username: None }, "k", b"nocolon").unwrap_err();
         assert!(basic.to_string().contains("user:password"));
         assert!(Injector::new(&AuthMethod::Bearer, "k", b"").is_err());
     }

@@ -29,7 +29,8 @@ pub async fn spawn_echo_upstream() -> std::io::Result<SocketAddr> {
                 continue;
             };
             tokio::spawn(async move {
-                let service = service_fn(|request| async move { Ok::<_, Infallible>(echo(request).await) });
+                let service =
+                    service_fn(|request| async move { Ok::<_, Infallible>(echo(request).await) });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -44,7 +45,11 @@ async fn echo(request: Request<Incoming>) -> Response<EchoBody> {
         return events();
     }
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()

@@ -29,7 +29,12 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(status: StatusCode, error: &'static str, fault: Fault, reason: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        error: &'static str,
+        fault: Fault,
+        reason: impl Into<String>,
+    ) -> Self {
         Rejection {
             status,
             error,
@@ -44,7 +49,12 @@ impl Rejection {
     }
 
     pub fn unauthorized(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", Fault::Agent, reason)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            Fault::Agent,
+            reason,
+        )
     }
 
     pub fn forbidden(reason: impl Into<String>, rule: Option<String>) -> Self {
@@ -58,15 +68,30 @@ impl Rejection {
     }
 
     pub fn unavailable(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", Fault::Gateway, reason)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            Fault::Gateway,
+            reason,
+        )
     }
 
     pub fn bad_gateway(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "bad_gateway", Fault::Gateway, reason)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            Fault::Gateway,
+            reason,
+        )
     }
 
     pub fn gateway_timeout(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", Fault::Gateway, reason)
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "gateway_timeout",
+            Fault::Gateway,
+            reason,
+        )
     }
 
     /// Builds the JSON response: `{"error", "reason", "request_id"}`.
@@ -86,7 +111,10 @@ impl Rejection {
         let mut response = Response::new(ResponseBody::full(body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(

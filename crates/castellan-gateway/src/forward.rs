@@ -76,11 +76,19 @@ pub async fn forward(
         }
     };
     let Some(client) = snapshot.config.client(&connection.name) else {
-        return gateway.reject(&facts, &Rejection::unavailable("the connection is still loading; retry"));
+        return gateway.reject(
+            &facts,
+            &Rejection::unavailable("the connection is still loading; retry"),
+        );
     };
 
     let sent = Arc::new(AtomicU64::new(0));
-    let upstream_request = match build_request(&authorized, &parts, &facts, RequestBody::new(body, Arc::clone(&sent))) {
+    let upstream_request = match build_request(
+        &authorized,
+        &parts,
+        &facts,
+        RequestBody::new(body, Arc::clone(&sent)),
+    ) {
         Ok(request) => request,
         Err(rejection) => return gateway.reject(&facts, &rejection),
     };
@@ -143,14 +151,21 @@ fn build_request(
     let upstream = &connection.upstream;
     let mut query = filtered_query(parts.uri.query(), authorized);
     authorized.injector.append_query(&mut query);
-    let mut target = format!("{}{}{}", upstream.origin(), upstream.base_path, authorized.path.as_str());
+    let mut target = format!(
+        "{}{}{}",
+        upstream.origin(),
+        upstream.base_path,
+        authorized.path.as_str()
+    );
     if !query.is_empty() {
         target.push('?');
         target.push_str(&query);
     }
-    let uri: Uri = target
-        .parse()
-        .map_err(|_| Rejection::bad_request("the request target cannot be forwarded; check the path and query encoding"))?;
+    let uri: Uri = target.parse().map_err(|_| {
+        Rejection::bad_request(
+            "the request target cannot be forwarded; check the path and query encoding",
+        )
+    })?;
 
     let mut headers = parts.headers.clone();
     remove_connection_listed(&mut headers);
@@ -168,7 +183,10 @@ fn build_request(
         headers.insert(REQUEST_ID_HEADER, request_id);
     }
     // Compressed responses could hide an echoed credential from redaction.
-    headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
 
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
@@ -278,14 +296,21 @@ mod tests {
             (Some("a=1&&token=t&"), "a=1"),
         ];
         for (query, expected) in cases {
-            assert_eq!(query_without(query, &["key", "token"]), expected, "{query:?}");
+            assert_eq!(
+                query_without(query, &["key", "token"]),
+                expected,
+                "{query:?}"
+            );
         }
     }
 
     #[test]
     fn connection_listed_headers_removed() {
         let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("x-secret-hop, keep-alive"));
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("x-secret-hop, keep-alive"),
+        );
         headers.insert("x-secret-hop", HeaderValue::from_static("1"));
         headers.insert("x-kept", HeaderValue::from_static("2"));
         remove_connection_listed(&mut headers);

@@ -34,8 +34,11 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Headers that ask a server to treat a request as another method. They are
 /// rejected: a read-only role must not be able to send a `DELETE` as a `POST`.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] =
-    ["x-http-method-override", "x-http-method", "x-method-override"];
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The shared state of a running gateway.
 pub struct Gateway {
@@ -62,11 +65,20 @@ impl Gateway {
 
     /// Handles one agent request from `peer`; never fails, since every
     /// problem becomes a JSON rejection.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
         let request_id = format!("{:032x}", rand::random::<u128>());
         let (parts, body) = request.into_parts();
-        let mut facts = RequestFacts::new(request_id.clone(), peer, parts.method.as_str(), parts.uri.path());
+        let mut facts = RequestFacts::new(
+            request_id.clone(),
+            peer,
+            parts.method.as_str(),
+            parts.uri.path(),
+        );
 
         let mut response = match checkpoint(&snapshot, &parts, &mut facts) {
             Ok(authorized) => forward(&self, &snapshot, authorized, parts, body, facts).await,
@@ -148,7 +160,10 @@ fn checkpoint<'a>(
         .map_err(|error| Rejection::bad_request(format!("invalid request path: {error}")))?;
     facts.path = path.as_str().to_string();
 
-    if let Some(header) = METHOD_OVERRIDE_HEADERS.iter().find(|h| parts.headers.contains_key(**h)) {
+    if let Some(header) = METHOD_OVERRIDE_HEADERS
+        .iter()
+        .find(|h| parts.headers.contains_key(**h))
+    {
         return Err(Rejection::bad_request(format!(
             "method override header {header} is not accepted; send the real HTTP method"
         )));

@@ -39,7 +39,11 @@ impl Redactor {
 
     /// Masks every complete occurrence in `buffer`; returns whether any was found.
     pub fn mask_in_place(&self, buffer: &mut [u8]) -> bool {
-        let matches: Vec<_> = self.automaton.find_iter(&*buffer).map(|m| m.range()).collect();
+        let matches: Vec<_> = self
+            .automaton
+            .find_iter(&*buffer)
+            .map(|m| m.range())
+            .collect();
         for range in &matches {
             buffer[range.clone()].fill(MASK);
         }
@@ -56,7 +60,9 @@ impl Redactor {
             .rev()
             .find(|&k| {
                 let suffix = &buffer[buffer.len() - k..];
-                self.forms.iter().any(|form| form.len() > k && form.starts_with(suffix))
+                self.forms
+                    .iter()
+                    .any(|form| form.len() > k && form.starts_with(suffix))
             })
             .unwrap_or(0)
     }
@@ -177,6 +183,8 @@ mod tests {
         let value = HeaderValue::from_static("Bearer sk-live-abcdef123456");
         let masked = redactor.redact_header(&value).expect("contains the secret");
         assert_eq!(masked.as_bytes(), &[b'*'; 27]);
-        assert!(redactor.redact_header(&HeaderValue::from_static("clean")).is_none());
+        assert!(redactor
+            .redact_header(&HeaderValue::from_static("clean"))
+            .is_none());
     }
 }

@@ -58,7 +58,10 @@ pub enum StartError {
 
 impl Reloader {
     /// Loads the configuration and the store for the first time.
-    pub async fn initial_snapshot(loader: &Loader, source: &ConfigSource) -> Result<Snapshot, StartError> {
+    pub async fn initial_snapshot(
+        loader: &Loader,
+        source: &ConfigSource,
+    ) -> Result<Snapshot, StartError> {
         let config = Config::load(&source.path)?;
         let state = Arc::new(ConfigState::activate(config, None)?);
         let snapshot = loader.snapshot(state).await?;

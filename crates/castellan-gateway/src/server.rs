@@ -22,7 +22,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves agents on `listener` until `shutdown` completes, then waits for
 /// in-flight requests (at most 30 seconds).
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -59,7 +63,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
         });
     }
     tracing::info!("agent listener stopped accepting; draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("in-flight requests still running after the drain timeout; closing them");
     }
 }

@@ -76,9 +76,14 @@ pub struct ActiveToken {
 pub enum CredentialState {
     Ready(Arc<Injector>),
     /// The vault has no entry of this name.
-    Missing { secret: String },
+    Missing {
+        secret: String,
+    },
     /// The entry exists but cannot be used; the reason names no value.
-    Unusable { secret: String, reason: String },
+    Unusable {
+        secret: String,
+        reason: String,
+    },
 }
 
 /// Everything one request needs, swapped atomically on change.
@@ -135,7 +140,10 @@ impl Loader {
         })
     }
 
-    async fn credentials(&self, config: &Config) -> Result<HashMap<String, CredentialState>, LoadError> {
+    async fn credentials(
+        &self,
+        config: &Config,
+    ) -> Result<HashMap<String, CredentialState>, LoadError> {
         let mut sealed = HashMap::new();
         for row in self.store.latest_secrets().await? {
             sealed.insert(row.name.clone(), row);
@@ -157,7 +165,8 @@ impl Loader {
                             secret,
                             reason: error.to_string(),
                         },
-                        Ok(value) => match Injector::new(&connection.auth, &secret, value.expose()) {
+                        Ok(value) => match Injector::new(&connection.auth, &secret, value.expose())
+                        {
                             Ok(injector) => CredentialState::Ready(Arc::new(injector)),
                             Err(error) => unusable(secret, &error),
                         },

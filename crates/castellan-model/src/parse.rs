@@ -704,18 +704,34 @@ fn build_agent(
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
-    if let Ok(net) = text.parse::<IpNet>() {
-        if net.network() != net.addr() {
+    let net = match text.parse::<IpNet>() {
+        Ok(net) if net.network() != net.addr() => {
             return Err(format!(
                 "host bits are set; did you mean \"{}\"?",
                 net.trunc()
             ));
         }
-        return Ok(net);
+        Ok(net) => net,
+        Err(_) => text
+            .parse::<std::net::IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| "not an IP address or CIDR".to_string())?,
+    };
+    Ok(unmap_ipv4(net))
+}
+
+/// Rewrites an IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`) as the IPv4
+/// network it denotes, because source addresses are compared in IPv4 form.
+fn unmap_ipv4(net: IpNet) -> IpNet {
+    let IpNet::V6(v6) = net else {
+        return net;
+    };
+    match v6.addr().to_ipv4_mapped() {
+        Some(v4) if v6.prefix_len() >= 96 => {
+            ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)
+        }
+        _ => net,
     }
-    text.parse::<std::net::IpAddr>()
-        .map(IpNet::from)
-        .map_err(|_| "not an IP address or CIDR".to_string())
 }
 
 /// Parses `YYYY-MM-DD` as midnight UTC.

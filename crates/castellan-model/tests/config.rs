@@ -93,6 +93,18 @@ fn example_config_parses() {
 }
 
 #[test]
+fn mapped_ipv4_networks_match_ipv4_sources() {
+    let config =
+        parse("[agents.bot]\nowner = \"a@example.com\"\nnetworks = [\"::ffff:10.0.0.0/104\"]\n")
+            .expect("valid");
+    let bot = &config.agents["bot"];
+    assert_eq!(bot.networks[0].to_string(), "10.0.0.0/8");
+    assert!(bot.allows_source("10.1.2.3".parse().unwrap()));
+    assert!(bot.allows_source("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(!bot.allows_source("11.0.0.1".parse().unwrap()));
+}
+
+#[test]
 fn errors_carry_line_and_column() {
     let message = errors(
         "[connections.blog]\nupstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nsecrte = \"t\"\n",

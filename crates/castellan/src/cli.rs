@@ -6,10 +6,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "castellan", version, about = "The keeper of the keys for AI agents: a checkpoint that authenticates agents, authorizes each call, injects the real credential and audits everything")]
+#[command(
+    name = "castellan",
+    version,
+    about = "The keeper of the keys for AI agents: a checkpoint that authenticates agents, authorizes each call, injects the real credential and audits everything"
+)]
 pub struct Cli {
     /// Data directory: store, vault key and configuration.
-    #[arg(long, global = true, env = "CASTELLAN_DATA_DIR", default_value = "./castellan-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "CASTELLAN_DATA_DIR",
+        default_value = "./castellan-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Configuration file [default: DATA_DIR/castellan.toml].

@@ -16,13 +16,7 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
     let store = data_dir.open_store().await?;
     match command {
         AgentCommand::Token(TokenCommand::Issue { agent, ttl }) => {
-            let config = Config::load(&data_dir.config)?;
-            if !config.agents.contains_key(&agent) {
-                bail!(
-                    "agent {agent:?} is not declared in {}; add [agents.{agent}] first",
-                    data_dir.config.display()
-                );
-            }
+            require_declared(data_dir, &agent)?;
             let ttl = parse_ttl(&ttl)?;
             let (token, record) = issue_token(&store, &agent, ttl).await?;
             // The token goes alone to stdout so scripts can capture it; the
@@ -38,7 +32,9 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
             list_tokens(&store, agent.as_deref(), json).await?;
         }
         AgentCommand::Token(TokenCommand::Revoke { id }) => match store.revoke_token(&id).await {
-            Ok(true) => eprintln!("Revoked token {id}; running gateways reject it within a second."),
+            Ok(true) => {
+                eprintln!("Revoked token {id}; running gateways reject it within a second.")
+            }
             Ok(false) => eprintln!("Token {id} was already revoked."),
             Err(StoreError::TokenNotFound { .. }) => {
                 bail!("no agent token with id {id:?}; list them with `castellan agent token list`")
@@ -46,11 +42,15 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
             Err(error) => return Err(error.into()),
         },
         AgentCommand::Suspend { agent, reason } => {
+            require_declared(data_dir, &agent)?;
             let reason = reason.unwrap_or_else(|| "suspended by an operator".to_string());
             store.set_suspended(&agent, true, Some(&reason)).await?;
-            eprintln!("Suspended agent {agent:?}; running gateways deny its requests within a second.");
+            eprintln!(
+                "Suspended agent {agent:?}; running gateways deny its requests within a second."
+            );
         }
         AgentCommand::Resume { agent } => {
+            require_declared(data_dir, &agent)?;
             store.set_suspended(&agent, false, None).await?;
             eprintln!("Resumed agent {agent:?}.");
         }
@@ -59,13 +59,26 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// Fails unless the configuration declares `agent`.
+fn require_declared(data_dir: &DataDir, agent: &str) -> Result<()> {
+    let config = Config::load(&data_dir.config)?;
+    if !config.agents.contains_key(agent) {
+        bail!(
+            "agent {agent:?} is not declared in {}; add [agents.{agent}] first",
+            data_dir.config.display()
+        );
+    }
+    Ok(())
+}
+
 /// Parses a token lifetime such as `30d`; `never` means no expiry.
 fn parse_ttl(text: &str) -> Result<Option<Duration>> {
     if text == "never" {
         return Ok(None);
     }
-    let ttl = humantime::parse_duration(text)
-        .with_context(|| format!("invalid --ttl {text:?}; write a duration such as 30d or 12h, or never"))?;
+    let ttl = humantime::parse_duration(text).with_context(|| {
+        format!("invalid --ttl {text:?}; write a duration such as 30d or 12h, or never")
+    })?;
     if ttl.is_zero() {
         bail!("invalid --ttl {text:?}: a token must live longer than zero");
     }
@@ -73,10 +86,15 @@ fn parse_ttl(text: &str) -> Result<Option<Duration>> {
 }
 
 /// Creates a token for `agent` and stores its hash.
-pub async fn issue_token(store: &Store, agent: &str, ttl: Option<Duration>) -> Result<(AgentToken, TokenRecord)> {
+pub async fn issue_token(
+    store: &Store,
+    agent: &str,
+    ttl: Option<Duration>,
+) -> Result<(AgentToken, TokenRecord)> {
     let token = AgentToken::generate();
     let created_ms = now_ms();
-    let expires_ms = ttl.map(|ttl| created_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+    let expires_ms = ttl
+        .map(|ttl| created_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
     let record = TokenRecord {
         id: castellan_vault::new_token_id(),
         agent: agent.to_string(),
@@ -124,7 +142,9 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
             status.to_string(),
             output::time(token.created_ms),
             output::age(token.created_ms, now),
-            token.expires_ms.map_or_else(|| "never".to_string(), output::time),
+            token
+                .expires_ms
+                .map_or_else(|| "never".to_string(), output::time),
         ]);
     }
     println!("{table}");

@@ -44,7 +44,10 @@ pub async fn run(args: &ServeArgs) -> Result<ExitCode> {
     let echo = castellan_gateway::echo::spawn_echo_upstream()
         .await
         .context("cannot start the built-in echo upstream")?;
-    write_new(&data_dir.config, &DEV_CONFIG.replace("ECHO_ADDRESS", &echo.to_string()))?;
+    write_new(
+        &data_dir.config,
+        &DEV_CONFIG.replace("ECHO_ADDRESS", &echo.to_string()),
+    )?;
     create(&data_dir, false).await?;
 
     let store = data_dir.open_store().await?;
@@ -53,7 +56,8 @@ pub async fn run(args: &ServeArgs) -> Result<ExitCode> {
     // receives it, and the gateway masks it in the echoed response.
     let upstream_key = format!("dev-upstream-key-{:032x}", rand::random::<u128>());
     store_secret(&store, &master_key, "echo-api-key", upstream_key.as_bytes()).await?;
-    let (token, _) = super::agent::issue_token(&store, "dev-agent", Some(Duration::from_secs(86_400))).await?;
+    let (token, _) =
+        super::agent::issue_token(&store, "dev-agent", Some(Duration::from_secs(86_400))).await?;
     store.close().await;
 
     let token = token.expose().to_string();
@@ -68,7 +72,10 @@ pub async fn run(args: &ServeArgs) -> Result<ExitCode> {
 fn print_welcome(data_dir: &DataDir, echo: SocketAddr, agents: SocketAddr, token: &str) {
     println!();
     println!("Castellan development mode");
-    println!("  data directory  {} (throwaway, deleted on exit)", data_dir.root.display());
+    println!(
+        "  data directory  {} (throwaway, deleted on exit)",
+        data_dir.root.display()
+    );
     println!("  configuration   {}", data_dir.config.display());
     println!("  echo upstream   http://{echo} (built in, development only: it answers with what it received)");
     println!("  agent           dev-agent, role echo-user: GET and POST allowed, DELETE denied");

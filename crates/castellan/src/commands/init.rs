@@ -71,7 +71,9 @@ pub async fn create(data_dir: &DataDir, passphrase: bool) -> Result<()> {
         let secret = data_dir.read_passphrase(true)?;
         let params = KdfParams::recommended();
         let key = MasterKey::derive(&secret, &params)?;
-        store.set_meta(META_KDF, &serde_json::to_string(&params)?).await?;
+        store
+            .set_meta(META_KDF, &serde_json::to_string(&params)?)
+            .await?;
         key
     } else {
         MasterKey::create_file(&data_dir.key_path())?
@@ -104,7 +106,11 @@ fn cleanup(data_dir: &DataDir, created_dir: bool) {
         let _ = std::fs::remove_dir_all(&data_dir.root);
         return;
     }
-    for path in [data_dir.store_path(), data_dir.key_path(), data_dir.config.clone()] {
+    for path in [
+        data_dir.store_path(),
+        data_dir.key_path(),
+        data_dir.config.clone(),
+    ] {
         if path.starts_with(&data_dir.root) {
             let _ = std::fs::remove_file(&path);
         }

@@ -15,7 +15,10 @@ pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
     let policy = Policy::compile(&config).context("the roles do not compile to a policy")?;
     let (connection, raw_path) = split_target(&args.url)?;
     if !config.connections.contains_key(connection) {
-        bail!("no connection named {connection:?} in {}", data_dir.config.display());
+        bail!(
+            "no connection named {connection:?} in {}",
+            data_dir.config.display()
+        );
     }
     let path = NormalizedPath::parse(raw_path)
         .with_context(|| format!("the gateway would reject the path {raw_path:?} with 400"))?;
@@ -35,7 +38,13 @@ pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
         args.agent,
         args.source
     );
-    println!("  rule:   {}", decision.rule.as_deref().unwrap_or("(none: deny by default)"));
+    println!(
+        "  rule:   {}",
+        decision
+            .rule
+            .as_deref()
+            .unwrap_or("(none: deny by default)")
+    );
     println!("  reason: {}", decision.reason);
     if !explanation.rules.is_empty() {
         println!("  rules of the agent's roles for this connection:");
@@ -48,7 +57,11 @@ pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
                 "    {:<5} {:<30} {} ({}:{})",
                 effect,
                 rule.id.to_string(),
-                if rule.matched { "matches" } else { "does not match" },
+                if rule.matched {
+                    "matches"
+                } else {
+                    "does not match"
+                },
                 data_dir.config.display(),
                 rule.location.line
             );

@@ -66,7 +66,12 @@ fn read_value(name: &str) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 /// Seals `value` as the next version of `name` and stores it.
-pub async fn store_secret(store: &Store, master_key: &MasterKey, name: &str, value: &[u8]) -> Result<u32> {
+pub async fn store_secret(
+    store: &Store,
+    master_key: &MasterKey,
+    name: &str,
+    value: &[u8],
+) -> Result<u32> {
     let version = store.next_secret_version(name).await?;
     let sealed = castellan_vault::seal(master_key, name, version, value)?;
     store

@@ -161,7 +161,11 @@ mod tests {
         ];
         for (address, allowed) in cases {
             let address: SocketAddr = address.parse().expect("test address");
-            assert_eq!(check_bind_address("--listen", address, false).is_ok(), allowed, "{address}");
+            assert_eq!(
+                check_bind_address("--listen", address, false).is_ok(),
+                allowed,
+                "{address}"
+            );
             assert!(check_bind_address("--listen", address, true).is_ok());
         }
     }
