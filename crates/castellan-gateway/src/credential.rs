@@ -47,7 +47,7 @@ impl std::fmt::Debug for Injector {
     }
 }
 
-/// Why a secret cannot be injected the way its connection asks.
+/// Error preparing a secret for its connection's authentication method.
 #[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     #[error("secret {secret:?} is empty; store a value with `castellan secret set {secret}`")]

@@ -1,4 +1,4 @@
-//! A small echo upstream for `castellan serve --dev`: it answers every
+//! A small echo upstream for `castellan serve --dev`: it responds to every
 //! request with a JSON description of what arrived, so a first run shows
 //! the injected credential (redacted on its way back) and the missing agent
 //! token without any outside service.

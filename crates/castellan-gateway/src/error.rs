@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::body::ResponseBody;
 
-/// Who caused a rejection; this sets the audit decision.
+/// The party at fault for a rejection, which sets the audit decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// The agent sent something the checkpoint refuses: a deny.
@@ -15,7 +15,7 @@ pub enum Fault {
     Gateway,
 }
 
-/// A request the gateway answers itself.
+/// A response the gateway sends itself instead of forwarding the request.
 #[derive(Debug, Clone)]
 pub struct Rejection {
     pub status: StatusCode,

@@ -196,9 +196,9 @@ fn build_request(
     Ok(request)
 }
 
-/// Removes headers that the `Connection` header names, as a proxy must; a
-/// client may not use this to strip what Castellan adds, because Castellan's
-/// headers are inserted afterwards.
+/// Removes headers that the `Connection` header names, as a proxy must.
+/// Castellan inserts its own headers afterwards, so a client cannot use this
+/// to strip them.
 fn remove_connection_listed(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

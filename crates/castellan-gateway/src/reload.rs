@@ -23,7 +23,7 @@ pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the configuration file's modification time is checked.
 pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where the configuration comes from.
+/// Location of the configuration file.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     pub path: PathBuf,
@@ -45,7 +45,7 @@ pub struct Reloader {
     lock: Mutex<Option<(SystemTime, u64)>>,
 }
 
-/// Why the initial state could not be built.
+/// Error building the initial state.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("{0}")]

@@ -1,6 +1,6 @@
 //! The gateway's view of the world: an immutable snapshot of configuration,
 //! policy, tokens, suspensions and credentials, replaced whole on a reload
-//! so that each request sees one consistent version from start to end.
+//! so that each request uses one consistent version from start to end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ pub struct ConfigState {
     clients: HashMap<String, HttpClient>,
 }
 
-/// Why a new configuration could not be activated.
+/// Error activating a new configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivateError {
     #[error("policy compilation failed: {0}")]
@@ -103,7 +103,7 @@ pub struct Loader {
     pub master_key: Arc<MasterKey>,
 }
 
-/// Why the store-backed state could not be loaded.
+/// Error loading the store-backed state.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]

@@ -117,13 +117,13 @@ async fn handle_signals(reloader: Arc<Reloader>, stop: watch::Sender<bool>) {
 }
 
 /// Rejects public listen addresses unless explicitly allowed: the gateway
-/// holds every upstream credential and belongs on a private network.
+/// stores every upstream credential and belongs on a private network.
 pub fn check_bind_address(flag: &str, address: SocketAddr, allow_public: bool) -> Result<()> {
     if allow_public || is_private(address.ip()) {
         return Ok(());
     }
     bail!(
-        "{flag} {address} is not a loopback or private address; castellan holds upstream credentials and should not face the internet. Bind 127.0.0.1 or a private address, or pass --allow-public-bind"
+        "{flag} {address} is not a loopback or private address; castellan stores upstream credentials and must not face the internet. Bind 127.0.0.1 or a private address, or pass --allow-public-bind"
     )
 }
 
