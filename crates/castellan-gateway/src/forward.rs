@@ -259,7 +259,10 @@ fn sanitize_response_headers(headers: &mut HeaderMap, authorized: &Authorized<'_
 /// Describes an upstream failure without echoing URLs, which could carry
 /// a credential injected as a query parameter.
 fn upstream_failure(error: &hyper_util::client::legacy::Error) -> &'static str {
-    if error.is_connect() {
+    let chain = error_chain(error).to_ascii_lowercase();
+    if chain.contains("certificate") || chain.contains("handshake") {
+        "the TLS handshake failed (is the upstream's certificate valid, or does the connection need ca_file?)"
+    } else if error.is_connect() {
         "cannot connect (is the upstream running and reachable?)"
     } else {
         "the connection broke before a complete response arrived"
