@@ -186,6 +186,21 @@ fn poll_upstream(
                             Some(injector) => stream.stream.feed(injector.redactor(), data),
                             None => data,
                         };
+                        // Clients may close the connection as soon as the
+                        // last byte arrives, so the body ends here when the
+                        // upstream says no more data follows.
+                        if stream.inner.is_end_stream() {
+                            stream.finished = true;
+                            let data = match stream.flush_pending() {
+                                Some(rest) => [data, rest].concat().into(),
+                                None => data,
+                            };
+                            stream.finish(None);
+                            if data.is_empty() {
+                                return Poll::Ready(None);
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
                         // A chunk held back entirely waits for the next one.
                         if data.is_empty() {
                             continue;

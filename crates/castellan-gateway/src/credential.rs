@@ -171,25 +171,13 @@ fn header_placement(name: &str, value: &str, secret: &str) -> Result<Placement, 
     Ok(Placement::Header { name, value })
 }
 
-/// Forms in which an upstream may echo a secret: URL-encoded (in echoed
-/// URLs), JSON-escaped (in echoed bodies) and base64 (in echoed auth data).
+/// Base64 forms of a secret, as an upstream may echo auth data. Percent and
+/// JSON escapes of every form are matched by the redactor itself.
 fn encoded_forms(text: &str) -> Vec<Vec<u8>> {
-    let mut forms = vec![
-        utf8_percent_encode(text, QUERY_VALUE)
-            .to_string()
-            .into_bytes(),
-        utf8_percent_encode(text, NON_ALPHANUMERIC)
-            .to_string()
-            .into_bytes(),
+    vec![
         STANDARD.encode(text).into_bytes(),
         URL_SAFE_NO_PAD.encode(text).into_bytes(),
-    ];
-    if let Ok(json) = serde_json::to_string(text) {
-        let inner = &json[1..json.len() - 1];
-        forms.push(inner.as_bytes().to_vec());
-        forms.push(inner.replace('/', "\\/").into_bytes());
-    }
-    forms
+    ]
 }
 
 #[cfg(test)]
@@ -255,7 +243,9 @@ mod tests {
         for echoed in [
             "s3cr3t/value+x",
             "s3cr3t%2Fvalue%2Bx",
+            "s3cr3t/value%2bx",
             "s3cr3t\\/value+x",
+            "s3cr3t\\u002Fvalue+x",
             &STANDARD.encode(SECRET),
         ] {
             let mut body = format!("echo: {echoed}!").into_bytes();

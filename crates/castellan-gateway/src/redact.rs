@@ -5,19 +5,34 @@
 //! was sent in. Matches are overwritten with `*` of the same length, which
 //! keeps `Content-Length` and the framing of JSON and event streams valid.
 
-use aho_corasick::{AhoCorasick, MatchKind};
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 
 /// The forms of one credential that must never reach an agent.
+///
+/// Each form matches with every byte written raw or escaped: `%XX` in
+/// either hex case, `+` for a space, or a JSON escape (`\/`, `\"`, `\\`,
+/// `\u00XX`). Upstreams echo URLs and bodies with their own mix of escapes,
+/// and a fixed list of encodings misses mixtures such as `a/b%2Bc`.
 #[derive(Debug)]
 pub struct Redactor {
-    automaton: AhoCorasick,
-    /// Every form, to find partial matches at the end of a chunk.
     forms: Vec<Vec<u8>>,
+    /// Bytes that can begin a match: first bytes of forms and escape starts.
+    starts: [bool; 256],
+    /// Longest possible match: every byte escaped as `\u00XX`.
+    max_match: usize,
 }
 
 const MASK: u8 = b'*';
+
+/// Result of matching one form at one position.
+enum Match {
+    /// The form ends before this offset.
+    Full(usize),
+    /// The buffer ends while the form could still match.
+    Partial,
+    None,
+}
 
 impl Redactor {
     /// Builds a redactor for `forms`; empty forms are ignored.
@@ -25,46 +40,75 @@ impl Redactor {
     /// Returns `None` when there is nothing to redact.
     pub fn new(forms: impl IntoIterator<Item = Vec<u8>>) -> Option<Self> {
         let mut forms: Vec<Vec<u8>> = forms.into_iter().filter(|f| !f.is_empty()).collect();
-        forms.sort();
+        // Longest first, so that a match covers as much as possible.
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
         forms.dedup();
         if forms.is_empty() {
             return None;
         }
-        let automaton = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(&forms)
-            .ok()?;
-        Some(Redactor { automaton, forms })
+        let mut starts = [false; 256];
+        for byte in [b'%', b'+', b'\\'] {
+            starts[usize::from(byte)] = true;
+        }
+        for form in &forms {
+            starts[usize::from(form[0])] = true;
+        }
+        let max_match = forms.iter().map(|form| form.len() * 6).max().unwrap_or(0);
+        Some(Redactor {
+            forms,
+            starts,
+            max_match,
+        })
     }
 
     /// Masks every complete occurrence in `buffer`; returns whether any was found.
     pub fn mask_in_place(&self, buffer: &mut [u8]) -> bool {
-        let matches: Vec<_> = self
-            .automaton
-            .find_iter(&*buffer)
-            .map(|m| m.range())
-            .collect();
-        for range in &matches {
-            buffer[range.clone()].fill(MASK);
+        let mut found = false;
+        let mut position = 0;
+        while position < buffer.len() {
+            match self.longest_full_match(buffer, position) {
+                Some(end) => {
+                    buffer[position..end].fill(MASK);
+                    found = true;
+                    position = end;
+                }
+                None => position += 1,
+            }
         }
-        !matches.is_empty()
+        found
     }
 
-    /// Returns the length of the longest suffix of `buffer` that is a proper
-    /// prefix of some form: bytes that may complete into a match once the
-    /// next chunk arrives.
-    fn pending_suffix(&self, buffer: &[u8]) -> usize {
-        let longest = self.forms.iter().map(Vec::len).max().unwrap_or(0);
-        let limit = longest.saturating_sub(1).min(buffer.len());
-        (1..=limit)
-            .rev()
-            .find(|&k| {
-                let suffix = &buffer[buffer.len() - k..];
-                self.forms
-                    .iter()
-                    .any(|form| form.len() > k && form.starts_with(suffix))
+    fn longest_full_match(&self, buffer: &[u8], position: usize) -> Option<usize> {
+        if !self.starts[usize::from(buffer[position])] {
+            return None;
+        }
+        self.forms
+            .iter()
+            .filter_map(|form| match match_form(form, buffer, position) {
+                Match::Full(end) => Some(end),
+                Match::Partial | Match::None => None,
             })
-            .unwrap_or(0)
+            .max()
+    }
+
+    /// Returns the length of the longest suffix of `buffer` that could still
+    /// grow into a match once the next chunk arrives.
+    fn pending_suffix(&self, buffer: &[u8]) -> usize {
+        let first = buffer.len().saturating_sub(self.max_match);
+        (first..buffer.len())
+            .find(|&position| {
+                self.starts[usize::from(buffer[position])]
+                    && self
+                        .forms
+                        .iter()
+                        .any(|form| matches!(match_form(form, buffer, position), Match::Partial))
+            })
+            .map_or(0, |position| buffer.len() - position)
+    }
+
+    /// Tells whether `buffer` holds a complete match anywhere.
+    fn is_match(&self, buffer: &[u8]) -> bool {
+        (0..buffer.len()).any(|position| self.longest_full_match(buffer, position).is_some())
     }
 
     /// Returns `value` with every occurrence masked, or `None` if it had none.
@@ -78,6 +122,66 @@ impl Redactor {
     }
 }
 
+/// Matches `form` at `position`, allowing each byte in any of its encodings.
+///
+/// Several encodings of a byte have different lengths, so the match tracks
+/// every buffer offset reachable after each byte of the form (at most a few).
+fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
+    let mut offsets = vec![position];
+    let mut partial = false;
+    for &byte in form {
+        let mut next = Vec::with_capacity(offsets.len());
+        for &offset in &offsets {
+            for_each_encoding(byte, |encoding| {
+                let rest = &buffer[offset..];
+                if rest.len() >= encoding.len() {
+                    if eq_ignore_hex_case(&rest[..encoding.len()], encoding) {
+                        next.push(offset + encoding.len());
+                    }
+                } else if eq_ignore_hex_case(rest, &encoding[..rest.len()]) {
+                    partial = true;
+                }
+            });
+        }
+        next.sort_unstable();
+        next.dedup();
+        if next.is_empty() {
+            return if partial { Match::Partial } else { Match::None };
+        }
+        offsets = next;
+    }
+    offsets.last().map_or(Match::None, |end| Match::Full(*end))
+}
+
+/// Calls `visit` with each way `byte` may be written in an echo.
+fn for_each_encoding(byte: u8, mut visit: impl FnMut(&[u8])) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let high = HEX[usize::from(byte >> 4)];
+    let low = HEX[usize::from(byte & 0x0f)];
+    visit(&[byte]);
+    visit(&[b'%', high, low]);
+    visit(&[b'\\', b'u', b'0', b'0', high, low]);
+    match byte {
+        b' ' => visit(b"+"),
+        b'/' | b'"' | b'\\' => visit(&[b'\\', byte]),
+        _ => {}
+    }
+}
+
+/// Compares bytes, treating hex letters in escapes case-insensitively.
+///
+/// Only the encodings built above are compared, whose letters are all hex
+/// digits or `u`, so a case-insensitive compare of letters is exact enough:
+/// a raw letter in a form compares case-insensitively too, which can only
+/// mask more, never less.
+fn eq_ignore_hex_case(actual: &[u8], expected: &[u8]) -> bool {
+    actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, e)| {
+            a == e
+                || (e.is_ascii_hexdigit() && e.is_ascii_alphabetic() && a.eq_ignore_ascii_case(e))
+        })
+}
+
 /// Redacts a byte stream chunk by chunk, holding back only the bytes that
 /// could be the start of a credential split across chunks.
 #[derive(Debug, Default)]
@@ -89,7 +193,7 @@ impl StreamRedactor {
     /// Feeds one chunk; returns the bytes that are safe to send now.
     pub fn feed(&mut self, redactor: &Redactor, chunk: Bytes) -> Bytes {
         if self.pending.is_empty() && redactor.pending_suffix(&chunk) == 0 {
-            if !redactor.automaton.is_match(&chunk[..]) {
+            if !redactor.is_match(&chunk[..]) {
                 return chunk;
             }
             let mut owned = BytesMut::from(&chunk[..]);
@@ -175,6 +279,45 @@ mod tests {
         // ...and released once it turns out to be something else.
         let released = stream.feed(&redactor, Bytes::from_static(b"mited\n\n"));
         assert_eq!(&released[..], b"sk-limited\n\n");
+    }
+
+    #[test]
+    fn mixed_escapes_masked() {
+        let redactor = Redactor::new([b"qk/Query+Secret=Pv6".to_vec()]).expect("form");
+        let cases: [&[u8]; 6] = [
+            b"key=qk/Query+Secret=Pv6&x",
+            b"key=qk/Query%2BSecret%3DPv6&x",
+            b"key=qk%2fQuery%2bSecret%3dPv6&x",
+            b"key=qk%2FQuery%2BSecret%3DPv6&x",
+            b"{\"key\": \"qk\\/Query+Secret\\u003dPv6\"}",
+            b"key=%71k/Query+Secret=Pv6&x",
+        ];
+        for input in cases {
+            let mut buffer = input.to_vec();
+            assert!(
+                redactor.mask_in_place(&mut buffer),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+            let text = String::from_utf8_lossy(&buffer);
+            assert!(!text.contains("Query"), "{text}");
+            assert!(!text.contains("Pv6"), "{text}");
+            assert_eq!(buffer.len(), input.len());
+        }
+    }
+
+    #[test]
+    fn escaped_secret_split_across_chunks() {
+        let redactor = Redactor::new([b"a/b+c".to_vec()]).expect("form");
+        let input = b"url=a%2Fb%2Bc end";
+        for split in 0..input.len() {
+            let mut stream = StreamRedactor::default();
+            let mut out = Vec::new();
+            out.extend_from_slice(&stream.feed(&redactor, Bytes::copy_from_slice(&input[..split])));
+            out.extend_from_slice(&stream.feed(&redactor, Bytes::copy_from_slice(&input[split..])));
+            out.extend_from_slice(&stream.finish(&redactor));
+            assert_eq!(out, b"url=********* end", "split at {split}");
+        }
     }
 
     #[test]
