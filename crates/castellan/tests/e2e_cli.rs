@@ -1,0 +1,306 @@
+//! The operator's commands: `init`, `config check`, `policy explain` and
+//! the listings of secrets and tokens.
+
+#![forbid(unsafe_code)]
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use support::castellan::{json_lines_or_array, Castellan};
+
+const CONFIG: &str = r#"
+[connections.httpbin]
+upstream = "http://127.0.0.1:9"
+auth = { kind = "bearer" }
+secret = "httpbin-key"
+
+[roles.reader]
+allow = [
+  { connection = "httpbin", methods = ["GET"], paths = ["/get", "/headers"] },
+  { connection = "httpbin", methods = ["*"], paths = ["/anything/**"] },
+]
+deny = [{ connection = "httpbin", methods = ["DELETE"], paths = ["/**"] }]
+
+[agents.reader-bot]
+owner = "ops@example.com"
+roles = ["reader"]
+networks = ["127.0.0.0/8"]
+
+[agents.office-bot]
+owner = "ops@example.com"
+roles = ["reader"]
+networks = ["10.0.0.0/8"]
+"#;
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Returns the 1-based line and column of the first `needle` in `text`.
+fn locate(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} is not in the configuration"));
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = offset - before.rfind('\n').map_or(0, |newline| newline + 1) + 1;
+    (line, column)
+}
+
+#[test]
+fn init_creates_private_data_dir() {
+    let castellan = Castellan::init();
+    let data_dir = castellan.data_dir();
+
+    for file in ["castellan.db", "master.key", "castellan.toml"] {
+        assert!(data_dir.join(file).is_file(), "init did not create {file}");
+    }
+    let mode = fs::metadata(data_dir.join("master.key"))
+        .expect("stat master.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "master.key mode is {:o}", mode & 0o777);
+    let example = castellan.cli(&["config", "check"]);
+    assert!(
+        example.status.success(),
+        "the example configuration is invalid: {}",
+        stderr(&example)
+    );
+}
+
+#[test]
+fn init_refuses_existing_data_dir() {
+    let castellan = Castellan::init();
+    let key_before = fs::read(castellan.data_dir().join("master.key")).expect("read master.key");
+    let data_dir = castellan.data_dir().to_string_lossy().into_owned();
+
+    let again = castellan.cli_bare(&["init", "--data-dir", &data_dir]);
+
+    assert!(
+        !again.status.success(),
+        "a second init succeeded: {}",
+        stdout(&again)
+    );
+    let message = stderr(&again);
+    assert!(
+        message.contains(&data_dir) && message.contains("already exists"),
+        "the error must name the existing directory: {message}"
+    );
+    let key_after = fs::read(castellan.data_dir().join("master.key")).expect("read master.key");
+    assert_eq!(
+        key_before, key_after,
+        "the second init changed the master key"
+    );
+}
+
+#[test]
+fn config_check_accepts_valid_config() {
+    let castellan = Castellan::init();
+    castellan.write_config(CONFIG);
+
+    let output = castellan.cli(&["config", "check"]);
+
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("valid"), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("httpbin-key"),
+        "the missing secret deserves a warning: {}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn config_check_reports_line_and_column() {
+    // Each case breaks CONFIG by one replacement, and the error must point
+    // at the replacement text.
+    let cases = [
+        (
+            "undefined connection",
+            r#"connection = "httpbin", methods = ["GET"]"#,
+            r#"connection = "htpbin", methods = ["GET"]"#,
+            "\"htpbin\"",
+            "htpbin",
+        ),
+        (
+            "lower-case method",
+            r#"methods = ["GET"], paths = ["/get""#,
+            r#"methods = ["get"], paths = ["/get""#,
+            "\"get\"",
+            "\"get\"",
+        ),
+        (
+            "undefined role",
+            r#"roles = ["reader"]"#,
+            r#"roles = ["raeder"]"#,
+            "\"raeder\"",
+            "raeder",
+        ),
+        (
+            "invalid network",
+            r#"networks = ["10.0.0.0/8"]"#,
+            r#"networks = ["10.0.0.1/8"]"#,
+            "\"10.0.0.1/8\"",
+            "10.0.0.1/8",
+        ),
+        (
+            "unknown key",
+            "secret = \"httpbin-key\"",
+            "secrets = \"httpbin-key\"",
+            "secrets",
+            "secrets",
+        ),
+    ];
+    let castellan = Castellan::init();
+
+    for (case, original, broken, at, named) in cases {
+        let toml = CONFIG.replacen(original, broken, 1);
+        assert_ne!(toml, CONFIG, "{case}: the replacement did not apply");
+        castellan.write_config(&toml);
+        let (line, column) = locate(&toml, at);
+
+        let output = castellan.cli(&["config", "check"]);
+
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{case}: {message}");
+        let position = format!("castellan.toml:{line}:{column}: ");
+        let located = message.lines().find(|l| l.contains(&position));
+        let located = located.unwrap_or_else(|| panic!("{case}: no {position:?} in:\n{message}"));
+        assert!(
+            located.contains(named),
+            "{case}: the message must name {named}: {located}"
+        );
+        assert!(message.contains("hint:"), "{case}: no hint in:\n{message}");
+    }
+}
+
+#[test]
+fn policy_explain_names_deciding_rule() {
+    let castellan = Castellan::init();
+    castellan.write_config(CONFIG);
+    // (agent, method, URL, source, allowed, text that the rule line contains)
+    let cases = [
+        (
+            "reader-bot",
+            "GET",
+            "/httpbin/anything/x",
+            "127.0.0.1",
+            true,
+            "roles.reader.allow[1]",
+        ),
+        (
+            "reader-bot",
+            "GET",
+            "/httpbin/get",
+            "127.0.0.1",
+            true,
+            "roles.reader.allow[0]",
+        ),
+        (
+            "reader-bot",
+            "DELETE",
+            "http://127.0.0.1:8750/httpbin/anything/x",
+            "127.0.0.1",
+            false,
+            "roles.reader.deny[0]",
+        ),
+        (
+            "reader-bot",
+            "GET",
+            "/httpbin/status/200",
+            "127.0.0.1",
+            false,
+            "none",
+        ),
+        (
+            "office-bot",
+            "GET",
+            "/httpbin/get",
+            "10.1.2.3",
+            true,
+            "roles.reader.allow[0]",
+        ),
+        (
+            "office-bot",
+            "GET",
+            "/httpbin/get",
+            "127.0.0.1",
+            false,
+            "office-bot",
+        ),
+    ];
+
+    for (agent, method, url, source, allowed, rule) in cases {
+        let output = castellan.cli(&["policy", "explain", agent, method, url, "--source", source]);
+
+        let text = stdout(&output);
+        let case = format!("{agent} {method} {url} from {source}");
+        assert_eq!(
+            output.status.success(),
+            allowed,
+            "{case}: {text}{}",
+            stderr(&output)
+        );
+        let verdict = if allowed { "ALLOW" } else { "DENY" };
+        assert!(
+            text.starts_with(verdict),
+            "{case}: expected {verdict}: {text}"
+        );
+        let rule_line = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("rule:"));
+        let rule_line = rule_line.unwrap_or_else(|| panic!("{case}: no rule line: {text}"));
+        assert!(
+            rule_line.contains(rule),
+            "{case}: the rule line must name {rule}: {rule_line}"
+        );
+    }
+}
+
+#[test]
+fn listings_show_names_never_values() {
+    let castellan = Castellan::init();
+    castellan.write_config(CONFIG);
+    let value = "sk-e2e-listing-Pm4Tz9Rc2Wk6";
+    castellan.set_secret("httpbin-key", value);
+    let issued = castellan.issue("reader-bot", Some("30d"));
+
+    let secrets = castellan.cli_ok(&["secret", "list", "--json"]);
+    let secrets_table = castellan.cli_ok(&["secret", "list"]);
+    let tokens = castellan.cli_ok(&["agent", "token", "list", "--json"]);
+
+    assert!(secrets.contains("httpbin-key"), "{secrets}");
+    for listing in [&secrets, &secrets_table, &tokens] {
+        assert!(
+            !listing.contains(value),
+            "a listing shows the secret value: {listing}"
+        );
+        assert!(
+            !listing.contains(&issued.token),
+            "a listing shows the token: {listing}"
+        );
+    }
+    let records = json_lines_or_array(&tokens);
+    let record = records.iter().find(|r| r["id"] == issued.id.as_str());
+    let record = record.unwrap_or_else(|| panic!("{} is not listed: {tokens}", issued.id));
+    assert_eq!(record["agent"], "reader-bot", "{record}");
+    assert_eq!(record["active"], true, "{record}");
+    assert!(
+        record["expires_ms"].as_i64().is_some(),
+        "--ttl 30d sets an expiry: {record}"
+    );
+
+    castellan.cli_ok(&["agent", "token", "revoke", &issued.id]);
+    let after = json_lines_or_array(&castellan.cli_ok(&["agent", "token", "list", "--json"]));
+    let revoked = after.iter().find(|r| r["id"] == issued.id.as_str());
+    assert_eq!(
+        revoked.map(|r| r["active"].clone()),
+        Some(false.into()),
+        "{after:?}"
+    );
+}

@@ -1,0 +1,4 @@
+pub mod castellan;
+pub mod http;
+pub mod leak;
+pub mod peers;
