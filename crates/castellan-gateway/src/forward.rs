@@ -176,6 +176,7 @@ fn build_request(
     {
         headers.remove(*name);
     }
+    remove_token_copies(&mut headers, &authorized.agent_token);
     if let Some((name, value)) = authorized.injector.header() {
         headers.insert(name.clone(), value.clone());
     }
@@ -215,6 +216,7 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 /// Returns the query without the agent token and without any parameter
 /// named like the injected credential. Other parameters pass byte for byte.
 fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
+    let query = query.map(|query| query_without_value(query, &authorized.agent_token));
     let removed: Vec<&str> = authorized
         .connection
         .agent_token_in
@@ -225,7 +227,39 @@ fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
         })
         .chain(authorized.injector.query_name())
         .collect();
-    query_without(query, &removed)
+    query_without(query.as_deref(), &removed)
+}
+
+/// Removes every header that carries the agent token, wherever the agent
+/// put it (a cookie, a custom header): the token never reaches an upstream.
+fn remove_token_copies(headers: &mut HeaderMap, token: &str) {
+    let carriers: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(_, value)| contains(value.as_bytes(), token.as_bytes()))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in carriers {
+        headers.remove(name);
+    }
+}
+
+/// Returns `query` without parameters whose decoded value contains `token`.
+fn query_without_value(query: &str, token: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| {
+            let value = pair.split_once('=').map_or("", |(_, value)| value);
+            !decode_component(value).contains(token) && !decode_component(pair).contains(token)
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
 }
 
 fn query_without(query: Option<&str>, removed: &[&str]) -> String {
@@ -248,11 +282,53 @@ fn sanitize_response_headers(headers: &mut HeaderMap, authorized: &Authorized<'_
     for name in HOP_BY_HOP_HEADERS.iter().filter(|name| **name != "host") {
         headers.remove(*name);
     }
+    rewrite_location(headers, authorized);
     let redactor = authorized.injector.redactor();
     for value in headers.values_mut() {
         if let Some(masked) = redactor.redact_header(value) {
             *value = masked;
         }
+    }
+}
+
+/// Points a redirect to the upstream's own origin back through the gateway.
+///
+/// An agent that followed such a redirect directly would send its castellan
+/// token to the upstream and would bypass the checkpoint. Redirects to other
+/// origins pass unchanged: they are never followed with the credential.
+fn rewrite_location(headers: &mut HeaderMap, authorized: &Authorized<'_>) {
+    let Some(location) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let upstream = &authorized.connection.upstream;
+    let origin = upstream.origin();
+    let default_origin = format!("{}://{}", upstream.scheme, upstream.host);
+    let rest = if location.starts_with('/') && !location.starts_with("//") {
+        // An absolute path is relative to the upstream's origin.
+        Some(location)
+    } else {
+        [origin.as_str(), default_origin.as_str()]
+            .iter()
+            .find_map(|prefix| location.strip_prefix(prefix))
+            .filter(|rest| rest.is_empty() || rest.starts_with(['/', '?', '#']))
+    };
+    let Some(rest) = rest else {
+        return;
+    };
+    let Some(under_base) = rest
+        .strip_prefix(upstream.base_path.as_str())
+        .filter(|under| under.is_empty() || under.starts_with(['/', '?', '#']))
+    else {
+        return;
+    };
+    let name = &authorized.connection.name;
+    let rewritten = if under_base.starts_with('/') {
+        format!("/{name}{under_base}")
+    } else {
+        format!("/{name}/{under_base}")
+    };
+    if let Ok(value) = HeaderValue::from_str(&rewritten) {
+        headers.insert(header::LOCATION, value);
     }
 }
 
@@ -305,6 +381,23 @@ mod tests {
                 "{query:?}"
             );
         }
+    }
+
+    #[test]
+    fn token_copies_removed_everywhere() {
+        let token = "cst_TOKEN";
+        let mut headers = HeaderMap::new();
+        headers.insert("cookie", HeaderValue::from_static("session=1; t=cst_TOKEN"));
+        headers.insert("x-custom", HeaderValue::from_static("cst_TOKEN"));
+        headers.insert("x-kept", HeaderValue::from_static("cst_OTHER"));
+        remove_token_copies(&mut headers, token);
+        assert!(!headers.contains_key("cookie"));
+        assert!(!headers.contains_key("x-custom"));
+        assert!(headers.contains_key("x-kept"));
+        assert_eq!(
+            query_without_value("a=1&anything=cst_TOKEN&b=%63st_TOKEN&c=2", token),
+            "a=1&c=2"
+        );
     }
 
     #[test]

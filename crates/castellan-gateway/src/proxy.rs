@@ -52,6 +52,9 @@ pub struct Authorized<'a> {
     pub path: NormalizedPath,
     pub rule: Option<String>,
     pub injector: Arc<Injector>,
+    /// The castellan token the agent presented, so that every copy of it
+    /// can be removed before forwarding.
+    pub agent_token: String,
     _sealed: (),
 }
 
@@ -169,7 +172,7 @@ fn checkpoint<'a>(
         )));
     }
 
-    authorize(snapshot, connection, path, parts, facts)
+    authorize(snapshot, connection, path, parts, facts, token)
 }
 
 /// The authorize stage: the only constructor of [`Authorized`].
@@ -179,6 +182,7 @@ fn authorize<'a>(
     path: NormalizedPath,
     parts: &http::request::Parts,
     facts: &RequestFacts,
+    agent_token: String,
 ) -> Result<Authorized<'a>, Rejection> {
     let agent = facts.agent.as_deref().unwrap_or_default();
     let decision = snapshot.config.policy.authorize(&AccessRequest {
@@ -217,6 +221,7 @@ fn authorize<'a>(
         path,
         rule: decision.rule,
         injector,
+        agent_token,
         _sealed: (),
     })
 }

@@ -204,3 +204,63 @@ fn redirect_not_followed_with_credential() {
     );
     drop(setup.httpbin);
 }
+
+#[test]
+fn token_in_unexpected_places_stripped() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+    let token = &setup.token;
+    let cookie = format!("session=abc; castellan={token}");
+    let headers = [
+        ("authorization", format!("Bearer {token}")),
+        ("cookie", cookie),
+        ("x-custom-token", token.clone()),
+    ];
+    let headers = as_refs(&headers);
+    // Parameter names the connection does not read, one of them encoded.
+    let url = server.url(&format!("/httpbin/anything?x=1&apikey={token}&%74oken={token}"));
+
+    let reply = send("GET", &url, &headers, None);
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(
+        !reply.body.contains(token.as_str()),
+        "httpbin received the agent token: {}",
+        reply.body
+    );
+    let echo = reply.json();
+    assert_eq!(echo["args"]["x"], "1", "{echo}");
+    assert!(echo["headers"].get("Cookie").is_none(), "{echo}");
+    assert!(echo["headers"].get("X-Custom-Token").is_none(), "{echo}");
+    drop(setup.httpbin);
+}
+
+#[test]
+fn same_origin_redirect_stays_behind_gateway() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+    let bearer = format!("Bearer {}", setup.token);
+    let cases = [
+        (
+            format!("{}/get?a=1", setup.httpbin.base_url()),
+            "/httpbin/get?a=1".to_string(),
+        ),
+        ("/status/200".to_string(), "/httpbin/status/200".to_string()),
+    ];
+
+    for (target, expected) in cases {
+        let encoded: String = target
+            .bytes()
+            .map(|b| match b {
+                b'/' | b':' | b'?' | b'=' | b'&' => format!("%{b:02X}"),
+                _ => (b as char).to_string(),
+            })
+            .collect();
+        let path = format!("/httpbin/redirect-to?url={encoded}&status_code=302");
+        let reply = get(&server.url(&path), &[("authorization", &bearer)]);
+
+        assert_eq!(reply.status, 302, "{target}: {}", reply.body);
+        assert_eq!(reply.header("location"), Some(expected.as_str()), "{target}");
+    }
+    drop(setup.httpbin);
+}
