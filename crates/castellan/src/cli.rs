@@ -83,6 +83,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub allow_public_bind: bool,
 
+    /// Maximum number of audit records waiting to be written. When it is
+    /// reached, connections with on_audit_backlog = "closed" (the default)
+    /// reject requests with 503 until the store catches up.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_queue_capacity: u32,
+
     /// Development mode: a throwaway data directory, a built-in echo
     /// upstream, an example agent and its token.
     #[arg(long)]

@@ -43,7 +43,11 @@ pub async fn run_gateway(
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    let (audit, writer) = AuditWriter::spawn(store.clone(), WriterConfig::default());
+    let writer_config = WriterConfig {
+        capacity: args.audit_queue_capacity as usize,
+        ..WriterConfig::default()
+    };
+    let (audit, writer) = AuditWriter::spawn(store.clone(), writer_config);
     let gateway = Arc::new(Gateway::new(snapshot, audit.clone()));
 
     let listener = bind(args.listen, "agent").await?;
