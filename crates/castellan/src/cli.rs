@@ -158,7 +158,7 @@ pub enum TokenCommand {
     Issue {
         agent: String,
         /// Lifetime such as `30d` or `12h`; `never` for no expiry.
-        #[arg(long, default_value = "90d")]
+        #[arg(long, default_value = "30d")]
         ttl: String,
     },
     /// List tokens (ids, agents, ages; never the tokens).
