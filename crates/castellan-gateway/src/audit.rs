@@ -82,23 +82,31 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// The audit record of a forwarded request, finished when its response
-/// body ends or is dropped.
+/// The audit record of a request that passed the policy, from the moment
+/// its audit slot is reserved until its response body ends.
+///
+/// Dropping it unfinished (the agent went away while the upstream was still
+/// working) still writes a record, so no forwarded request goes unrecorded.
 pub struct Completion {
     facts: RequestFacts,
     slot: Option<AuditSlot>,
     audit: AuditHandle,
-    status: u16,
+    /// Status sent to the agent, once known.
+    status: Option<u16>,
     rule: Option<String>,
     sent: Arc<AtomicU64>,
+    finished: bool,
 }
+
+/// Status recorded when the agent closed the connection before any
+/// response was sent (the code nginx uses for the same case).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Completion {
     pub fn new(
         facts: RequestFacts,
         slot: Option<AuditSlot>,
         audit: AuditHandle,
-        status: u16,
         rule: Option<String>,
         sent: Arc<AtomicU64>,
     ) -> Self {
@@ -106,15 +114,36 @@ impl Completion {
             facts,
             slot,
             audit,
-            status,
+            status: None,
             rule,
             sent,
+            finished: false,
         }
+    }
+
+    pub fn facts(&self) -> &RequestFacts {
+        &self.facts
+    }
+
+    pub fn set_status(&mut self, status: u16) {
+        self.status = Some(status);
+    }
+
+    /// Hands the reserved slot to a rejection record instead.
+    pub fn take_slot(mut self) -> (RequestFacts, Option<AuditSlot>) {
+        self.finished = true;
+        let slot = self.slot.take();
+        (self.facts.clone(), slot)
     }
 
     /// Writes the record; `failure` describes a response that did not end
     /// normally.
     pub fn finish(mut self, received: u64, failure: Option<&str>) {
+        self.write(received, failure);
+    }
+
+    fn write(&mut self, received: u64, failure: Option<&str>) {
+        self.finished = true;
         let decision = if failure.is_some() {
             AuditDecision::Error
         } else {
@@ -122,13 +151,24 @@ impl Completion {
         };
         let record = self.facts.record(
             decision,
-            self.status,
+            self.status.unwrap_or(CLIENT_CLOSED_REQUEST),
             self.rule.take(),
             failure.map(str::to_string),
             self.sent.load(Ordering::Relaxed),
             received,
         );
         submit(&self.audit, self.slot.take(), record);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.write(
+                0,
+                Some("agent closed the connection before the upstream responded"),
+            );
+        }
     }
 }
 

@@ -232,12 +232,13 @@ fn redact_trailers(frame: Frame<Bytes>, injector: Option<&Injector>) -> Frame<By
 
 impl Drop for UpstreamStream {
     fn drop(&mut self) {
-        // The agent went away before the end: the record still gets written.
-        if let Some(completion) = self.completion.take() {
-            completion.finish(
-                self.received,
-                Some("agent closed the connection before the response ended"),
-            );
-        }
+        let Some(completion) = self.completion.take() else {
+            return;
+        };
+        // hyper never polls a body it knows is empty (HEAD, 204, 304,
+        // Content-Length: 0), so an ended upstream body here is a success.
+        let failure = (!self.inner.is_end_stream())
+            .then_some("agent closed the connection before the response ended");
+        completion.finish(self.received, failure);
     }
 }

@@ -118,6 +118,7 @@ impl Injector {
         };
         if let Placement::Header { value, .. } = &placement {
             forms.push(value.as_bytes().to_vec());
+            forms.push(STANDARD.encode(value.as_bytes()).into_bytes());
         }
         let redactor = Redactor::new(forms).ok_or(InjectError::Empty {
             secret: secret.to_string(),

@@ -16,6 +16,7 @@ use crate::authenticate::decode_component;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::Rejection;
 use crate::proxy::{Authorized, Gateway, REQUEST_ID_HEADER};
+use crate::redact::Redactor;
 use crate::state::Snapshot;
 
 /// Headers that carry credentials. All of them are removed from forwarded
@@ -75,31 +76,44 @@ pub async fn forward(
             return gateway.reject(&facts, &rejection);
         }
     };
-    let Some(client) = snapshot.config.client(&connection.name) else {
-        return gateway.reject(
-            &facts,
-            &Rejection::unavailable("the connection is still loading; retry"),
-        );
+    let sent = Arc::new(AtomicU64::new(0));
+    let completion = Completion::new(
+        facts,
+        slot,
+        gateway.audit.clone(),
+        authorized.rule.clone(),
+        Arc::clone(&sent),
+    );
+    let reject = |completion: Completion, rejection: Rejection| {
+        let (facts, slot) = completion.take_slot();
+        gateway.reject_with_slot(&facts, &rejection, slot)
     };
 
-    let sent = Arc::new(AtomicU64::new(0));
+    let Some(client) = snapshot.config.client(&connection.name) else {
+        return reject(
+            completion,
+            Rejection::unavailable("the connection is still loading; retry"),
+        );
+    };
     let upstream_request = match build_request(
         &authorized,
         &parts,
-        &facts,
-        RequestBody::new(body, Arc::clone(&sent)),
+        completion.facts(),
+        RequestBody::new(body, sent),
     ) {
         Ok(request) => request,
-        Err(rejection) => return gateway.reject(&facts, &rejection),
+        Err(rejection) => return reject(completion, rejection),
     };
 
+    // If the agent goes away during this wait, the future is dropped and
+    // the completion's drop writes the record.
     let timeout = connection.timeouts.response;
     let result = tokio::time::timeout(timeout, client.request(upstream_request)).await;
     let response = match result {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::warn!(
-                request_id = %facts.request_id,
+                request_id = %completion.facts().request_id,
                 connection = %connection.name,
                 error = %error_chain(&error),
                 "upstream request failed"
@@ -109,7 +123,7 @@ pub async fn forward(
                 connection.name,
                 upstream_failure(&error)
             );
-            return gateway.reject(&facts, &Rejection::bad_gateway(reason));
+            return reject(completion, Rejection::bad_gateway(reason));
         }
         Err(_) => {
             let reason = format!(
@@ -117,28 +131,45 @@ pub async fn forward(
                 connection.name,
                 humantime_secs(timeout)
             );
-            return gateway.reject(&facts, &Rejection::gateway_timeout(reason));
+            return reject(completion, Rejection::gateway_timeout(reason));
         }
     };
 
+    let (mut response_parts, upstream_body) = response.into_parts();
+    if let Some(encoding) = unreadable_encoding(&response_parts.headers) {
+        // A compressed body would hide an echoed credential from redaction.
+        let reason = format!(
+            "the upstream of connection {:?} sent a response with content-encoding {encoding:?} although identity was requested; Castellan cannot check it for the credential, so it was not passed on",
+            connection.name
+        );
+        return reject(completion, Rejection::bad_gateway(reason));
+    }
     metrics::counter!(
         "castellan_requests_total",
         "connection" => connection.name.clone(),
         "decision" => "allow"
     )
     .increment(1);
-    let (mut response_parts, upstream_body) = response.into_parts();
+    // Extensions carry the upstream's reason phrase, which could quote the
+    // credential and is never redacted: drop them all.
+    response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
-    let completion = Completion::new(
-        facts,
-        slot,
-        gateway.audit.clone(),
-        response_parts.status.as_u16(),
-        authorized.rule,
-        sent,
-    );
+    let mut completion = completion;
+    completion.set_status(response_parts.status.as_u16());
     let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
     Response::from_parts(response_parts, body)
+}
+
+/// Returns the response's content coding unless it is absent or identity.
+fn unreadable_encoding(headers: &HeaderMap) -> Option<String> {
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("invalid").split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .filter(|coding| !coding.is_empty() && coding != "identity")
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 fn build_request(
@@ -231,11 +262,14 @@ fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
 }
 
 /// Removes every header that carries the agent token, wherever the agent
-/// put it (a cookie, a custom header): the token never reaches an upstream.
+/// put it (a cookie, a custom header) and however it is escaped.
 fn remove_token_copies(headers: &mut HeaderMap, token: &str) {
+    let Some(matcher) = Redactor::new([token.as_bytes().to_vec()]) else {
+        return;
+    };
     let carriers: Vec<HeaderName> = headers
         .iter()
-        .filter(|(_, value)| contains(value.as_bytes(), token.as_bytes()))
+        .filter(|(_, value)| matcher.is_match(value.as_bytes()))
         .map(|(name, _)| name.clone())
         .collect();
     for name in carriers {
@@ -253,13 +287,6 @@ fn query_without_value(query: &str, token: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty()
-        && haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
 }
 
 fn query_without(query: Option<&str>, removed: &[&str]) -> String {
@@ -390,9 +417,11 @@ mod tests {
         headers.insert("cookie", HeaderValue::from_static("session=1; t=cst_TOKEN"));
         headers.insert("x-custom", HeaderValue::from_static("cst_TOKEN"));
         headers.insert("x-kept", HeaderValue::from_static("cst_OTHER"));
+        headers.insert("x-escaped", HeaderValue::from_static("cst%5FTOKEN"));
         remove_token_copies(&mut headers, token);
         assert!(!headers.contains_key("cookie"));
         assert!(!headers.contains_key("x-custom"));
+        assert!(!headers.contains_key("x-escaped"));
         assert!(headers.contains_key("x-kept"));
         assert_eq!(
             query_without_value("a=1&anything=cst_TOKEN&b=%63st_TOKEN&c=2", token),

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use castellan_audit::AuditHandle;
+use castellan_audit::{AuditHandle, AuditSlot};
 use castellan_model::{canonical_ip, Connection, NormalizedPath, DEFAULT_TOKEN_LOCATIONS};
 use castellan_policy::AccessRequest;
 use castellan_store::AuditDecision;
@@ -22,7 +22,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::{submit, RequestFacts};
-use crate::authenticate::{authenticate, find_token};
+use crate::authenticate::{authenticate, find_token, query_values};
 use crate::body::ResponseBody;
 use crate::credential::Injector;
 use crate::error::{Fault, Rejection};
@@ -95,6 +95,17 @@ impl Gateway {
 
     /// Audits and logs a rejection, and builds its response.
     pub fn reject(&self, facts: &RequestFacts, rejection: &Rejection) -> Response<ResponseBody> {
+        self.reject_with_slot(facts, rejection, None)
+    }
+
+    /// Like [`Gateway::reject`], writing the record through a slot reserved
+    /// earlier.
+    pub fn reject_with_slot(
+        &self,
+        facts: &RequestFacts,
+        rejection: &Rejection,
+        slot: Option<AuditSlot>,
+    ) -> Response<ResponseBody> {
         let decision = match rejection.fault {
             Fault::Agent => AuditDecision::Deny,
             Fault::Gateway => AuditDecision::Error,
@@ -127,7 +138,7 @@ impl Gateway {
             0,
             0,
         );
-        submit(&self.audit, None, record);
+        submit(&self.audit, slot, record);
         rejection.to_response(&facts.request_id)
     }
 }
@@ -163,6 +174,7 @@ fn checkpoint<'a>(
         .map_err(|error| Rejection::bad_request(format!("invalid request path: {error}")))?;
     facts.path = path.as_str().to_string();
 
+    check_method(parts)?;
     if let Some(header) = METHOD_OVERRIDE_HEADERS
         .iter()
         .find(|h| parts.headers.contains_key(**h))
@@ -173,6 +185,29 @@ fn checkpoint<'a>(
     }
 
     authorize(snapshot, connection, path, parts, facts, token)
+}
+
+/// Rejects methods that the policy and the upstream could read differently.
+///
+/// HTTP methods are case-sensitive and rules name them in upper case, but
+/// many servers upper-case what they receive, so `delete` would pass a rule
+/// denying `DELETE` and still delete. The `_method` query parameter is the
+/// override that web frameworks read from the URL.
+fn check_method(parts: &http::request::Parts) -> Result<(), Rejection> {
+    let method = parts.method.as_str();
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(Rejection::bad_request(format!(
+            "HTTP methods are case-sensitive and {method:?} is not a standard one; send {:?}",
+            method.to_ascii_uppercase()
+        )));
+    }
+    let query = parts.uri.query().unwrap_or("");
+    if !query_values(query, "_method").is_empty() {
+        return Err(Rejection::bad_request(
+            "the _method query parameter overrides the HTTP method and is not accepted; send the real method",
+        ));
+    }
+    Ok(())
 }
 
 /// The authorize stage: the only constructor of [`Authorized`].

@@ -40,6 +40,11 @@ impl Redactor {
     /// Returns `None` when there is nothing to redact.
     pub fn new(forms: impl IntoIterator<Item = Vec<u8>>) -> Option<Self> {
         let mut forms: Vec<Vec<u8>> = forms.into_iter().filter(|f| !f.is_empty()).collect();
+        let escaped: Vec<Vec<u8>> = forms
+            .iter()
+            .filter_map(|form| json_unicode_escaped(form))
+            .collect();
+        forms.extend(escaped);
         // Longest first, so that a match covers as much as possible.
         forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
         forms.dedup();
@@ -107,7 +112,7 @@ impl Redactor {
     }
 
     /// Tells whether `buffer` holds a complete match anywhere.
-    fn is_match(&self, buffer: &[u8]) -> bool {
+    pub fn is_match(&self, buffer: &[u8]) -> bool {
         (0..buffer.len()).any(|position| self.longest_full_match(buffer, position).is_some())
     }
 
@@ -151,6 +156,28 @@ fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
         offsets = next;
     }
     offsets.last().map_or(Match::None, |end| Match::Full(*end))
+}
+
+/// Returns `form` with each non-ASCII character written as a JSON `\\uXXXX`
+/// escape of its code point (a surrogate pair beyond the first plane), as
+/// JSON encoders that escape non-ASCII output it; `None` for ASCII forms.
+fn json_unicode_escaped(form: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(form).ok()?;
+    if text.is_ascii() {
+        return None;
+    }
+    let mut escaped = String::with_capacity(text.len() * 2);
+    for character in text.chars() {
+        if character.is_ascii() {
+            escaped.push(character);
+            continue;
+        }
+        let mut units = [0u16; 2];
+        for unit in character.encode_utf16(&mut units) {
+            escaped.push_str(&format!("\\u{unit:04x}"));
+        }
+    }
+    Some(escaped.into_bytes())
 }
 
 /// Calls `visit` with each way `byte` may be written in an echo.
@@ -303,6 +330,23 @@ mod tests {
             assert!(!text.contains("Query"), "{text}");
             assert!(!text.contains("Pv6"), "{text}");
             assert_eq!(buffer.len(), input.len());
+        }
+    }
+
+    #[test]
+    fn non_ascii_json_escapes_masked() {
+        let redactor = Redactor::new(["qk-café-𝄞x".as_bytes().to_vec()]).expect("form");
+        for echoed in [
+            "qk-caf\\u00e9-\\ud834\\udd1ex",
+            "qk-caf\\u00E9-\\uD834\\uDD1Ex",
+            "qk-café-𝄞x",
+        ] {
+            let mut buffer = format!("{{\"key\": \"{echoed}\"}}").into_bytes();
+            assert!(redactor.mask_in_place(&mut buffer), "{echoed}");
+            assert!(
+                !String::from_utf8_lossy(&buffer).contains("qk-caf"),
+                "{echoed}"
+            );
         }
     }
 

@@ -26,7 +26,7 @@ forbid (
 )
 unless {
   context.source.isInRange(ip("10.0.0.0/8")) ||
-  context.source.isInRange(ip("0:0:0:0:0:ffff:c000:200/120"))
+  context.source.isInRange(ip("192.0.2.0/24"))
 };
 
 @id("roles.marketing.deny[0]")

@@ -43,7 +43,11 @@ impl WriteLock {
         BufReader::new(stdout)
             .read_line(&mut line)
             .expect("read the lock holder's output");
-        assert_eq!(line.trim(), "LOCKED", "the lock holder did not take the lock");
+        assert_eq!(
+            line.trim(),
+            "LOCKED",
+            "the lock holder did not take the lock"
+        );
         let stdin = child.stdin.take();
         WriteLock { child, stdin }
     }
@@ -117,8 +121,13 @@ roles = ["reader"]
         answered.iter().all(|id| ids.contains(id))
     });
     assert!(recorded.is_some(), "answered requests lack audit records");
-    let recovered = poll_until(Duration::from_secs(10), || get_as(&url, &token).status == 200);
-    assert!(recovered.is_some(), "requests still fail after the store recovered");
+    let recovered = poll_until(Duration::from_secs(10), || {
+        get_as(&url, &token).status == 200
+    });
+    assert!(
+        recovered.is_some(),
+        "requests still fail after the store recovered"
+    );
     let metrics = get(&server.admin_url("/metrics"), &[]).body;
     assert!(
         metrics.contains("castellan_audit_records_unqueued_total"),

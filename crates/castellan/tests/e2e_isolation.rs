@@ -218,7 +218,9 @@ fn token_in_unexpected_places_stripped() {
     ];
     let headers = as_refs(&headers);
     // Parameter names the connection does not read, one of them encoded.
-    let url = server.url(&format!("/httpbin/anything?x=1&apikey={token}&%74oken={token}"));
+    let url = server.url(&format!(
+        "/httpbin/anything?x=1&apikey={token}&%74oken={token}"
+    ));
 
     let reply = send("GET", &url, &headers, None);
 
@@ -260,7 +262,11 @@ fn same_origin_redirect_stays_behind_gateway() {
         let reply = get(&server.url(&path), &[("authorization", &bearer)]);
 
         assert_eq!(reply.status, 302, "{target}: {}", reply.body);
-        assert_eq!(reply.header("location"), Some(expected.as_str()), "{target}");
+        assert_eq!(
+            reply.header("location"),
+            Some(expected.as_str()),
+            "{target}"
+        );
     }
     drop(setup.httpbin);
 }

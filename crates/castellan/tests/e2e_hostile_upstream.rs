@@ -1,0 +1,263 @@
+//! Upstreams that misbehave, on purpose or not, still never hand the
+//! credential to the agent, and agents that misbehave still leave a record.
+
+#![forbid(unsafe_code)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::castellan::{poll_until, Castellan};
+use support::http::{raw_exchange, raw_status, send_as};
+use support::peers::{spawn_httpbin, Peer};
+
+const UPSTREAM_KEY: &str = "sk-e2e-hostile-Tz5Gm2Kd8Qw4";
+
+/// A loopback upstream that answers every request with the same raw bytes.
+fn spawn_raw_upstream(response: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the raw upstream");
+    let address = listener.local_addr().expect("raw upstream address");
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let response = response.clone();
+            thread::spawn(move || answer(stream, &response));
+        }
+    });
+    address
+}
+
+fn answer(mut stream: TcpStream, response: &[u8]) {
+    let mut reader = BufReader::new(stream.try_clone().expect("clone the upstream socket"));
+    let mut line = String::new();
+    // Read the request head; the tests send no bodies.
+    while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        if line == "\r\n" {
+            break;
+        }
+        line.clear();
+    }
+    let _ = stream.write_all(response);
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+fn gzip_response() -> Vec<u8> {
+    // A gzip member whose single stored block is the credential: anything
+    // that passed it on would hand the key to the agent.
+    let payload = format!("{{\"echo\": \"{UPSTREAM_KEY}\"}}");
+    let mut body = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 1];
+    let length = payload.len() as u16;
+    body.extend_from_slice(&length.to_le_bytes());
+    body.extend_from_slice(&(!length).to_le_bytes());
+    body.extend_from_slice(payload.as_bytes());
+    let mut head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head.extend_from_slice(&body);
+    head
+}
+
+fn config(httpbin: &Peer, reason: SocketAddr, gzip: SocketAddr) -> String {
+    format!(
+        r#"
+[connections.httpbin]
+upstream = "{httpbin}"
+auth = {{ kind = "bearer" }}
+secret = "upstream-key"
+
+[connections.reason]
+upstream = "http://{reason}"
+auth = {{ kind = "bearer" }}
+secret = "upstream-key"
+
+[connections.gzip]
+upstream = "http://{gzip}"
+auth = {{ kind = "bearer" }}
+secret = "upstream-key"
+
+[roles.user]
+allow = [
+  {{ connection = "httpbin", methods = ["*"], paths = ["/**"] }},
+  {{ connection = "reason", methods = ["GET"], paths = ["/**"] }},
+  {{ connection = "gzip", methods = ["GET"], paths = ["/**"] }},
+]
+deny = [{{ connection = "httpbin", methods = ["DELETE"] }}]
+
+[agents.bot]
+owner = "ops@example.com"
+roles = ["user"]
+"#,
+        httpbin = httpbin.base_url(),
+    )
+}
+
+struct Setup {
+    _httpbin: Peer,
+    castellan: Castellan,
+    token: String,
+}
+
+fn setup() -> Setup {
+    let httpbin = spawn_httpbin();
+    let reason = spawn_raw_upstream(
+        format!("HTTP/1.1 401 bad key {UPSTREAM_KEY}\r\ncontent-length: 0\r\n\r\n").into_bytes(),
+    );
+    let gzip = spawn_raw_upstream(gzip_response());
+    let castellan = Castellan::init();
+    castellan.write_config(&config(&httpbin, reason, gzip));
+    castellan.set_secret("upstream-key", UPSTREAM_KEY);
+    let token = castellan.issue_token("bot");
+    Setup {
+        _httpbin: httpbin,
+        castellan,
+        token,
+    }
+}
+
+fn raw_get(server: SocketAddr, path: &str, token: &str) -> String {
+    raw_exchange(
+        server,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: {server}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+}
+
+fn record_for(castellan: &Castellan, marker: &str) -> Option<Value> {
+    castellan
+        .audit_records()
+        .into_iter()
+        .find(|record| record["request_id"] == marker)
+}
+
+#[test]
+fn reason_phrase_never_forwarded() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+
+    let raw = raw_get(server.agent_addr, "/reason/x", &setup.token);
+
+    assert_eq!(raw_status(&raw), 401, "{raw}");
+    assert!(
+        !raw.contains(UPSTREAM_KEY),
+        "the reason phrase leaked: {raw}"
+    );
+}
+
+#[test]
+fn compressed_response_rejected() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+
+    let raw = raw_get(server.agent_addr, "/gzip/x", &setup.token);
+
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+    assert!(raw.contains("content-encoding"), "{raw}");
+    assert!(!raw.contains(UPSTREAM_KEY), "{raw}");
+    let body_start = raw.find("\r\n\r\n").unwrap_or(0);
+    assert!(
+        !raw[body_start..].contains('\u{1f}'),
+        "gzip bytes reached the agent: {raw}"
+    );
+}
+
+#[test]
+fn lowercase_method_rejected() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+
+    for method in ["delete", "Delete", "get"] {
+        let reply = send_as(method, &server.url("/httpbin/anything/x"), &setup.token);
+        assert_eq!(reply.status, 400, "{method}: {}", reply.body);
+        assert!(
+            reply.body.contains("case-sensitive"),
+            "{method}: {}",
+            reply.body
+        );
+    }
+    let reply = send_as("DELETE", &server.url("/httpbin/anything/x"), &setup.token);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+}
+
+#[test]
+fn method_override_parameter_rejected() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+
+    let url = server.url("/httpbin/anything/x?_method=DELETE");
+    let reply = send_as("POST", &url, &setup.token);
+
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("_method"), "{}", reply.body);
+}
+
+#[test]
+fn empty_responses_audited_as_allowed() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+    let mut ids = Vec::new();
+
+    for (method, path, status) in [
+        ("GET", "/httpbin/status/204", 204),
+        ("HEAD", "/httpbin/get", 200),
+        ("GET", "/httpbin/status/200", 200),
+    ] {
+        let reply = send_as(method, &server.url(path), &setup.token);
+        assert_eq!(reply.status, status, "{method} {path}");
+        ids.push(reply.header("x-request-id").unwrap_or_default().to_owned());
+    }
+
+    for id in ids {
+        let found = poll_until(Duration::from_secs(3), || {
+            record_for(&setup.castellan, &id).is_some()
+        });
+        assert!(found.is_some(), "no record for {id}");
+        let record = record_for(&setup.castellan, &id).expect("record exists");
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert!(record["reason"].is_null(), "{record}");
+    }
+}
+
+#[test]
+fn agent_leaving_early_still_audited() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+    let mut stream = TcpStream::connect(server.agent_addr).expect("connect to the gateway");
+    let request = format!(
+        "GET /httpbin/delay/2?marker=left-early HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        setup.token
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+
+    // Leave before the upstream answers.
+    thread::sleep(Duration::from_millis(300));
+    drop(stream);
+
+    let found = poll_until(Duration::from_secs(5), || {
+        setup
+            .castellan
+            .audit_records()
+            .iter()
+            .any(|record| record["path"] == "/delay/2" && record["decision"] == "error")
+    });
+    assert!(
+        found.is_some(),
+        "no record of the abandoned request: {:?}",
+        setup.castellan.audit_records()
+    );
+    let records = setup.castellan.audit_records();
+    let record = records
+        .iter()
+        .find(|record| record["path"] == "/delay/2")
+        .expect("record exists");
+    assert_eq!(record["status"], 499, "{record}");
+    assert_eq!(record["rule"], "roles.user.allow[0]", "{record}");
+}
