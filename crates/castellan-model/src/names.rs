@@ -19,17 +19,20 @@ pub fn check_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    let first = name.as_bytes()[0];
-    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err("the name must start with a lowercase letter or a digit".into());
-    }
-    if let Some(bad) = name
+    let mut invalid: Vec<char> = name
         .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
-    {
+        .filter(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+        .collect();
+    invalid.dedup();
+    if !invalid.is_empty() {
+        let listed: Vec<String> = invalid.iter().map(|c| format!("{c:?}")).collect();
         return Err(format!(
-            "the name contains {bad:?}; use lowercase letters, digits, '-' or '_'"
+            "the name contains {}; use lowercase letters, digits, '-' or '_'",
+            listed.join(", ")
         ));
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err("the name must start with a lowercase letter or a digit".into());
     }
     Ok(())
 }

@@ -176,7 +176,7 @@ fn syntax_diagnostic(source: &str, error: &toml::de::Error) -> Diagnostic {
     } else if message.contains("unknown variant") {
         Some("use one of the values the message lists")
     } else {
-        None
+        Some("check the TOML syntax at this position: quotes, brackets, and `key = value` pairs")
     };
     let diagnostic = Diagnostic::new(location, message);
     match hint {

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Data directory used when neither --data-dir nor CASTELLAN_DATA_DIR is set.
+pub const DEFAULT_DATA_DIR: &str = "./castellan-data";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "castellan",

@@ -47,8 +47,8 @@ impl DataDir {
         self.root.join(KEY_FILE)
     }
 
-    /// Opens the store, with a hint when the directory is not initialized.
-    pub async fn open_store(&self) -> Result<Store> {
+    /// Fails with a hint when the data directory does not exist.
+    pub fn require_root(&self) -> Result<()> {
         if !self.root.is_dir() {
             bail!(
                 "data directory {} does not exist; run `castellan init --data-dir {}` or pass --data-dir",
@@ -56,6 +56,21 @@ impl DataDir {
                 self.root.display()
             );
         }
+        Ok(())
+    }
+
+    /// Loads and validates the configuration. When it lives in the data
+    /// directory and that is missing, the error says so instead.
+    pub fn load_config(&self) -> Result<castellan_model::Config> {
+        if self.config.starts_with(&self.root) {
+            self.require_root()?;
+        }
+        Ok(castellan_model::Config::load(&self.config)?)
+    }
+
+    /// Opens the store, with a hint when the directory is not initialized.
+    pub async fn open_store(&self) -> Result<Store> {
+        self.require_root()?;
         Store::open(&self.store_path())
             .await
             .with_context(|| format!("cannot open the store in {}", self.root.display()))

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use castellan_model::Config;
 use castellan_store::{now_ms, Store, StoreError, TokenRecord};
 use castellan_vault::AgentToken;
 
@@ -61,7 +60,7 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
 
 /// Fails unless the configuration declares `agent`.
 fn require_declared(data_dir: &DataDir, agent: &str) -> Result<()> {
-    let config = Config::load(&data_dir.config)?;
+    let config = data_dir.load_config()?;
     if !config.agents.contains_key(agent) {
         bail!(
             "agent {agent:?} is not declared in {}; add [agents.{agent}] first",
@@ -152,7 +151,7 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
 }
 
 async fn list_agents(data_dir: &DataDir, store: &Store, json: bool) -> Result<()> {
-    let config = Config::load(&data_dir.config)?;
+    let config = data_dir.load_config()?;
     let suspended = store.suspended_agents().await?;
     let tokens = store.active_tokens().await?;
     let mut table = output::table(&["agent", "owner", "roles", "status", "active tokens"]);

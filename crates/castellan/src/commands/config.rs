@@ -10,6 +10,9 @@ use crate::data_dir::DataDir;
 
 pub async fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode> {
     let ConfigCommand::Check = command;
+    if data_dir.config.starts_with(&data_dir.root) {
+        data_dir.require_root()?;
+    }
     let config = match Config::load(&data_dir.config) {
         Ok(config) => config,
         Err(error) => {

@@ -28,13 +28,24 @@ pub async fn run(data_dir: &DataDir, args: &InitArgs) -> Result<ExitCode> {
                 );
             }
             println!("  configuration: {}", data_dir.config.display());
-            println!("Next: edit the configuration, then `castellan secret set NAME` and `castellan serve`.");
+            let flag = data_dir_flag(data_dir);
+            println!("Next: edit the configuration, then run `castellan{flag} secret set NAME` and `castellan{flag} serve`.");
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {
             cleanup(data_dir, created_dir);
             Err(error.context("initialization failed; nothing was left behind"))
         }
+    }
+}
+
+/// Returns ` --data-dir DIR` unless `DIR` is the default, for commands the
+/// user is told to run next.
+fn data_dir_flag(data_dir: &DataDir) -> String {
+    if data_dir.root == std::path::Path::new(crate::cli::DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", data_dir.root.display())
     }
 }
 

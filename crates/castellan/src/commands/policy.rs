@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use castellan_model::{Config, NormalizedPath, RuleEffect};
+use castellan_model::{NormalizedPath, RuleEffect};
 use castellan_policy::{AccessRequest, Policy};
 
 use crate::cli::PolicyCommand;
@@ -11,7 +11,7 @@ use crate::data_dir::DataDir;
 
 pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
     let PolicyCommand::Explain(args) = command;
-    let config = Config::load(&data_dir.config)?;
+    let config = data_dir.load_config()?;
     let policy = Policy::compile(&config).context("the roles do not compile to a policy")?;
     let (connection, raw_path) = split_target(&args.url)?;
     if !config.connections.contains_key(connection) {
@@ -46,9 +46,14 @@ pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
             .unwrap_or("(none: deny by default)")
     );
     println!("  reason: {}", decision.reason);
-    if !explanation.rules.is_empty() {
+    let rules: Vec<_> = explanation
+        .rules
+        .iter()
+        .filter(|rule| rule_connection(&config, rule) == Some(connection))
+        .collect();
+    if !rules.is_empty() {
         println!("  rules of the agent's roles for this connection:");
-        for rule in &explanation.rules {
+        for rule in rules {
             let effect = match rule.effect {
                 RuleEffect::Allow => "allow",
                 RuleEffect::Deny => "deny",
@@ -77,6 +82,22 @@ pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Returns the connection that the rule `matched` refers to.
+fn rule_connection<'a>(
+    config: &'a castellan_model::Config,
+    rule: &castellan_policy::RuleMatch,
+) -> Option<&'a str> {
+    let role = config.roles.get(&rule.id.role)?;
+    let rules = match rule.effect {
+        RuleEffect::Allow => &role.allow,
+        RuleEffect::Deny => &role.deny,
+    };
+    rules
+        .iter()
+        .find(|candidate| candidate.id == rule.id)
+        .map(|candidate| candidate.connection.as_str())
 }
 
 /// Splits `/connection/path` or `http://host/connection/path?query`.

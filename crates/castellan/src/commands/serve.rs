@@ -50,8 +50,8 @@ pub async fn run_gateway(
     let (audit, writer) = AuditWriter::spawn(store.clone(), writer_config);
     let gateway = Arc::new(Gateway::new(snapshot, audit.clone()));
 
-    let listener = bind(args.listen, "agent").await?;
-    let admin_listener = bind(args.admin_listen, "admin").await?;
+    let listener = bind(args.listen, "agent", "--listen").await?;
+    let admin_listener = bind(args.admin_listen, "admin", "--admin-listen").await?;
     let agents_address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
 
@@ -85,9 +85,9 @@ pub async fn run_gateway(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn bind(address: SocketAddr, which: &str) -> Result<TcpListener> {
+async fn bind(address: SocketAddr, listener: &str, flag: &str) -> Result<TcpListener> {
     TcpListener::bind(address).await.with_context(|| {
-        format!("cannot listen on {address} for the {which} listener; is another process using it? Pick another with --listen or --admin-listen")
+        format!("cannot listen on {address} for the {listener} listener; is another process using it? Pick another address with {flag}")
     })
 }
 
