@@ -49,6 +49,10 @@ pub struct Connection {
     pub ca_file: Option<PathBuf>,
     /// What the gateway does when the audit queue is full.
     pub on_audit_backlog: AuditFailure,
+    /// Whether the upstream may resolve to loopback, private, link-local or
+    /// metadata addresses. Off by default, so that a connection cannot be
+    /// pointed at internal services.
+    pub allow_private: bool,
 }
 
 /// The fixed destination of a connection.

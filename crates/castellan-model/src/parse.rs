@@ -40,6 +40,8 @@ struct RawConnection {
     response_timeout: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     on_audit_backlog: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_private: bool,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +266,7 @@ fn build_connection(
         timeouts,
         ca_file: raw.ca_file.map(|file| file.into_inner().into()),
         on_audit_backlog,
+        allow_private: raw.allow_private,
     })
 }
 
