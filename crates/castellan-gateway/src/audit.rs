@@ -9,6 +9,8 @@ use std::time::Instant;
 use castellan_audit::{AuditHandle, AuditSlot};
 use castellan_store::{now_ms, AuditDecision, AuditRecord};
 
+use crate::limits::InFlight;
+
 /// Facts about a request gathered as it passes the stages.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
@@ -96,6 +98,8 @@ pub struct Completion {
     rule: Option<String>,
     sent: Arc<AtomicU64>,
     finished: bool,
+    /// Holds the agent's concurrency slot until the record is written.
+    in_flight: Option<InFlight>,
 }
 
 /// Status recorded when the agent closed the connection before any
@@ -109,6 +113,7 @@ impl Completion {
         audit: AuditHandle,
         rule: Option<String>,
         sent: Arc<AtomicU64>,
+        in_flight: Option<InFlight>,
     ) -> Self {
         Completion {
             facts,
@@ -118,6 +123,7 @@ impl Completion {
             rule,
             sent,
             finished: false,
+            in_flight,
         }
     }
 
@@ -158,6 +164,7 @@ impl Completion {
             received,
         );
         submit(&self.audit, self.slot.take(), record);
+        self.in_flight = None;
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use castellan_model::{Agent, TokenLocation};
+use castellan_model::{Agent, ClientIdentity, TokenLocation};
 use castellan_store::now_ms;
 use http::request::Parts;
 use percent_encoding::percent_decode_str;
@@ -104,12 +104,37 @@ pub fn authenticate<'a>(
     if entry.expires_ms.is_some_and(|expires| expires <= now_ms()) {
         return Err(invalid());
     }
+    admit(snapshot, &entry.agent, entry.id.clone(), &entry.id)
+}
+
+/// Resolves a verified client certificate to the agent bound to one of
+/// its identities, if any agent is.
+pub fn authenticate_certificate<'a>(
+    snapshot: &'a Snapshot,
+    identities: &[ClientIdentity],
+) -> Option<Result<Authenticated<'a>, Rejection>> {
     let config = &snapshot.config.config;
-    let Some(agent) = config.agents.get(&entry.agent) else {
+    let (agent, identity) = config.agents.values().find_map(|agent| {
+        let bound = agent.client_certificate.as_ref()?;
+        identities.contains(bound).then_some((agent, bound))
+    })?;
+    let id = format!("certificate:{identity}");
+    Some(admit(snapshot, &agent.name, id, "its client certificate"))
+}
+
+/// Checks that a named agent may act now: declared, not suspended, not
+/// expired.
+fn admit<'a>(
+    snapshot: &'a Snapshot,
+    agent_name: &str,
+    token_id: String,
+    credential: &str,
+) -> Result<Authenticated<'a>, Rejection> {
+    let config = &snapshot.config.config;
+    let Some(agent) = config.agents.get(agent_name) else {
         return Err(Rejection::forbidden(
             format!(
-                "agent {:?} is not declared in the configuration; declare it under [agents.{}] or revoke token {}",
-                entry.agent, entry.agent, entry.id
+                "agent {agent_name:?} is not declared in the configuration; declare it under [agents.{agent_name}] or revoke {credential}"
             ),
             None,
         ));
@@ -130,10 +155,7 @@ pub fn authenticate<'a>(
             None,
         ));
     }
-    Ok(Authenticated {
-        agent,
-        token_id: entry.id.clone(),
-    })
+    Ok(Authenticated { agent, token_id })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! finish the audit record when they end.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -13,44 +13,75 @@ use hyper::body::Incoming;
 
 use crate::audit::Completion;
 use crate::credential::Injector;
+use crate::framing::RequestBodyError;
 use crate::redact::StreamRedactor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request body on its way upstream, with a byte counter for the audit
-/// record.
+/// record and a size limit for bodies that declared no length.
 pub struct RequestBody {
     inner: Option<Incoming>,
     sent: Arc<AtomicU64>,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+/// Error that ends a request body larger than its connection allows.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body exceeded {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, sent: Arc<AtomicU64>) -> Self {
+    /// Wraps `inner`; once more than `limit` bytes arrive, the body fails
+    /// and `exceeded` becomes true.
+    pub fn new(
+        inner: Incoming,
+        sent: Arc<AtomicU64>,
+        limit: u64,
+        exceeded: Arc<AtomicBool>,
+    ) -> Self {
         RequestBody {
             inner: Some(inner),
             sent,
+            limit,
+            exceeded,
         }
     }
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let polled = match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(polled) => polled,
+        };
+        let frame = match polled {
+            None => return Poll::Ready(None),
+            Some(Err(error)) => return Poll::Ready(Some(Err(Box::new(RequestBodyError(error))))),
+            Some(Ok(frame)) => frame,
+        };
+        if let Some(data) = frame.data_ref() {
+            let total =
+                self.sent.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            if total > self.limit {
+                self.exceeded.store(true, Ordering::Relaxed);
+                self.inner = None;
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: self.limit }))));
             }
         }
-        polled
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

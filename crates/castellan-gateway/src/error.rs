@@ -26,6 +26,11 @@ pub struct Rejection {
     /// The policy rule that decided, when there was one.
     pub rule: Option<String>,
     pub fault: Fault,
+    /// Sent as `Retry-After` when the agent should wait before retrying.
+    pub retry_after: Option<std::time::Duration>,
+    /// Whether the response closes the connection, because the request's
+    /// framing leaves the rest of the byte stream untrusted.
+    pub close_connection: bool,
 }
 
 impl Rejection {
@@ -41,7 +46,35 @@ impl Rejection {
             reason: reason.into(),
             rule: None,
             fault,
+            retry_after: None,
+            close_connection: false,
         }
+    }
+
+    /// Makes the response close the connection after it is sent.
+    pub fn closing_connection(mut self) -> Self {
+        self.close_connection = true;
+        self
+    }
+
+    pub fn too_many_requests(reason: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        let mut rejection = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            Fault::Agent,
+            reason,
+        );
+        rejection.retry_after = Some(retry_after);
+        rejection
+    }
+
+    pub fn payload_too_large(reason: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            Fault::Agent,
+            reason,
+        )
     }
 
     pub fn bad_request(reason: impl Into<String>) -> Self {
@@ -116,6 +149,14 @@ impl Rejection {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(wait) = self.retry_after {
+            // Whole seconds, rounded up so a client never retries too early.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if self.close_connection {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

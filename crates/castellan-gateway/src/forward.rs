@@ -2,7 +2,7 @@
 //! fixed upstream with the agent's credentials removed and the vault's
 //! credential attached, then stream the response back.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use castellan_model::{AuditFailure, TokenLocation};
@@ -57,7 +57,7 @@ const FORWARDING_HEADERS: [&str; 6] = [
 pub async fn forward(
     gateway: &Gateway,
     snapshot: &Snapshot,
-    authorized: Authorized<'_>,
+    mut authorized: Authorized<'_>,
     parts: Parts,
     body: Incoming,
     facts: RequestFacts,
@@ -83,6 +83,7 @@ pub async fn forward(
         gateway.audit.clone(),
         authorized.rule.clone(),
         Arc::clone(&sent),
+        authorized.in_flight.take(),
     );
     let reject = |completion: Completion, rejection: Rejection| {
         let (facts, slot) = completion.take_slot();
@@ -95,12 +96,14 @@ pub async fn forward(
             Rejection::unavailable("the connection is still loading; retry"),
         );
     };
-    let upstream_request = match build_request(
-        &authorized,
-        &parts,
-        completion.facts(),
-        RequestBody::new(body, sent),
-    ) {
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = RequestBody::new(
+        body,
+        sent,
+        connection.max_request_bytes,
+        Arc::clone(&exceeded),
+    );
+    let upstream_request = match build_request(&authorized, &parts, completion.facts(), body) {
         Ok(request) => request,
         Err(rejection) => return reject(completion, rejection),
     };
@@ -111,6 +114,16 @@ pub async fn forward(
     let result = tokio::time::timeout(timeout, client.request(upstream_request)).await;
     let response = match result {
         Ok(Ok(response)) => response,
+        Ok(Err(_)) if exceeded.load(Ordering::Relaxed) => {
+            let reason = format!(
+                "the request body exceeded {} bytes, the limit of connection {:?}",
+                connection.max_request_bytes, connection.name
+            );
+            return reject(completion, Rejection::payload_too_large(reason));
+        }
+        Ok(Err(error)) if crate::framing::is_request_body_error(&error) => {
+            return reject(completion, crate::framing::malformed_body());
+        }
         Ok(Err(error)) => {
             tracing::warn!(
                 request_id = %completion.facts().request_id,
@@ -207,7 +220,9 @@ fn build_request(
     {
         headers.remove(*name);
     }
-    remove_token_copies(&mut headers, &authorized.agent_token);
+    if let Some(token) = &authorized.agent_token {
+        remove_token_copies(&mut headers, token);
+    }
     if let Some((name, value)) = authorized.injector.header() {
         headers.insert(name.clone(), value.clone());
     }
@@ -247,7 +262,10 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 /// Returns the query without the agent token and without any parameter
 /// named like the injected credential. Other parameters pass byte for byte.
 fn filtered_query(query: Option<&str>, authorized: &Authorized<'_>) -> String {
-    let query = query.map(|query| query_without_value(query, &authorized.agent_token));
+    let query = match &authorized.agent_token {
+        Some(token) => query.map(|query| query_without_value(query, token)),
+        None => query.map(str::to_string),
+    };
     let removed: Vec<&str> = authorized
         .connection
         .agent_token_in
@@ -363,7 +381,9 @@ fn rewrite_location(headers: &mut HeaderMap, authorized: &Authorized<'_>) {
 /// a credential injected as a query parameter.
 fn upstream_failure(error: &hyper_util::client::legacy::Error) -> &'static str {
     let chain = error_chain(error).to_ascii_lowercase();
-    if chain.contains("certificate") || chain.contains("handshake") {
+    if crate::dial::is_internal_address(error) {
+        "its address is loopback, private, link-local or cloud metadata, which is rejected unless the connection sets allow_private = true in the configuration"
+    } else if chain.contains("certificate") || chain.contains("handshake") {
         "the TLS handshake failed (is the upstream's certificate valid, or does the connection need ca_file?)"
     } else if error.is_connect() {
         "cannot connect (is the upstream running and reachable?)"

@@ -2,25 +2,31 @@
 //! authorization, credential injection, proxying and response redaction.
 #![forbid(unsafe_code)]
 
+mod address;
 mod admin;
 mod audit;
 mod authenticate;
 mod body;
 mod credential;
+mod dial;
 pub mod echo;
 mod error;
 mod forward;
+mod framing;
+mod limits;
 mod proxy;
 mod redact;
 mod reload;
 mod server;
 mod state;
+mod tls;
 mod upstream;
 
 pub use admin::serve_admin;
 pub use credential::{InjectError, Injector};
-pub use proxy::{Gateway, REQUEST_ID_HEADER};
+pub use proxy::{Gateway, Peer, REQUEST_ID_HEADER};
 pub use redact::Redactor;
 pub use reload::{ConfigSource, Reloader};
 pub use server::serve;
 pub use state::{ActivateError, ConfigState, CredentialState, LoadError, Loader, Snapshot};
+pub use tls::{TlsError, TlsSettings, TlsTerminator};

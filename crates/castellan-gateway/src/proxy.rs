@@ -15,18 +15,21 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use castellan_audit::{AuditHandle, AuditSlot};
-use castellan_model::{canonical_ip, Connection, NormalizedPath, DEFAULT_TOKEN_LOCATIONS};
+use castellan_model::{
+    canonical_ip, ClientIdentity, Connection, NormalizedPath, DEFAULT_TOKEN_LOCATIONS,
+};
 use castellan_policy::AccessRequest;
 use castellan_store::AuditDecision;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::{submit, RequestFacts};
-use crate::authenticate::{authenticate, find_token, query_values};
+use crate::authenticate::{authenticate, authenticate_certificate, find_token, query_values};
 use crate::body::ResponseBody;
 use crate::credential::Injector;
 use crate::error::{Fault, Rejection};
 use crate::forward::forward;
+use crate::limits::{InFlight, Limits};
 use crate::state::{CredentialState, Snapshot};
 
 /// Response header that carries the request id.
@@ -44,6 +47,15 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
     pub audit: AuditHandle,
+    pub limits: Limits,
+}
+
+/// The client at the other end of an agent connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub address: SocketAddr,
+    /// Identities of a verified client certificate, empty without one.
+    pub certificate: Vec<ClientIdentity>,
 }
 
 /// A request the policy allowed, with everything needed to forward it.
@@ -53,8 +65,11 @@ pub struct Authorized<'a> {
     pub rule: Option<String>,
     pub injector: Arc<Injector>,
     /// The castellan token the agent presented, so that every copy of it
-    /// can be removed before forwarding.
-    pub agent_token: String,
+    /// can be removed before forwarding; `None` for a client certificate.
+    pub agent_token: Option<String>,
+    /// Counts the request against the agent's concurrency limit until the
+    /// response ends.
+    pub in_flight: Option<InFlight>,
     _sealed: (),
 }
 
@@ -63,6 +78,7 @@ impl Gateway {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
+            limits: Limits::default(),
         }
     }
 
@@ -71,19 +87,25 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Arc<Peer>,
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
         let request_id = format!("{:032x}", rand::random::<u128>());
         let (parts, body) = request.into_parts();
         let mut facts = RequestFacts::new(
             request_id.clone(),
-            peer,
+            peer.address,
             parts.method.as_str(),
             parts.uri.path(),
         );
 
-        let mut response = match checkpoint(&snapshot, &parts, &mut facts) {
+        let mut response = match checkpoint(
+            &self.limits,
+            &peer.certificate,
+            &snapshot,
+            &parts,
+            &mut facts,
+        ) {
             Ok(authorized) => forward(&self, &snapshot, authorized, parts, body, facts).await,
             Err(rejection) => self.reject(&facts, &rejection),
         };
@@ -145,6 +167,8 @@ impl Gateway {
 
 /// Runs the stages up to the policy decision.
 fn checkpoint<'a>(
+    limits: &Limits,
+    certificate: &[ClientIdentity],
     snapshot: &'a Snapshot,
     parts: &http::request::Parts,
     facts: &mut RequestFacts,
@@ -155,14 +179,52 @@ fn checkpoint<'a>(
     if connection.is_some() {
         facts.connection = Some(connection_name.to_string());
     }
+    crate::framing::check_framing(parts)?;
 
     // Authenticate before saying whether a connection exists, so callers
     // without a token cannot enumerate connections.
     let locations = connection.map_or(&DEFAULT_TOKEN_LOCATIONS[..], |c| &c.agent_token_in[..]);
-    let token = find_token(parts, locations)?;
-    let authenticated = authenticate(snapshot, &token)?;
-    facts.agent = Some(authenticated.agent.name.clone());
+    let source = canonical_ip(facts.source.ip());
+    let failures_allowed = config.gateway.auth_failures_per_minute;
+    if let Some(wait) = limits.auth_blocked(source, failures_allowed) {
+        return Err(Rejection::too_many_requests(
+            format!("too many failed authentications from {source}; retry later"),
+            wait,
+        ));
+    }
+    let authenticated = match find_token(parts, locations) {
+        Ok(token) => authenticate(snapshot, &token).and_then(|found| {
+            check_certificate_agrees(snapshot, certificate, found.agent)?;
+            Ok((Some(token), found))
+        }),
+        // Without a token, a verified client certificate may name the agent.
+        Err(missing) => match authenticate_certificate(snapshot, certificate) {
+            Some(found) => found.map(|found| (None, found)),
+            None => Err(missing),
+        },
+    };
+    let (token, authenticated) = match authenticated {
+        Ok(found) => found,
+        Err(rejection) => {
+            if rejection.status == http::StatusCode::UNAUTHORIZED {
+                limits.auth_failed(source, failures_allowed);
+            }
+            return Err(rejection);
+        }
+    };
+    let agent = authenticated.agent;
+    facts.agent = Some(agent.name.clone());
     facts.token_id = Some(authenticated.token_id);
+    if let Err(wait) = limits.agent_request(&agent.name, agent.limits.requests_per_minute) {
+        return Err(Rejection::too_many_requests(
+            format!(
+                "agent {:?} exceeded its limit of {} requests per minute",
+                agent.name,
+                agent.limits.requests_per_minute.unwrap_or_default()
+            ),
+            wait,
+        ));
+    }
 
     let Some(connection) = connection else {
         return Err(Rejection::not_found(format!(
@@ -184,7 +246,51 @@ fn checkpoint<'a>(
         )));
     }
 
-    authorize(snapshot, connection, path, parts, facts, token)
+    if let Some(length) = declared_length(parts) {
+        if length > connection.max_request_bytes {
+            return Err(Rejection::payload_too_large(format!(
+                "the request body has {length} bytes; connection {:?} accepts at most {}",
+                connection.name, connection.max_request_bytes
+            )));
+        }
+    }
+    let max_in_flight = agent.limits.max_concurrent_requests;
+    let Some(in_flight) = limits.enter(&agent.name, max_in_flight) else {
+        return Err(Rejection::too_many_requests(
+            format!(
+                "agent {:?} already has {max_in_flight} requests in flight, its limit",
+                agent.name
+            ),
+            std::time::Duration::from_secs(1),
+        ));
+    };
+    authorize(snapshot, connection, path, parts, facts, token, in_flight)
+}
+
+/// Rejects a token of one agent on a connection whose client certificate
+/// is bound to another: the two credentials must not disagree.
+fn check_certificate_agrees(
+    snapshot: &Snapshot,
+    certificate: &[ClientIdentity],
+    agent: &castellan_model::Agent,
+) -> Result<(), Rejection> {
+    match authenticate_certificate(snapshot, certificate) {
+        Some(Ok(bound)) if bound.agent.name != agent.name => Err(Rejection::unauthorized(
+            "the client certificate and the agent token belong to different agents",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Returns the declared `Content-Length`, if there is a valid one.
+fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+    parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Rejects methods that the policy and the upstream could read differently.
@@ -217,7 +323,8 @@ fn authorize<'a>(
     path: NormalizedPath,
     parts: &http::request::Parts,
     facts: &RequestFacts,
-    agent_token: String,
+    agent_token: Option<String>,
+    in_flight: InFlight,
 ) -> Result<Authorized<'a>, Rejection> {
     let agent = facts.agent.as_deref().unwrap_or_default();
     let decision = snapshot.config.policy.authorize(&AccessRequest {
@@ -257,6 +364,7 @@ fn authorize<'a>(
         rule: decision.rule,
         injector,
         agent_token,
+        in_flight: Some(in_flight),
         _sealed: (),
     })
 }

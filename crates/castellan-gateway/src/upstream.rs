@@ -1,18 +1,18 @@
 //! HTTP clients for upstreams: pooled, TLS through rustls, one per
-//! connection so each keeps its own trust roots and timeouts.
+//! connection so each keeps its own trust roots, timeouts and address check.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use castellan_model::Connection;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::RequestBody;
+use crate::dial::CheckedConnector;
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type HttpClient = Client<HttpsConnector<CheckedConnector>, RequestBody>;
 
 /// Why an upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +47,8 @@ pub fn build_client(connection: &Connection) -> Result<HttpClient, ClientError> 
         .with_root_certificates(roots)
         .with_no_client_auth();
 
-    let mut http = HttpConnector::new();
+    let mut tcp = CheckedConnector::new(&connection.name, connection.allow_private);
+    let http = tcp.http_mut();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connection.timeouts.connect));
     http.set_nodelay(true);
@@ -56,7 +57,7 @@ pub fn build_client(connection: &Connection) -> Result<HttpClient, ClientError> 
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
+        .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build(connector))

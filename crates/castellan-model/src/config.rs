@@ -14,6 +14,7 @@ use crate::pattern::PathPattern;
 /// A validated `castellan.toml`.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    pub gateway: GatewaySettings,
     pub connections: BTreeMap<String, Connection>,
     pub roles: BTreeMap<String, Role>,
     pub agents: BTreeMap<String, Agent>,
@@ -32,6 +33,26 @@ impl Config {
         names
     }
 }
+
+/// Settings of the whole gateway, from the `[gateway]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Failed agent authentications allowed per source address and minute
+    /// before that address gets 429 until the minute's budget refills.
+    pub auth_failures_per_minute: u32,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            auth_failures_per_minute: 10,
+        }
+    }
+}
+
+/// Default of `max_request_bytes`: 16 MiB, room for model requests with
+/// images while bounding what one request can push upstream.
+pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A named upstream API with one origin and one credential.
 #[derive(Debug, Clone)]
@@ -53,6 +74,8 @@ pub struct Connection {
     /// metadata addresses. Off by default, so that a connection cannot be
     /// pointed at internal services.
     pub allow_private: bool,
+    /// Largest request body forwarded; larger ones get 413.
+    pub max_request_bytes: u64,
 }
 
 /// The fixed destination of a connection.
@@ -287,6 +310,10 @@ pub struct Agent {
     pub networks: Vec<IpNet>,
     /// When the agent stops being accepted.
     pub expires: Option<SystemTime>,
+    pub limits: AgentLimits,
+    /// A client certificate identity that authenticates this agent on a
+    /// listener that requests client certificates, instead of a token.
+    pub client_certificate: Option<ClientIdentity>,
     pub location: Location,
 }
 
@@ -300,6 +327,63 @@ impl Agent {
     /// Tells whether the agent has expired at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expires.is_some_and(|expires| now >= expires)
+    }
+}
+
+/// Request limits of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentLimits {
+    /// Requests per minute, with bursts up to this number; `None` for no
+    /// limit.
+    pub requests_per_minute: Option<u32>,
+    /// Requests in flight at once, response bodies included.
+    pub max_concurrent_requests: u32,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        AgentLimits {
+            requests_per_minute: None,
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+/// How a client certificate names an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A SPIFFE ID in the certificate's URI subject alternative names.
+    SpiffeId(String),
+    /// The certificate subject's common name.
+    CommonName(String),
+}
+
+impl ClientIdentity {
+    /// Parses `spiffe://trust-domain/path` or `CN=name`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("spiffe://") {
+            let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if domain.is_empty() || path.is_empty() {
+                return Err(format!("{text:?} needs a trust domain and a path"));
+            }
+            return Ok(ClientIdentity::SpiffeId(text.to_string()));
+        }
+        if let Some(name) = text.strip_prefix("CN=") {
+            if name.is_empty() {
+                return Err("the common name is empty".into());
+            }
+            return Ok(ClientIdentity::CommonName(name.to_string()));
+        }
+        Err(format!("{text:?} is neither a SPIFFE ID nor CN=NAME"))
+    }
+}
+
+impl fmt::Display for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientIdentity::SpiffeId(id) => f.write_str(id),
+            ClientIdentity::CommonName(name) => write!(f, "CN={name}"),
+        }
     }
 }
 

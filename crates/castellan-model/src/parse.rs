@@ -9,8 +9,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Agent, AuditFailure, AuthMethod, Config, Connection, HeaderTemplate, MethodSet, Role, Rule,
-    RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_TOKEN_LOCATIONS,
+    Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
+    GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect, RuleId, Timeouts,
+    TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TOKEN_LOCATIONS,
 };
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
 use crate::names::{check_name, closest};
@@ -21,6 +22,8 @@ type Map<T> = BTreeMap<Spanned<String>, Spanned<T>>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
     #[serde(default)]
     connections: Map<RawConnection>,
     #[serde(default)]
@@ -42,6 +45,7 @@ struct RawConnection {
     on_audit_backlog: Option<Spanned<String>>,
     #[serde(default)]
     allow_private: bool,
+    max_request_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +81,12 @@ struct RawRule {
     paths: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    auth_failures_per_minute: Option<Spanned<u32>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAgent {
@@ -87,6 +97,9 @@ struct RawAgent {
     #[serde(default)]
     networks: Vec<Spanned<String>>,
     expires: Option<Spanned<String>>,
+    requests_per_minute: Option<Spanned<u32>>,
+    max_concurrent_requests: Option<Spanned<u32>>,
+    client_certificate: Option<Spanned<String>>,
 }
 
 /// Accumulates diagnostics while the file is checked.
@@ -195,7 +208,10 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
         .collect();
     let role_names: Vec<String> = raw.roles.keys().map(|k| k.get_ref().clone()).collect();
 
-    let mut config = Config::default();
+    let mut config = Config {
+        gateway: build_gateway(checker, &raw.gateway),
+        ..Config::default()
+    };
     for (name, connection) in raw.connections {
         checker.check_name("connection", &name, name.get_ref());
         if let Some(built) = build_connection(checker, name.get_ref(), connection.into_inner()) {
@@ -220,6 +236,22 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
         }
     }
     config
+}
+
+fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings {
+    let mut settings = GatewaySettings::default();
+    if let Some(value) = &raw.auth_failures_per_minute {
+        if *value.get_ref() == 0 {
+            checker.error_with_hint(
+                value,
+                "auth_failures_per_minute of zero would block every address after one typo",
+                "use at least 1; the default is 10",
+            );
+        } else {
+            settings.auth_failures_per_minute = *value.get_ref();
+        }
+    }
+    settings
 }
 
 fn build_connection(
@@ -267,6 +299,17 @@ fn build_connection(
         ca_file: raw.ca_file.map(|file| file.into_inner().into()),
         on_audit_backlog,
         allow_private: raw.allow_private,
+        max_request_bytes: match &raw.max_request_bytes {
+            None => DEFAULT_MAX_REQUEST_BYTES,
+            Some(value) if *value.get_ref() == 0 => {
+                checker.error(
+                    value,
+                    "max_request_bytes of zero would reject every request with a body",
+                );
+                DEFAULT_MAX_REQUEST_BYTES
+            }
+            Some(value) => *value.get_ref(),
+        },
     })
 }
 
@@ -695,6 +738,21 @@ fn build_agent(
     if !valid {
         return None;
     }
+    let limits = build_agent_limits(checker, agent_name, &agent);
+    let client_certificate = match &agent.client_certificate {
+        None => None,
+        Some(value) => match ClientIdentity::parse(value.get_ref()) {
+            Ok(identity) => Some(identity),
+            Err(problem) => {
+                checker.error_with_hint(
+                    value,
+                    format!("invalid client_certificate for agent {agent_name:?}: {problem}"),
+                    "write a SPIFFE ID \"spiffe://example.org/agent\" or a subject \"CN=agent.example.org\"",
+                );
+                return None;
+            }
+        },
+    };
     Some(Agent {
         name: agent_name.clone(),
         owner: owner?,
@@ -702,8 +760,34 @@ fn build_agent(
         roles: agent.roles.into_iter().map(Spanned::into_inner).collect(),
         networks,
         expires,
+        limits: limits?,
+        client_certificate,
         location,
     })
+}
+
+fn build_agent_limits(
+    checker: &mut Checker<'_>,
+    agent_name: &str,
+    agent: &RawAgent,
+) -> Option<AgentLimits> {
+    let mut limits = AgentLimits::default();
+    let mut valid = true;
+    if let Some(value) = &agent.requests_per_minute {
+        if *value.get_ref() == 0 {
+            checker.error(value, format!("requests_per_minute of zero for agent {agent_name:?} would deny every request; suspend the agent instead"));
+            valid = false;
+        }
+        limits.requests_per_minute = Some(*value.get_ref());
+    }
+    if let Some(value) = &agent.max_concurrent_requests {
+        if *value.get_ref() == 0 {
+            checker.error(value, format!("max_concurrent_requests of zero for agent {agent_name:?} would deny every request; suspend the agent instead"));
+            valid = false;
+        }
+        limits.max_concurrent_requests = *value.get_ref();
+    }
+    valid.then_some(limits)
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {

@@ -62,6 +62,8 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Find hard-coded secrets in files, git history or standard input.
+    Scan(ScanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +87,23 @@ pub struct ServeArgs {
     /// private addresses are accepted.
     #[arg(long)]
     pub allow_public_bind: bool,
+
+    /// PEM certificate chain for TLS on the agent listener (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates for client certificates; agents whose
+    /// client_certificate matches a verified certificate need no token.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Reject TLS handshakes without a client certificate.
+    #[arg(long, requires = "client_ca")]
+    pub require_client_cert: bool,
 
     /// Maximum number of audit records waiting to be written. When it is
     /// reached, connections with on_audit_backlog = "closed" (the default)
@@ -194,4 +213,46 @@ pub struct TailArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Files or directories to scan, or `-` for standard input [default: .].
+    pub paths: Vec<PathBuf>,
+    /// Scan every commit of the git history of each PATH instead of its files.
+    #[arg(long)]
+    pub git: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ScanFormat::Table)]
+    pub format: ScanFormat,
+    /// Baseline file: findings it lists are not reported.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Write every current finding to the --baseline file instead of reporting.
+    #[arg(long, requires = "baseline")]
+    pub update_baseline: bool,
+    /// Extra rules (Castellan or gitleaks TOML format), added to the built-in ones.
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+    /// Only scan files matching this glob (repeatable).
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Skip files and directories matching this glob (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Skip files larger than this many bytes.
+    #[arg(long, default_value_t = castellan_scan::DEFAULT_MAX_FILE_SIZE)]
+    pub max_file_size: u64,
+    /// Offer to store each finding as a vault secret, under a name typed at
+    /// a prompt; values are never printed.
+    #[arg(long, conflicts_with = "update_baseline")]
+    pub import: bool,
+}
+
+/// Output formats of `castellan scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    Table,
+    Json,
+    Sarif,
 }

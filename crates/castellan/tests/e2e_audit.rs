@@ -31,16 +31,19 @@ fn config(httpbin: &Peer) -> String {
         r#"
 [connections.httpbin]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 
 [connections.vaultless]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "never-set"
 
 [connections.offline]
 upstream = "http://127.0.0.1:{closed}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 

@@ -69,6 +69,7 @@ fn full_audit_queue_fails_closed() {
         r#"
 [connections.httpbin]
 upstream = "{}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 

@@ -13,6 +13,7 @@ use support::castellan::{json_lines_or_array, Castellan};
 const CONFIG: &str = r#"
 [connections.httpbin]
 upstream = "http://127.0.0.1:9"
+allow_private = true
 auth = { kind = "bearer" }
 secret = "httpbin-key"
 

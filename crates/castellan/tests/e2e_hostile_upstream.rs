@@ -68,16 +68,19 @@ fn config(httpbin: &Peer, reason: SocketAddr, gzip: SocketAddr) -> String {
         r#"
 [connections.httpbin]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 
 [connections.reason]
 upstream = "http://{reason}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 
 [connections.gzip]
 upstream = "http://{gzip}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 

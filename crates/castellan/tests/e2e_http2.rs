@@ -111,6 +111,7 @@ fn setup() -> Setup {
         r#"
 [connections.plain]
 upstream = "http://127.0.0.1:{port}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "{SECRET_NAME}"
 

@@ -123,7 +123,7 @@ fn config(cases: &[AuthCase], httpbin: &Peer, peer: &Peer) -> String {
     for case in cases {
         for (suffix, upstream) in [("httpbin", httpbin), ("peer", peer)] {
             toml.push_str(&format!(
-                "[connections.{name}-{suffix}]\nupstream = \"{url}\"\nauth = {auth}\nsecret = \"{secret}\"\n\n",
+                "[connections.{name}-{suffix}]\nupstream = \"{url}\"\nallow_private = true\nauth = {auth}\nsecret = \"{secret}\"\n\n",
                 name = case.name,
                 url = upstream.base_url(),
                 auth = case.auth,

@@ -24,17 +24,20 @@ fn config(httpbin: &Peer, peer: &Peer) -> String {
         r#"
 [connections.httpbin]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 agent_token_in = {ALL_TOKEN_LOCATIONS}
 
 [connections.httpbin-query]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "query", name = "key" }}
 secret = "query-key"
 
 [connections.peer]
 upstream = "{peer}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 agent_token_in = {ALL_TOKEN_LOCATIONS}

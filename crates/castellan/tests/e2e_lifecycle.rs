@@ -36,6 +36,7 @@ fn config(httpbin: &Peer, rule: &str) -> String {
         r#"
 [connections.httpbin]
 upstream = "{url}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 

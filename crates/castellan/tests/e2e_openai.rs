@@ -18,6 +18,7 @@ fn config(openai: &Peer) -> String {
         r#"
 [connections.openai]
 upstream = "{openai}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "openai-key"
 

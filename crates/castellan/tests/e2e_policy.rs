@@ -19,11 +19,13 @@ fn config(httpbin: &Peer) -> String {
         r#"
 [connections.httpbin]
 upstream = "{url}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 
 [connections.httpbin-xkey]
 upstream = "{url}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "httpbin-key"
 agent_token_in = ["x-api-key"]

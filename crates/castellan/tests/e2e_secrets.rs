@@ -28,27 +28,32 @@ fn config(httpbin: &Peer) -> String {
         r#"
 [connections.bearer]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "bearer-key"
 agent_token_in = ["authorization", {{ query = "agent_key" }}]
 
 [connections.query]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "query", name = "key" }}
 secret = "query-key"
 
 [connections.basic]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "basic" }}
 secret = "basic-pair"
 
 [connections.offline]
 upstream = "http://127.0.0.1:{closed}"
+allow_private = true
 auth = {{ kind = "query", name = "key" }}
 secret = "query-key"
 
 [connections.vaultless]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "never-set"
 

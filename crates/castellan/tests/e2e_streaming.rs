@@ -18,11 +18,13 @@ fn config(httpbin: &Peer, openai: &Peer) -> String {
         r#"
 [connections.httpbin]
 upstream = "{httpbin}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 
 [connections.openai]
 upstream = "{openai}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "upstream-key"
 

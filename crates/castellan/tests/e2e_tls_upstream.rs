@@ -215,12 +215,14 @@ fn write_tls_config(castellan: &Castellan, port: u16, ca_file: &Path) {
         r#"
 [connections.trusted-tls]
 upstream = "https://localhost:{port}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "{SECRET_NAME}"
 ca_file = '{ca_file}'
 
 [connections.untrusted-tls]
 upstream = "https://localhost:{port}"
+allow_private = true
 auth = {{ kind = "bearer" }}
 secret = "{SECRET_NAME}"
 

@@ -143,6 +143,8 @@ pub fn single_role_config(rules: &[(RuleEffect, MethodSet, &[&str])]) -> Config 
         roles: vec!["subject".to_string()],
         networks: Vec::new(),
         expires: None,
+        limits: Default::default(),
+        client_certificate: None,
         location: Location::default(),
     };
     let mut config = Config::default();

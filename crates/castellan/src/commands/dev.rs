@@ -17,6 +17,7 @@ const DEV_CONFIG: &str = r#"# Development configuration written by `castellan se
 [connections.echo]
 # Castellan's built-in echo upstream on loopback: it answers with what it received.
 upstream = "http://ECHO_ADDRESS"
+allow_private = true
 auth = { kind = "bearer" }
 secret = "echo-api-key"
 

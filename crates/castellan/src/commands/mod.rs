@@ -6,6 +6,7 @@ mod config;
 mod dev;
 mod init;
 mod policy;
+mod scan;
 mod secret;
 mod serve;
 
@@ -27,5 +28,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secret(command) => secret::run(&data_dir, command).await,
         Command::Agent(command) => agent::run(&data_dir, command).await,
         Command::Audit(command) => audit::run(&data_dir, command).await,
+        Command::Scan(args) => scan::run(&data_dir, &args).await,
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use castellan_audit::{AuditWriter, WriterConfig};
-use castellan_gateway::{ConfigSource, Gateway, Loader, Reloader};
+use castellan_gateway::{ConfigSource, Gateway, Loader, Reloader, TlsSettings, TlsTerminator};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -50,6 +50,15 @@ pub async fn run_gateway(
     let (audit, writer) = AuditWriter::spawn(store.clone(), writer_config);
     let gateway = Arc::new(Gateway::new(snapshot, audit.clone()));
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(TlsTerminator::load(TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+            require_client_cert: args.require_client_cert,
+        })?)),
+        _ => None,
+    };
     let listener = bind(args.listen, "agent", "--listen").await?;
     let admin_listener = bind(args.admin_listen, "admin", "--admin-listen").await?;
     let agents_address = listener.local_addr()?;
@@ -57,7 +66,7 @@ pub async fn run_gateway(
 
     let (stop, stopped) = watch::channel(false);
     let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
-    tokio::spawn(handle_signals(Arc::clone(&reloader), stop));
+    tokio::spawn(handle_signals(Arc::clone(&reloader), tls.clone(), stop));
     tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
     let admin = tokio::spawn(castellan_gateway::serve_admin(
         admin_listener,
@@ -66,12 +75,13 @@ pub async fn run_gateway(
         wait_for(stopped.clone()),
     ));
 
-    tracing::info!(agents = %agents_address, admin = %admin_address, "castellan is serving");
-    println!("listening agents=http://{agents_address} admin=http://{admin_address}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(agents = %agents_address, admin = %admin_address, tls = tls.is_some(), "castellan is serving");
+    println!("listening agents={scheme}://{agents_address} admin=http://{admin_address}");
     let _ = std::io::stdout().flush();
     on_ready(agents_address, admin_address);
 
-    castellan_gateway::serve(listener, gateway, wait_for(stopped)).await;
+    castellan_gateway::serve(listener, gateway, tls, wait_for(stopped)).await;
     if let Err(error) = admin.await {
         tracing::warn!(%error, "admin listener task failed");
     }
@@ -96,8 +106,13 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-/// Reloads on SIGHUP; stops on SIGTERM or SIGINT.
-async fn handle_signals(reloader: Arc<Reloader>, stop: watch::Sender<bool>) {
+/// Reloads the configuration and TLS files on SIGHUP; stops on SIGTERM or
+/// SIGINT.
+async fn handle_signals(
+    reloader: Arc<Reloader>,
+    tls: Option<Arc<TlsTerminator>>,
+    stop: watch::Sender<bool>,
+) {
     let (Ok(mut hangup), Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -111,6 +126,12 @@ async fn handle_signals(reloader: Arc<Reloader>, stop: watch::Sender<bool>) {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP received; reloading the configuration");
                 reloader.reload_config().await;
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(error) => tracing::error!(%error, "TLS reload failed; keeping the current certificate"),
+                    }
+                }
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,

@@ -485,7 +485,8 @@ impl Drop for Server {
     }
 }
 
-/// Parses `listening agents=http://ADDR admin=http://ADDR`.
+/// Parses `listening agents=http://ADDR admin=http://ADDR`; the agent
+/// listener may also be `https://`.
 fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let rest = line.trim().strip_prefix("listening ")?;
     let mut agents = None;
@@ -493,7 +494,8 @@ fn parse_listening_line(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     for field in rest.split_whitespace() {
         if let Some(url) = field.strip_prefix("agents=") {
             agents = url
-                .strip_prefix("http://")?
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))?
                 .trim_end_matches('/')
                 .parse()
                 .ok();
