@@ -273,3 +273,38 @@ fn same_origin_redirect_stays_behind_gateway() {
     }
     drop(setup.httpbin);
 }
+
+#[test]
+fn forwarding_headers_not_trusted() {
+    let setup = setup();
+    let server = setup.castellan.serve();
+    let bearer = format!("Bearer {}", setup.token);
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-forwarded-for", "10.9.8.7"),
+        ("x-forwarded-host", "internal.example"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=10.9.8.7;host=internal.example"),
+        ("x-real-ip", "10.9.8.7"),
+        ("host", "internal.example"),
+    ];
+
+    let reply = get(&server.url("/httpbin/headers"), &headers);
+
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let echoed = reply.json()["headers"].clone();
+    for name in [
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "Forwarded",
+        "X-Real-Ip",
+    ] {
+        assert!(
+            echoed.get(name).is_none(),
+            "{name} reached the upstream: {echoed}"
+        );
+    }
+    assert_ne!(echoed["Host"], "internal.example", "{echoed}");
+    drop(setup.httpbin);
+}
