@@ -9,7 +9,9 @@ use castellan_scan::{is_binary, Scanner};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let root = args.next().ok_or("usage: throughput DIR [MAX_MB]")?;
-    let max_bytes: usize = args.next().map_or(Ok(usize::MAX / 2), |mb| mb.parse::<usize>().map(|mb| mb << 20))?;
+    let max_bytes: usize = args.next().map_or(Ok(usize::MAX / 2), |mb| {
+        mb.parse::<usize>().map(|mb| mb << 20)
+    })?;
     let mut inputs = Vec::new();
     let mut total = 0;
     for entry in ignore::WalkBuilder::new(&root).hidden(false).build() {
@@ -29,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let scanner = Scanner::builtin()?;
     let started = Instant::now();
-    let findings: usize = inputs.iter().map(|data| scanner.scan_bytes(data).len()).sum();
+    let findings: usize = inputs
+        .iter()
+        .map(|data| scanner.scan_bytes(data).len())
+        .sum();
     let seconds = started.elapsed().as_secs_f64();
     let megabytes = total as f64 / 1e6;
     println!(

@@ -39,7 +39,9 @@ impl Baseline {
                 line: located.finding.line,
             })
             .collect();
-        entries.sort_by(|a, b| (&a.path, a.line, &a.fingerprint).cmp(&(&b.path, b.line, &b.fingerprint)));
+        entries.sort_by(|a, b| {
+            (&a.path, a.line, &a.fingerprint).cmp(&(&b.path, b.line, &b.fingerprint))
+        });
         entries.dedup_by(|a, b| a.path == b.path && a.fingerprint == b.fingerprint);
         Baseline {
             version: BASELINE_VERSION,
@@ -52,10 +54,11 @@ impl Baseline {
             path: path.to_path_buf(),
             source,
         })?;
-        let baseline: Baseline = serde_json::from_str(&text).map_err(|error| ScanError::Baseline {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })?;
+        let baseline: Baseline =
+            serde_json::from_str(&text).map_err(|error| ScanError::Baseline {
+                path: path.to_path_buf(),
+                message: error.to_string(),
+            })?;
         if baseline.version != BASELINE_VERSION {
             return Err(ScanError::Baseline {
                 path: path.to_path_buf(),

@@ -1,4 +1,4 @@
-//! Shannon entropy, the measure that tells random keys from words and ids.
+//! Shannon entropy, the measure that separates random keys from words and ids.
 
 /// Returns the Shannon entropy of `bytes` in bits per byte (0 for empty input).
 ///

@@ -33,8 +33,23 @@ const PLACEHOLDER_WORDS: &[&str] = &[
 
 /// Values that are the conventional stand-in for a password rather than one.
 const STOP_VALUES: &[&str] = &[
-    "password", "passwd", "pass", "secret", "pwd", "token", "test", "admin", "root", "user",
-    "username", "none", "null", "undefined", "true", "false", "empty",
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "pwd",
+    "token",
+    "test",
+    "admin",
+    "root",
+    "user",
+    "username",
+    "none",
+    "null",
+    "undefined",
+    "true",
+    "false",
+    "empty",
 ];
 
 /// Returns whether `secret` is an example, template or filler value.

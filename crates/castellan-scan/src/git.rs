@@ -40,22 +40,8 @@ pub fn scan_history(
     let repo = gix::discover(path).map_err(|error| git_error(error.to_string()))?;
     let commits = commits_oldest_first(&repo).map_err(git_error)?;
     let overrides = options.overrides(path)?;
-    let mut changes = Vec::new();
-    let mut seen = HashSet::new();
-    for (index, (_, tree, parent_tree)) in commits.iter().enumerate() {
-        let mut added = Vec::new();
-        diff_trees(&repo, *parent_tree, Some(*tree), "", &mut added).map_err(git_error)?;
-        for (path, blob) in added {
-            if overrides.matched(&path, false).is_ignore() || !seen.insert(blob) {
-                continue;
-            }
-            changes.push(Change {
-                blob,
-                path,
-                commit: index,
-            });
-        }
-    }
+    let changes = collect_changes(&repo, &commits, &overrides).map_err(git_error)?;
+
     progress.start(changes.len() as u64);
     let mut report = ScanReport::default();
     let mut reported = HashSet::new();
@@ -88,6 +74,32 @@ pub fn scan_history(
     Ok(report)
 }
 
+/// Lists the blobs each commit adds or changes, skipping blobs seen in an
+/// older commit and paths the globs exclude.
+fn collect_changes(
+    repo: &gix::Repository,
+    commits: &[CommitTrees],
+    overrides: &ignore::overrides::Override,
+) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, (_, tree, parent_tree)) in commits.iter().enumerate() {
+        let mut added = Vec::new();
+        diff_trees(repo, *parent_tree, Some(*tree), "", &mut added)?;
+        for (path, blob) in added {
+            if overrides.matched(&path, false).is_ignore() || !seen.insert(blob) {
+                continue;
+            }
+            changes.push(Change {
+                blob,
+                path,
+                commit: index,
+            });
+        }
+    }
+    Ok(changes)
+}
+
 type CommitTrees = (CommitInfo, ObjectId, Option<ObjectId>);
 
 /// Returns every commit reachable from any reference, oldest first, with its
@@ -99,7 +111,9 @@ fn commits_oldest_first(repo: &gix::Repository) -> Result<Vec<CommitTrees>, Stri
     }
     let references = repo.references().map_err(|e| e.to_string())?;
     for reference in references.all().map_err(|e| e.to_string())? {
-        let Ok(mut reference) = reference else { continue };
+        let Ok(mut reference) = reference else {
+            continue;
+        };
         if let Ok(commit) = reference.peel_to_commit() {
             tips.push(commit.id);
         }
@@ -160,7 +174,9 @@ fn diff_trees(
         };
         let previous = old_entries
             .iter()
-            .find(|(old_name, old_mode, _)| *old_name == name && old_mode.is_tree() == mode.is_tree())
+            .find(|(old_name, old_mode, _)| {
+                *old_name == name && old_mode.is_tree() == mode.is_tree()
+            })
             .map(|(_, _, oid)| *oid);
         if previous == Some(oid) {
             continue;
@@ -198,7 +214,12 @@ fn read_blob(repo: &gix::Repository, change: &Change) -> Result<Vec<u8>, String>
     repo.objects
         .find_blob(&change.blob, &mut Vec::new())
         .map(|blob| blob.data.to_vec())
-        .map_err(|error| format!("cannot read blob {} ({}): {error}", change.blob, change.path))
+        .map_err(|error| {
+            format!(
+                "cannot read blob {} ({}): {error}",
+                change.blob, change.path
+            )
+        })
 }
 
 fn scan_blob(scanner: &Scanner, data: &Result<Vec<u8>, String>, max_size: u64) -> BlobOutcome {

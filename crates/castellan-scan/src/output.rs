@@ -45,13 +45,16 @@ pub fn to_sarif(findings: &[Located], rules: &RuleSet) -> Value {
 
 fn sarif_result(located: &Located, rules: &RuleSet) -> Value {
     let finding = &located.finding;
-    let rule_index = rules.rules().iter().position(|rule| rule.id == finding.rule_id);
+    let rule_index = rules
+        .rules()
+        .iter()
+        .position(|rule| rule.id == finding.rule_id);
     let mut result = json!({
         "ruleId": finding.rule_id,
         "level": "error",
         "message": { "text": format!("{} ({})", finding.description, finding.preview) },
         "locations": [{ "physicalLocation": {
-            "artifactLocation": { "uri": located.path },
+            "artifactLocation": { "uri": relative_uri(&located.path) },
             "region": { "startLine": finding.line, "startColumn": finding.column },
         }}],
         "partialFingerprints": { "castellanFingerprint/v1": finding.fingerprint },
@@ -66,4 +69,39 @@ fn sarif_result(located: &Located, rules: &RuleSet) -> Value {
         });
     }
     result
+}
+
+/// Turns a scanned path into a relative URI reference, as SARIF viewers
+/// resolve `uri` against the repository root.
+fn relative_uri(path: &str) -> String {
+    let path = path.strip_prefix("./").unwrap_or(path);
+    let mut uri = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => uri.push_str("%20"),
+            '%' => uri.push_str("%25"),
+            '#' => uri.push_str("%23"),
+            '?' => uri.push_str("%3F"),
+            '\\' => uri.push('/'),
+            c => uri.push(c),
+        }
+    }
+    uri
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_uri;
+
+    #[test]
+    fn paths_become_relative_uris() {
+        let cases = [
+            ("./src/main.rs", "src/main.rs"),
+            ("a b/c#d?.txt", "a%20b/c%23d%3F.txt"),
+            ("100%.txt", "100%25.txt"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(relative_uri(path), expected);
+        }
+    }
 }

@@ -25,7 +25,7 @@ pub struct Located {
     pub finding: Finding,
 }
 
-/// Why a file was not scanned.
+/// Reason a file was not scanned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkipReason {

@@ -87,7 +87,7 @@ impl Scanner {
         if runs.is_empty() {
             return;
         }
-        let index = LineIndex::new(data);
+        let mut index = None;
         for (start, end) in runs {
             if direct.iter().any(|hit| hit.start < end && start < hit.end) {
                 continue;
@@ -96,7 +96,11 @@ impl Scanner {
                 continue;
             };
             let mut inner = self.scan_layer(&decoded);
+            if inner.is_empty() {
+                continue;
+            }
             resolve_overlaps(&mut inner, self.rules.rules());
+            let index = index.get_or_insert_with(|| LineIndex::new(data));
             for hit in inner {
                 let outer = Hit {
                     rule: hit.rule,
@@ -104,7 +108,7 @@ impl Scanner {
                     end,
                 };
                 let secret = &decoded[hit.start..hit.end];
-                if let Some(finding) = self.finding(data, &index, &outer, secret, Some("base64")) {
+                if let Some(finding) = self.finding(data, index, &outer, secret, Some("base64")) {
                     findings.push(finding);
                 }
             }

@@ -57,7 +57,10 @@ mod tests {
     #[test]
     fn preview_hides_most_of_value() {
         let cases = [
-            ("ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "ghp_…(40 chars)"),
+            (
+                "ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+                "ghp_…(40 chars)",
+            ),
             ("short", "s…(5 chars)"),
             ("abc", "…(3 chars)"),
             ("-----BEGIN\nKEY", "--…(14 chars)"),

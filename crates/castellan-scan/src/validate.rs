@@ -113,7 +113,11 @@ mod tests {
             ("eyJhbGciOiJIUzI1NiJ9garbage.eyJ.sig", false),
         ];
         for (token, expected) in cases {
-            assert_eq!(Validator::Jwt.accepts(token.as_bytes()), expected, "{token}");
+            assert_eq!(
+                Validator::Jwt.accepts(token.as_bytes()),
+                expected,
+                "{token}"
+            );
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::scanner::Scanner;
 /// Default size above which files are skipped: 10 MiB.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
 
-/// Which files to scan.
+/// File selection for a scan: include and exclude globs and a size limit.
 #[derive(Debug, Clone)]
 pub struct WalkOptions {
     /// Globs a file must match (any of them) to be scanned; empty means all.
@@ -81,7 +81,9 @@ pub fn scan_paths(
         }
         progress.advance(bytes);
     });
-    let mut report = shared.into_inner().unwrap_or_else(|poison| poison.into_inner());
+    let mut report = shared
+        .into_inner()
+        .unwrap_or_else(|poison| poison.into_inner());
     report.sort();
     Ok(report)
 }
@@ -122,7 +124,7 @@ fn collect_files(
     Ok(())
 }
 
-/// What scanning one file produced, merged into the report under a lock.
+/// The result of scanning one file, merged into the report under a lock.
 struct FileOutcome {
     path: String,
     bytes: u64,

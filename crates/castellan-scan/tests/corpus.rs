@@ -44,7 +44,10 @@ fn scan_corpus() -> BTreeSet<Label> {
         entries.sort();
         for path in entries {
             let data = std::fs::read(&path).expect("corpus file");
-            let name = format!("{directory}/{}", path.file_name().unwrap().to_string_lossy());
+            let name = format!(
+                "{directory}/{}",
+                path.file_name().unwrap().to_string_lossy()
+            );
             for finding in scanner.scan_bytes(&data) {
                 found.insert((name.clone(), finding.line, finding.rule_id));
             }
@@ -89,5 +92,8 @@ fn every_builtin_rule_has_a_labelled_example() {
         .map(|rule| rule.id.clone())
         .filter(|id| !labelled.contains(id))
         .collect();
-    assert!(untested.is_empty(), "rules without a corpus example: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "rules without a corpus example: {untested:?}"
+    );
 }

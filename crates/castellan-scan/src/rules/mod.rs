@@ -3,11 +3,11 @@
 mod builtin;
 mod file;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
 
-pub use file::{load_rule_file, RuleFile};
+pub use file::{load_rule_file, parse_rule_file, RuleFile};
 
 use crate::error::ScanError;
 use crate::validate::Validator;
@@ -48,7 +48,7 @@ pub struct RuleSpec {
     pub stopwords: Vec<String>,
 }
 
-/// Where the secret sits within a match.
+/// Location of the secret within a match.
 #[derive(Debug, Clone, Copy)]
 enum SecretGroup {
     Index(usize),
@@ -89,9 +89,7 @@ impl Rule {
             }
             Some(0) => SecretGroup::Whole,
             Some(index) => SecretGroup::Index(index),
-            None if regex.capture_names().any(|name| name == Some("secret")) => {
-                SecretGroup::Named
-            }
+            None if regex.capture_names().any(|name| name == Some("secret")) => SecretGroup::Named,
             None if regex.captures_len() > 1 => SecretGroup::Index(1),
             None => SecretGroup::Whole,
         };
@@ -104,7 +102,11 @@ impl Rule {
             id: spec.id.clone(),
             description: spec.description.clone(),
             regex,
-            keywords: spec.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            keywords: spec
+                .keywords
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
             min_entropy: spec.entropy,
             validator: spec.validator,
             generic: spec.generic,
@@ -119,7 +121,10 @@ impl Rule {
     }
 
     /// Returns the span of the secret within one match.
-    pub(crate) fn secret_span(&self, captures: &regex::bytes::Captures<'_>) -> Option<(usize, usize)> {
+    pub(crate) fn secret_span(
+        &self,
+        captures: &regex::bytes::Captures<'_>,
+    ) -> Option<(usize, usize)> {
         let group = match self.secret_group {
             SecretGroup::Index(index) => captures.get(index),
             SecretGroup::Named => captures.name("secret"),
@@ -196,6 +201,9 @@ impl RuleSet {
         let prefilter = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            // A full DFA costs memory once per rule set (a few hundred
+            // keywords) and is the fastest search kind.
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)
             .map_err(|error| ScanError::Prefilter {
                 message: error.to_string(),

@@ -15,7 +15,11 @@ fn builtin_rules_are_well_formed() {
             "duplicate id {}",
             spec.id
         );
-        assert!(!spec.description.is_empty(), "{} has no description", spec.id);
+        assert!(
+            !spec.description.is_empty(),
+            "{} has no description",
+            spec.id
+        );
         assert!(!spec.keywords.is_empty(), "{} has no keywords", spec.id);
         for keyword in &spec.keywords {
             assert_eq!(*keyword, keyword.to_ascii_lowercase(), "{}", spec.id);
@@ -60,7 +64,10 @@ fn invalid_secret_group_is_rejected() {
         stopwords: Vec::new(),
     };
     let error = Rule::compile(&spec).expect_err("group 2 does not exist");
-    assert!(error.to_string().contains("group 2 does not exist"), "{error}");
+    assert!(
+        error.to_string().contains("group 2 does not exist"),
+        "{error}"
+    );
 }
 
 #[test]

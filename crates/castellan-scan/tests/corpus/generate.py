@@ -300,6 +300,9 @@ NEGATIVE_LINES = [
     "git clone https://github.com/castellan/castellan.git",
     "max_token_length = 4096",
     "auth_header_name = X-Api-Key",
+    'let url = Url::parse("ftp://rms:secret123@example.com")?;',
+    "    dot11KeyDirection: DOT11_KEY_DIRECTION,",
+    '    Collation::keybcs2_general_ci => "keybcs2_general_ci",',
 ]
 
 

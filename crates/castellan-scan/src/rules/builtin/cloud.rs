@@ -46,14 +46,20 @@ pub(super) const RULES: &[Builtin] = &[
         "azure-ad-client-secret",
         "Azure AD (Entra ID) client secret",
         &["q~"],
-        concat!(r"(?:^|[^A-Za-z0-9_~.\-])([A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34})", end!()),
+        concat!(
+            r"(?:^|[^A-Za-z0-9_~.\-])([A-Za-z0-9_~.]{3}\dQ~[A-Za-z0-9_~.\-]{31,34})",
+            end!()
+        ),
     )
     .entropy(3.5),
     rule(
         "azure-devops-pat",
         "Azure DevOps personal access token",
         &["azdo"],
-        concat!(r"\b([A-Za-z0-9]{52}JQQJ99[A-Za-z0-9]{3}AZDO[A-Za-z0-9]{4})", end!()),
+        concat!(
+            r"\b([A-Za-z0-9]{52}JQQJ99[A-Za-z0-9]{3}AZDO[A-Za-z0-9]{4})",
+            end!()
+        ),
     ),
     rule(
         "digitalocean-pat",
@@ -124,7 +130,10 @@ pub(super) const RULES: &[Builtin] = &[
         "terraform-cloud-token",
         "Terraform Cloud / HCP Terraform API token",
         &["atlasv1"],
-        concat!(r"\b([A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,70})", end!()),
+        concat!(
+            r"\b([A-Za-z0-9]{14}\.atlasv1\.[A-Za-z0-9_\-=]{60,70})",
+            end!()
+        ),
     ),
     rule(
         "pulumi-access-token",
@@ -155,7 +164,10 @@ pub(super) const RULES: &[Builtin] = &[
         "doppler-token",
         "Doppler API token",
         &["dp.pt.", "dp.st.", "dp.sa."],
-        concat!(r"\b(dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44})", end!()),
+        concat!(
+            r"\b(dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44})",
+            end!()
+        ),
     ),
     rule(
         "planetscale-token",

@@ -78,19 +78,28 @@ pub(super) const RULES: &[Builtin] = &[
         "sourcegraph-access-token",
         "Sourcegraph access token",
         &["sgp_"],
-        concat!(r"\b(sgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40})", end!()),
+        concat!(
+            r"\b(sgp_(?:[a-fA-F0-9]{16}_|local_)?[a-fA-F0-9]{40})",
+            end!()
+        ),
     ),
     rule(
         "slack-bot-token",
         "Slack bot token",
         &["xoxb-"],
-        concat!(r"\b(xoxb-[0-9]{10,13}-[0-9]{10,13}-[A-Za-z0-9]{24})", end!()),
+        concat!(
+            r"\b(xoxb-[0-9]{10,13}-[0-9]{10,13}-[A-Za-z0-9]{24})",
+            end!()
+        ),
     ),
     rule(
         "slack-user-token",
         "Slack user or workspace token",
         &["xoxp-", "xoxe-", "xoxa-", "xoxs-"],
-        concat!(r"\b(xox[pesa]-[0-9]{10,13}-[0-9]{10,13}-[0-9]{10,13}-[a-f0-9]{32})", end!()),
+        concat!(
+            r"\b(xox[pesa]-[0-9]{10,13}-[0-9]{10,13}-[0-9]{10,13}-[a-f0-9]{32})",
+            end!()
+        ),
     ),
     rule(
         "slack-app-token",
@@ -134,7 +143,12 @@ pub(super) const RULES: &[Builtin] = &[
     rule(
         "twilio-api-key",
         "Twilio API key SID",
-        &["sk"],
+        // `SK` followed by a hex digit: plain `sk` occurs in most source
+        // files and would make the keyword prefilter useless for this rule.
+        &[
+            "sk0", "sk1", "sk2", "sk3", "sk4", "sk5", "sk6", "sk7", "sk8", "sk9", "ska", "skb",
+            "skc", "skd", "ske", "skf",
+        ],
         concat!(r"\b(SK[0-9a-f]{32})", end!()),
     )
     .entropy(3.0),

@@ -28,7 +28,10 @@ pub(super) const RULES: &[Builtin] = &[
         "square-access-token",
         "Square access token",
         &["sq0atp-", "eaaa"],
-        concat!(r"\b(sq0atp-[0-9A-Za-z_\-]{22}|EAAA[0-9A-Za-z_\-]{60})", end!()),
+        concat!(
+            r"\b(sq0atp-[0-9A-Za-z_\-]{22}|EAAA[0-9A-Za-z_\-]{60})",
+            end!()
+        ),
     )
     .entropy(3.5),
     rule(
@@ -41,7 +44,10 @@ pub(super) const RULES: &[Builtin] = &[
         "paypal-braintree-access-token",
         "PayPal Braintree access token",
         &["access_token$production$", "access_token$sandbox$"],
-        concat!(r"\b(access_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32})", end!()),
+        concat!(
+            r"\b(access_token\$(?:production|sandbox)\$[0-9a-z]{16}\$[0-9a-f]{32})",
+            end!()
+        ),
     ),
     rule(
         "shopify-access-token",
@@ -79,13 +85,19 @@ pub(super) const RULES: &[Builtin] = &[
         "openai-api-key",
         "OpenAI API key",
         &["t3blbkfj"],
-        concat!(r"\b(sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_\-]{20,74}T3BlbkFJ[A-Za-z0-9_\-]{20,74})", end!()),
+        concat!(
+            r"\b(sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_\-]{20,74}T3BlbkFJ[A-Za-z0-9_\-]{20,74})",
+            end!()
+        ),
     ),
     rule(
         "openai-project-key",
         "OpenAI project or service account key",
         &["sk-proj-", "sk-svcacct-", "sk-admin-"],
-        concat!(r"\b(sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{80,200})", end!()),
+        concat!(
+            r"\b(sk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{80,200})",
+            end!()
+        ),
     )
     .entropy(4.0),
     rule(

@@ -84,7 +84,10 @@ pub(super) const RULES: &[Builtin] = &[
         "sentry-auth-token",
         "Sentry organization or user auth token",
         &["sntrys_", "sntryu_"],
-        concat!(r"\b(sntrys_eyJ[A-Za-z0-9+/=_\-]{80,}|sntryu_[a-f0-9]{64})", end!()),
+        concat!(
+            r"\b(sntrys_eyJ[A-Za-z0-9+/=_\-]{80,}|sntryu_[a-f0-9]{64})",
+            end!()
+        ),
     ),
     rule(
         "datadog-api-key",
@@ -140,12 +143,18 @@ pub(super) const RULES: &[Builtin] = &[
         "mapbox-secret-token",
         "Mapbox secret access token",
         &["sk.eyj"],
-        concat!(r"\b(sk\.eyJ[A-Za-z0-9_\-]{50,}\.[A-Za-z0-9_\-]{20,})", end!()),
+        concat!(
+            r"\b(sk\.eyJ[A-Za-z0-9_\-]{50,}\.[A-Za-z0-9_\-]{20,})",
+            end!()
+        ),
     ),
     rule(
         "age-secret-key",
         "age encryption secret key",
         &["age-secret-key-1"],
-        concat!(r"\b(AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58})", end!()),
+        concat!(
+            r"\b(AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58})",
+            end!()
+        ),
     ),
 ];
