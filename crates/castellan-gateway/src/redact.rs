@@ -19,7 +19,7 @@ pub struct Redactor {
     forms: Vec<Vec<u8>>,
     /// Bytes that can begin a match: first bytes of forms and escape starts.
     starts: [bool; 256],
-    /// Longest possible match: every byte escaped as `\u00XX`.
+    /// Maximum match length: every byte escaped as `\u00XX`.
     max_match: usize,
 }
 
@@ -45,7 +45,7 @@ impl Redactor {
             .filter_map(|form| json_unicode_escaped(form))
             .collect();
         forms.extend(escaped);
-        // Longest first, so that a match covers as much as possible.
+        // Longest forms first, so that a match covers as much as possible.
         forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
         forms.dedup();
         if forms.is_empty() {
@@ -111,7 +111,7 @@ impl Redactor {
             .map_or(0, |position| buffer.len() - position)
     }
 
-    /// Tells whether `buffer` holds a complete match anywhere.
+    /// Tells whether `buffer` contains a complete match anywhere.
     pub fn is_match(&self, buffer: &[u8]) -> bool {
         (0..buffer.len()).any(|position| self.longest_full_match(buffer, position).is_some())
     }
@@ -158,9 +158,10 @@ fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
     offsets.last().map_or(Match::None, |end| Match::Full(*end))
 }
 
-/// Returns `form` with each non-ASCII character written as a JSON `\\uXXXX`
-/// escape of its code point (a surrogate pair beyond the first plane), as
-/// JSON encoders that escape non-ASCII output it; `None` for ASCII forms.
+/// Returns `form` with each non-ASCII character written as a JSON `\uXXXX`
+/// escape of its code point, which is how JSON encoders that escape
+/// non-ASCII text output it. Characters beyond the first plane become
+/// surrogate pairs. ASCII forms return `None`.
 fn json_unicode_escaped(form: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(form).ok()?;
     if text.is_ascii() {

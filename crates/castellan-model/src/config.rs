@@ -60,15 +60,15 @@ pub struct Connection {
     pub name: String,
     pub upstream: Upstream,
     pub auth: AuthMethod,
-    /// Name of the vault entry that holds the credential.
+    /// Name of the vault entry that contains the credential.
     pub secret: String,
-    /// Where agents may put their castellan token on this connection.
+    /// Places where agents may put their castellan token on this connection.
     pub agent_token_in: Vec<TokenLocation>,
     pub timeouts: Timeouts,
     /// Extra PEM file of CA certificates trusted for this upstream, on top of
     /// the built-in web PKI roots.
     pub ca_file: Option<PathBuf>,
-    /// What the gateway does when the audit queue is full.
+    /// Behaviour when the audit queue is full.
     pub on_audit_backlog: AuditFailure,
     /// Whether the upstream may resolve to loopback, private, link-local or
     /// metadata addresses. Off by default, so that a connection cannot be
@@ -107,7 +107,7 @@ impl fmt::Display for Upstream {
     }
 }
 
-/// How the credential is attached to forwarded requests.
+/// Method of attaching the credential to forwarded requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
     /// `Authorization: Bearer <secret>`.
@@ -177,7 +177,7 @@ pub enum TokenLocation {
     Query(String),
 }
 
-/// Where the gateway looks for agent tokens when a connection does not say.
+/// Places the gateway searches for agent tokens when a connection sets none.
 pub const DEFAULT_TOKEN_LOCATIONS: [TokenLocation; 4] = [
     TokenLocation::Authorization,
     TokenLocation::XApiKey,
@@ -225,7 +225,7 @@ impl Default for Timeouts {
     }
 }
 
-/// What happens to a request when the audit queue is full.
+/// Behaviour of the gateway when the audit queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AuditFailure {
     /// Reject the request with 503: no call goes unrecorded.
@@ -275,7 +275,7 @@ pub struct Rule {
     pub connection: String,
     pub methods: MethodSet,
     pub paths: Vec<PathPattern>,
-    /// Where the rule is written, for explanations.
+    /// Position of the rule in the file, for explanations.
     pub location: Location,
 }
 
@@ -349,7 +349,7 @@ impl Default for AgentLimits {
     }
 }
 
-/// How a client certificate names an agent.
+/// Identity in a client certificate that names an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientIdentity {
     /// A SPIFFE ID in the certificate's URI subject alternative names.
