@@ -99,7 +99,7 @@ pub struct Completion {
     sent: Arc<AtomicU64>,
     finished: bool,
     /// Holds the agent's concurrency slot until the record is written.
-    in_flight: Option<InFlight>,
+    in_flight: Option<Arc<InFlight>>,
 }
 
 /// Status recorded when the agent closed the connection before any
@@ -113,7 +113,7 @@ impl Completion {
         audit: AuditHandle,
         rule: Option<String>,
         sent: Arc<AtomicU64>,
-        in_flight: Option<InFlight>,
+        in_flight: Option<Arc<InFlight>>,
     ) -> Self {
         Completion {
             facts,

@@ -22,7 +22,25 @@ pub struct Authenticated<'a> {
 /// Values that do not look like castellan tokens are ignored here (they are
 /// stripped before forwarding anyway). Two different castellan tokens are
 /// rejected: the checkpoint never guesses which identity a request meant.
-pub fn find_token(parts: &Parts, locations: &[TokenLocation]) -> Result<String, Rejection> {
+#[cfg(test)]
+fn find_token(parts: &Parts, locations: &[TokenLocation]) -> Result<String, Rejection> {
+    find_token_if_any(parts, locations)?.ok_or_else(|| missing_token(locations))
+}
+
+/// Returns the rejection for a request that carries no token.
+pub fn missing_token(locations: &[TokenLocation]) -> Rejection {
+    let places: Vec<String> = locations.iter().map(ToString::to_string).collect();
+    Rejection::unauthorized(format!(
+        "no castellan agent token found; send it in {}",
+        places.join(", ")
+    ))
+}
+
+/// Like [`find_token`], but `None` when the request carries no token.
+pub fn find_token_if_any(
+    parts: &Parts,
+    locations: &[TokenLocation],
+) -> Result<Option<String>, Rejection> {
     let mut found: Option<String> = None;
     for location in locations {
         for candidate in candidates(parts, location) {
@@ -39,13 +57,7 @@ pub fn find_token(parts: &Parts, locations: &[TokenLocation]) -> Result<String, 
             }
         }
     }
-    found.ok_or_else(|| {
-        let places: Vec<String> = locations.iter().map(ToString::to_string).collect();
-        Rejection::unauthorized(format!(
-            "no castellan agent token found; send it in {}",
-            places.join(", ")
-        ))
-    })
+    Ok(found)
 }
 
 fn candidates(parts: &Parts, location: &TokenLocation) -> Vec<String> {
@@ -114,10 +126,30 @@ pub fn authenticate_certificate<'a>(
     identities: &[ClientIdentity],
 ) -> Option<Result<Authenticated<'a>, Rejection>> {
     let config = &snapshot.config.config;
-    let (agent, identity) = config.agents.values().find_map(|agent| {
-        let bound = agent.client_certificate.as_ref()?;
-        identities.contains(bound).then_some((agent, bound))
-    })?;
+    let matches: Vec<(&Agent, &ClientIdentity)> = config
+        .agents
+        .values()
+        .filter_map(|agent| {
+            let bound = agent.client_certificate.as_ref()?;
+            identities.contains(bound).then_some((agent, bound))
+        })
+        .collect();
+    let (agent, identity) = match matches.as_slice() {
+        [] => return None,
+        [single] => *single,
+        several => {
+            // A certificate naming two agents must not pick one silently,
+            // because a CA may let requesters choose one of the names.
+            let names: Vec<&str> = several
+                .iter()
+                .map(|(agent, _)| agent.name.as_str())
+                .collect();
+            return Some(Err(Rejection::unauthorized(format!(
+                "the client certificate matches several agents ({}); bind each agent to an identity that only its certificate carries",
+                names.join(", ")
+            ))));
+        }
+    };
     let id = format!("certificate:{identity}");
     Some(admit(snapshot, &agent.name, id, "its client certificate"))
 }

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::audit::Completion;
 use crate::credential::Injector;
 use crate::framing::RequestBodyError;
+use crate::limits::InFlight;
 use crate::redact::StreamRedactor;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,6 +26,9 @@ pub struct RequestBody {
     sent: Arc<AtomicU64>,
     limit: u64,
     exceeded: Arc<AtomicBool>,
+    /// Keeps the request counted against its agent's concurrency limit
+    /// while the body still streams, even after the response has ended.
+    _in_flight: Option<Arc<InFlight>>,
 }
 
 /// Error that ends a request body larger than its connection allows.
@@ -42,12 +46,14 @@ impl RequestBody {
         sent: Arc<AtomicU64>,
         limit: u64,
         exceeded: Arc<AtomicBool>,
+        in_flight: Option<Arc<InFlight>>,
     ) -> Self {
         RequestBody {
             inner: Some(inner),
             sent,
             limit,
             exceeded,
+            _in_flight: in_flight,
         }
     }
 }

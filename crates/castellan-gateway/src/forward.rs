@@ -77,13 +77,14 @@ pub async fn forward(
         }
     };
     let sent = Arc::new(AtomicU64::new(0));
+    let in_flight = authorized.in_flight.take().map(Arc::new);
     let completion = Completion::new(
         facts,
         slot,
         gateway.audit.clone(),
         authorized.rule.clone(),
         Arc::clone(&sent),
-        authorized.in_flight.take(),
+        in_flight.clone(),
     );
     let reject = |completion: Completion, rejection: Rejection| {
         let (facts, slot) = completion.take_slot();
@@ -102,6 +103,7 @@ pub async fn forward(
         sent,
         connection.max_request_bytes,
         Arc::clone(&exceeded),
+        in_flight,
     );
     let upstream_request = match build_request(&authorized, &parts, completion.facts(), body) {
         Ok(request) => request,

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Above this many tracked keys, full buckets are dropped: a full bucket
-/// behaves exactly like a missing one, so this loses nothing.
+/// Above this many tracked keys, full buckets are dropped first (a full
+/// bucket behaves exactly like a missing one), then arbitrary ones until
+/// a tenth of the room is free, so the scan runs rarely.
 const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// Token buckets keyed by address or agent, each refilling `capacity`
@@ -88,6 +89,20 @@ fn evict_full<K: Eq + Hash>(buckets: &mut HashMap<K, Bucket>, capacity: u32, now
         bucket.refill(capacity, now);
         bucket.tokens < f64::from(capacity)
     });
+    // NOTE: past this point an attacker with more than 90,000 addresses can
+    // push out the state of others; by then it has as many fresh addresses
+    // as it needs anyway.
+    let target = MAX_TRACKED_KEYS / 10 * 9;
+    if buckets.len() > target {
+        let mut excess = buckets.len() - target;
+        buckets.retain(|_, _| {
+            if excess == 0 {
+                return true;
+            }
+            excess -= 1;
+            false
+        });
+    }
 }
 
 /// The gateway's flood limits.

@@ -24,7 +24,9 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::audit::{submit, RequestFacts};
-use crate::authenticate::{authenticate, authenticate_certificate, find_token, query_values};
+use crate::authenticate::{
+    authenticate, authenticate_certificate, find_token_if_any, missing_token, query_values,
+};
 use crate::body::ResponseBody;
 use crate::credential::Injector;
 use crate::error::{Fault, Rejection};
@@ -186,22 +188,30 @@ fn checkpoint<'a>(
     let locations = connection.map_or(&DEFAULT_TOKEN_LOCATIONS[..], |c| &c.agent_token_in[..]);
     let source = canonical_ip(facts.source.ip());
     let failures_allowed = config.gateway.auth_failures_per_minute;
-    if let Some(wait) = limits.auth_blocked(source, failures_allowed) {
+    // A verified certificate bound to an agent cannot be guessed, so agents
+    // that use one are not locked out by others failing on the same address.
+    let bound_certificate = !certificate.is_empty()
+        && matches!(authenticate_certificate(snapshot, certificate), Some(Ok(_)));
+    let blocked = limits
+        .auth_blocked(source, failures_allowed)
+        .filter(|_| !bound_certificate);
+    if let Some(wait) = blocked {
         return Err(Rejection::too_many_requests(
             format!("too many failed authentications from {source}; retry later"),
             wait,
         ));
     }
-    let authenticated = match find_token(parts, locations) {
-        Ok(token) => authenticate(snapshot, &token).and_then(|found| {
+    let authenticated = match find_token_if_any(parts, locations) {
+        Ok(Some(token)) => authenticate(snapshot, &token).and_then(|found| {
             check_certificate_agrees(snapshot, certificate, found.agent)?;
             Ok((Some(token), found))
         }),
         // Without a token, a verified client certificate may name the agent.
-        Err(missing) => match authenticate_certificate(snapshot, certificate) {
+        Ok(None) => match authenticate_certificate(snapshot, certificate) {
             Some(found) => found.map(|found| (None, found)),
-            None => Err(missing),
+            None => Err(missing_token(locations)),
         },
+        Err(rejection) => Err(rejection),
     };
     let (token, authenticated) = match authenticated {
         Ok(found) => found,

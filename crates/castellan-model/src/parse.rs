@@ -235,7 +235,34 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
             config.agents.insert(name.into_inner(), built);
         }
     }
+    check_unique_certificates(checker, &config);
     config
+}
+
+/// Rejects two agents bound to the same client certificate identity,
+/// which would make a certificate's agent depend on name order.
+fn check_unique_certificates(checker: &mut Checker<'_>, config: &Config) {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for agent in config.agents.values() {
+        let Some(identity) = &agent.client_certificate else {
+            continue;
+        };
+        match seen.get(&identity.to_string()) {
+            Some(first) => checker.diagnostics.push(
+                Diagnostic::new(
+                    agent.location,
+                    format!(
+                        "agents {first:?} and {:?} are bound to the same client_certificate {identity}",
+                        agent.name
+                    ),
+                )
+                .with_hint("give each agent an identity that only its certificate carries"),
+            ),
+            None => {
+                seen.insert(identity.to_string(), &agent.name);
+            }
+        }
+    }
 }
 
 fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings {

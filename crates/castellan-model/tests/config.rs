@@ -235,3 +235,15 @@ fn missing_file_error_names_path() {
     assert!(message.contains("/nonexistent/castellan.toml"), "{message}");
     assert!(message.contains("castellan init"), "{message}");
 }
+
+#[test]
+fn shared_certificate_binding_rejected() {
+    let source = "[agents.a]\nowner = \"o@example.com\"\nclient_certificate = \"CN=bot\"\n\
+                  [agents.b]\nowner = \"o@example.com\"\nclient_certificate = \"CN=bot\"\n";
+    let message = errors(source);
+    assert!(
+        message.contains("same client_certificate CN=bot"),
+        "{message}"
+    );
+    assert!(message.contains("castellan.toml:4:"), "{message}");
+}

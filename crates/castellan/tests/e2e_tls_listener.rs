@@ -110,6 +110,21 @@ fn https_get(
     path: &str,
     token: Option<&str>,
 ) -> Result<Exchange, String> {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|value| vec![("authorization", value)])
+        .unwrap_or_default();
+    https_get_with_headers(address, ca_pem, client, path, &headers)
+}
+
+fn https_get_with_headers(
+    address: SocketAddr,
+    ca_pem: &str,
+    client: Option<&Leaf>,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Exchange, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(ca_pem) {
         roots.add(cert).expect("add the test CA");
@@ -152,8 +167,8 @@ fn https_get(
                 .map_err(|e| e.to_string())?;
             tokio::spawn(connection);
             let mut request = Request::get(path).header("host", "localhost");
-            if let Some(token) = token {
-                request = request.header("authorization", format!("Bearer {token}"));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
             }
             let request = request.body(Empty::<Bytes>::new()).expect("request");
             let response = sender
@@ -223,6 +238,11 @@ roles = ["reader"]
 owner = "ops@example.com"
 roles = ["reader"]
 client_certificate = "{CERT_AGENT_ID}"
+
+[agents.cn-bot]
+owner = "ops@example.com"
+roles = ["reader"]
+client_certificate = "CN=cn-bot"
 "#,
         httpbin.base_url()
     ));
@@ -405,4 +425,46 @@ fn sighup_reloads_server_certificate() {
     });
     assert!(reloaded.is_some(), "the renewed certificate was not served");
     assert_ne!(before.server_cert, renewed.der);
+}
+
+#[test]
+fn second_token_no_certificate_fallback() {
+    let setup = setup();
+    let first = setup.castellan.issue_token("token-bot");
+    let second = setup.castellan.issue_token("cn-bot");
+    let server = serve_tls(&setup);
+    let client = setup.ca.client(CERT_AGENT_ID, "cert-bot");
+
+    // Two different tokens are rejected, never replaced by the certificate.
+    let exchange = https_get_with_headers(
+        server.agent_addr,
+        &setup.ca.pem,
+        Some(&client),
+        "/httpbin/get",
+        &[
+            ("authorization", &format!("Bearer {first}")),
+            ("x-api-key", &second),
+        ],
+    )
+    .expect("mutual TLS exchange");
+
+    assert_eq!(exchange.status, 401);
+}
+
+#[test]
+fn certificate_matching_two_agents_rejected() {
+    let setup = setup();
+    let server = serve_tls(&setup);
+    let ambiguous = setup.ca.client(CERT_AGENT_ID, "cn-bot");
+
+    let exchange = https_get(
+        server.agent_addr,
+        &setup.ca.pem,
+        Some(&ambiguous),
+        "/httpbin/get",
+        None,
+    )
+    .expect("mutual TLS exchange");
+
+    assert_eq!(exchange.status, 401);
 }
