@@ -225,7 +225,7 @@ fn poll_upstream(
                         };
                         // Clients may close the connection as soon as the
                         // last byte arrives, so the body ends here when the
-                        // upstream says no more data follows.
+                        // upstream reports that no more data follows.
                         if stream.inner.is_end_stream() {
                             stream.finished = true;
                             let data = match stream.flush_pending() {
@@ -272,7 +272,7 @@ impl Drop for UpstreamStream {
         let Some(completion) = self.completion.take() else {
             return;
         };
-        // hyper never polls a body it knows is empty (HEAD, 204, 304,
+        // hyper never polls a body that it has determined is empty (HEAD, 204, 304,
         // Content-Length: 0), so an ended upstream body here is a success.
         let failure = (!self.inner.is_end_stream())
             .then_some("agent closed the connection before the response ended");

@@ -90,8 +90,8 @@ fn evict_full<K: Eq + Hash>(buckets: &mut HashMap<K, Bucket>, capacity: u32, now
         bucket.tokens < f64::from(capacity)
     });
     // NOTE: past this point an attacker with more than 90,000 addresses can
-    // push out the state of others; by then it has as many fresh addresses
-    // as it needs anyway.
+    // push out the state of other addresses. Such an attacker already has
+    // enough fresh addresses to avoid the limit, so little is lost.
     let target = MAX_TRACKED_KEYS / 10 * 9;
     if buckets.len() > target {
         let mut excess = buckets.len() - target;

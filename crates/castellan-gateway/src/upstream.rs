@@ -14,7 +14,7 @@ use crate::dial::CheckedConnector;
 
 pub type HttpClient = Client<HttpsConnector<CheckedConnector>, RequestBody>;
 
-/// Why an upstream client could not be built.
+/// Error building an upstream client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot read CA file {path} for connection {connection:?}: {reason}; check the path in ca_file")]

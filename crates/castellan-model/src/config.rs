@@ -144,7 +144,7 @@ pub struct HeaderTemplate {
 }
 
 impl HeaderTemplate {
-    /// The template `{secret}`: the bare secret.
+    /// Returns the template `{secret}`, which sends the bare secret.
     pub fn bare() -> Self {
         HeaderTemplate {
             prefix: String::new(),

@@ -24,7 +24,7 @@ pub struct NormalizedPath {
     segments: Vec<(usize, usize)>,
 }
 
-/// Why a request path was rejected.
+/// Reason a request path was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("the path does not start with '/'")]

@@ -25,7 +25,7 @@ pub struct PathPattern {
     segments: Vec<Segment>,
 }
 
-/// Why a path pattern is invalid.
+/// Error in a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
     #[error("a path pattern must start with '/'")]

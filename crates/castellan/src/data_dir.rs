@@ -60,7 +60,7 @@ impl DataDir {
     }
 
     /// Loads and validates the configuration. When it lives in the data
-    /// directory and that is missing, the error says so instead.
+    /// directory and that is missing, the error reports the missing directory.
     pub fn load_config(&self) -> Result<castellan_model::Config> {
         if self.config.starts_with(&self.root) {
             self.require_root()?;

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use comfy_table::presets::UTF8_FULL_CONDENSED;
 use comfy_table::Table;
 
-/// A table with the house style.
+/// Returns a table in the style every command uses.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);

@@ -39,8 +39,8 @@ pub async fn run(data_dir: &DataDir, args: &InitArgs) -> Result<ExitCode> {
     }
 }
 
-/// Returns ` --data-dir DIR` unless `DIR` is the default, for commands the
-/// user is told to run next.
+/// Returns ` --data-dir DIR` unless `DIR` is the default, for the commands
+/// printed as next steps.
 fn data_dir_flag(data_dir: &DataDir) -> String {
     if data_dir.root == std::path::Path::new(crate::cli::DEFAULT_DATA_DIR) {
         String::new()
