@@ -15,10 +15,10 @@
 //! processes.
 //!
 //! hyper also accepts a request with both `Content-Length` and
-//! `Transfer-Encoding: chunked` (RFC 9112, section 6.3 allows it). It drops
-//! the `Content-Length` before the gateway sees the request, reads the body
-//! as chunked and closes the connection after the response, so neither a
-//! smuggled request nor the length reaches the upstream.
+//! `Transfer-Encoding: chunked` and drops the length before the gateway
+//! sees it. [`crate::head_guard`] rejects those on the byte stream, before
+//! hyper parses them, so such a request never reaches this module over
+//! HTTP/1.1.
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;

@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
+use crate::head_guard::HeadGuard;
 use crate::proxy::{Gateway, Peer};
 use crate::tls::{client_identities, TlsTerminator};
 
@@ -21,10 +22,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest request head accepted: HTTP/1.1 heads must fit in the read
 /// buffer (larger ones get 431), HTTP/2 header lists likewise.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Most header fields in one HTTP/1.1 request.
-const MAX_HEADERS: usize = 128;
+pub(crate) const MAX_HEADERS: usize = 128;
 
 /// Most concurrent HTTP/2 streams on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -84,7 +85,7 @@ pub async fn serve(
                     address,
                     certificate: Vec::new(),
                 });
-                return serve_io(&builder, watcher, TokioIo::new(stream), gateway, peer).await;
+                return serve_io(&builder, watcher, stream, gateway, peer).await;
             };
             let handshake =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await;
@@ -110,7 +111,7 @@ pub async fn serve(
                 address,
                 certificate,
             });
-            serve_io(&builder, watcher, TokioIo::new(stream), gateway, peer).await;
+            serve_io(&builder, watcher, stream, gateway, peer).await;
         });
     }
     tracing::info!("agent listener stopped accepting; draining in-flight requests");
@@ -122,17 +123,19 @@ pub async fn serve(
     }
 }
 
-/// Serves HTTP on one accepted connection, plain or TLS.
+/// Serves HTTP on one accepted connection, plain or TLS, with its HTTP/1.1
+/// request framing checked before hyper reads it.
 async fn serve_io<I>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-    io: TokioIo<I>,
+    io: I,
     gateway: Arc<Gateway>,
     peer: Arc<Peer>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let client_ip = peer.address.ip();
+    let io = TokioIo::new(HeadGuard::new(io, client_ip, HEADER_READ_TIMEOUT));
     let service = service_fn(move |request| {
         let gateway = Arc::clone(&gateway);
         let peer = Arc::clone(&peer);
