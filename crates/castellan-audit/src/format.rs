@@ -11,7 +11,9 @@ const MAX_RFC3339_MS: i64 = 253_402_300_800_000;
 
 /// Formats a record as one human-readable line:
 /// time, decision, status, agent, source, method, connection, path, rule,
-/// reason, duration, bytes in and out, request id. Absent values print as `-`.
+/// reason, data-loss findings, duration, bytes in and out, request id.
+/// Absent values print as `-`. The user agent is left out to keep lines
+/// short, and `--json` shows it.
 ///
 /// Agent-controlled text (path, reason) has control and bidirectional
 /// characters escaped, so a record cannot rewrite the terminal.
@@ -32,6 +34,9 @@ pub fn format_line(record: &AuditRecord) -> String {
     );
     if let Some(reason) = &record.reason {
         let _ = write!(line, " reason=\"{}\"", escape(reason).replace('"', "\\\""));
+    }
+    if !record.findings.is_empty() {
+        let _ = write!(line, " findings={}", escape(&record.findings.join(",")));
     }
     let _ = write!(
         line,
@@ -120,6 +125,8 @@ mod tests {
             bytes_in: 12,
             bytes_out: 3400,
             duration_us: 1_500,
+            findings: Vec::new(),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".to_owned()),
         }
     }
 
@@ -132,6 +139,17 @@ mod tests {
             "2023-11-14T22:13:20.123Z allow 200 agent=linkedin-bot source=127.0.0.1:50000 \
              GET github /repos/acme/app rule=role:reader 1.5ms in=12B out=3400B id=req-1"
         );
+    }
+
+    #[test]
+    fn user_agent_only_in_json() {
+        let line = format_line(&record());
+        assert!(!line.contains("Mozilla"), "{line}");
+
+        let mut out = Vec::new();
+        write_json_line(&mut out, &record()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["user_agent"], "Mozilla/5.0 (X11; Linux x86_64)");
     }
 
     #[test]
@@ -150,6 +168,18 @@ mod tests {
         assert!(line.contains(" GET - /repos/acme/app rule=- "), "{line}");
         assert!(
             line.contains(r#"reason="unknown \"agent\" token""#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn line_lists_findings() {
+        let mut blocked = record();
+        assert!(!format_line(&blocked).contains("findings="));
+        blocked.findings = vec!["aws-access-key-id".to_owned(), "private-key-ec".to_owned()];
+        let line = format_line(&blocked);
+        assert!(
+            line.contains(" findings=aws-access-key-id,private-key-ec "),
             "{line}"
         );
     }

@@ -8,6 +8,9 @@ use std::time::Instant;
 
 use castellan_audit::{AuditHandle, AuditSlot};
 use castellan_store::{now_ms, AuditDecision, AuditRecord};
+use castellan_vault::token::TOKEN_PREFIX;
+use http::header::USER_AGENT;
+use http::HeaderMap;
 
 use crate::limits::InFlight;
 
@@ -25,6 +28,10 @@ pub struct RequestFacts {
     pub connection: Option<String>,
     pub agent: Option<String>,
     pub token_id: Option<String>,
+    /// Scanner rules that matched the request body; see [`crate::inspect`].
+    pub findings: Vec<String>,
+    /// The agent's `User-Agent`, prepared by [`audit_user_agent`].
+    pub user_agent: Option<String>,
 }
 
 impl RequestFacts {
@@ -39,6 +46,8 @@ impl RequestFacts {
             connection: None,
             agent: None,
             token_id: None,
+            findings: Vec::new(),
+            user_agent: None,
         }
     }
 
@@ -69,8 +78,103 @@ impl RequestFacts {
             bytes_in,
             bytes_out,
             duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            findings: self.findings.clone(),
+            user_agent: self.user_agent.clone(),
         }
     }
+}
+
+/// Longest `User-Agent` kept in an audit record, in bytes after escaping.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
+
+/// Returns the request's `User-Agent` for the audit record: every value
+/// joined by `", "` (so a second header cannot hide a browser behind a
+/// first one), cut to [`MAX_USER_AGENT_BYTES`], or `None` without one.
+///
+/// The header is agent-controlled, so it is escaped the way `castellan
+/// audit tail` escapes paths and reasons: backslashes are doubled, and
+/// control and bidirectional formatting characters become `\u{..}`. Bytes
+/// that are not UTF-8 become U+FFFD. A longer value is cut between two
+/// characters, never inside an escape, and ends in `...` within the limit.
+///
+/// Anything shaped like an agent token (`cst_` and the letters and digits
+/// after it) is replaced by [`TOKEN_MASK`] first, because audit records
+/// hold token ids and never tokens, even when an agent puts its token here.
+pub fn audit_user_agent(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(USER_AGENT).iter().peekable();
+    values.peek()?;
+    let mut escaped = String::new();
+    // Byte lengths of `escaped` after each character or separator, so a cut
+    // can land only between them.
+    let mut boundaries = Vec::new();
+    'values: for (index, value) in values.enumerate() {
+        if index > 0 {
+            escaped.push_str(", ");
+            boundaries.push(escaped.len());
+        }
+        let text = mask_agent_tokens(&String::from_utf8_lossy(value.as_bytes()));
+        for c in text.chars() {
+            if escaped.len() > MAX_USER_AGENT_BYTES {
+                break 'values;
+            }
+            push_escaped(&mut escaped, c);
+            boundaries.push(escaped.len());
+        }
+    }
+    if escaped.len() > MAX_USER_AGENT_BYTES {
+        let budget = MAX_USER_AGENT_BYTES - "...".len();
+        let end = boundaries
+            .iter()
+            .copied()
+            .take_while(|&boundary| boundary <= budget)
+            .last()
+            .unwrap_or(0);
+        escaped.truncate(end);
+        escaped.push_str("...");
+    }
+    Some(escaped)
+}
+
+/// Text that replaces an agent token in an audited header value.
+pub const TOKEN_MASK: &str = "cst_[removed]";
+
+fn mask_agent_tokens(text: &str) -> String {
+    let mut masked = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(TOKEN_PREFIX) {
+        masked.push_str(&rest[..start]);
+        let after = &rest[start + TOKEN_PREFIX.len()..];
+        let body = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        if body == 0 {
+            masked.push_str(TOKEN_PREFIX);
+        } else {
+            masked.push_str(TOKEN_MASK);
+        }
+        rest = &after[body..];
+    }
+    masked.push_str(rest);
+    masked
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    if c == '\\' {
+        out.push_str("\\\\");
+    } else if c.is_control() || is_bidi_control(c) {
+        out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+    } else {
+        out.push(c);
+    }
+}
+
+/// Characters that reorder the display of surrounding text (Unicode bidi
+/// embeddings, overrides, isolates and marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -129,6 +233,10 @@ impl Completion {
 
     pub fn facts(&self) -> &RequestFacts {
         &self.facts
+    }
+
+    pub fn facts_mut(&mut self) -> &mut RequestFacts {
+        &mut self.facts
     }
 
     pub fn set_status(&mut self, status: u16) {
@@ -211,5 +319,100 @@ fn log_unqueued() {
             records = lost,
             "audit queue full: records could not be queued (see castellan_audit_records_unqueued_total)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            let value = HeaderValue::from_bytes(value).expect("valid header value");
+            headers.append(USER_AGENT, value);
+        }
+        headers
+    }
+
+    #[test]
+    fn user_agent_kept_as_sent() {
+        let sent = headers(&[b"python-httpx/0.27.0"]);
+        assert_eq!(
+            audit_user_agent(&sent).as_deref(),
+            Some("python-httpx/0.27.0")
+        );
+        assert_eq!(audit_user_agent(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn user_agent_values_joined() {
+        let sent = headers(&[b"curl/8.5.0", b"Mozilla/5.0"]);
+        assert_eq!(
+            audit_user_agent(&sent).as_deref(),
+            Some("curl/8.5.0, Mozilla/5.0")
+        );
+    }
+
+    #[test]
+    fn user_agent_controls_escaped() {
+        // A tab, a C1 control (U+0085) and a right-to-left override in
+        // UTF-8, then a byte that is not UTF-8: all reach the gateway.
+        let sent = headers(&[b"bot\t1 \xc2\x85 \\ \xe2\x80\xae end \xff"]);
+        assert_eq!(
+            audit_user_agent(&sent).as_deref(),
+            Some("bot\\u{9}1 \\u{85} \\\\ \\u{202e} end \u{fffd}")
+        );
+    }
+
+    #[test]
+    fn agent_token_in_user_agent_masked() {
+        let token = castellan_vault::AgentToken::generate();
+        let value = format!("bot/1.0 ({}) cst_ cst_x", token.expose());
+        let audited = audit_user_agent(&headers(&[value.as_bytes()])).unwrap();
+        assert!(!audited.contains(token.expose()), "{audited}");
+        assert_eq!(
+            audited, "bot/1.0 (cst_[removed]) cst_ cst_[removed]",
+            "only the prefix with letters or digits after it is masked"
+        );
+    }
+
+    #[test]
+    fn long_user_agent_cut_at_limit() {
+        let long = "a".repeat(1_000);
+        let cut = audit_user_agent(&headers(&[long.as_bytes()])).unwrap();
+        assert_eq!(cut.len(), MAX_USER_AGENT_BYTES);
+        assert!(cut.ends_with("a..."), "{cut}");
+
+        let exact = "b".repeat(MAX_USER_AGENT_BYTES);
+        let kept = audit_user_agent(&headers(&[exact.as_bytes()])).unwrap();
+        assert_eq!(kept, exact, "a value at the limit is not cut");
+    }
+
+    #[test]
+    fn cut_never_splits_escape() {
+        // 250 letters, then tabs whose escapes (`\u{9}`, 5 bytes) cross the
+        // cut at 253 bytes.
+        let mut value = "c".repeat(250).into_bytes();
+        value.extend_from_slice(&[b'\t'; 20]);
+        let cut = audit_user_agent(&headers(&[&value])).unwrap();
+        assert!(cut.len() <= MAX_USER_AGENT_BYTES, "{}", cut.len());
+        assert_eq!(cut, format!("{}...", "c".repeat(250)));
+
+        // 248 letters and one escape fill the 253 bytes before `...`.
+        let mut value = "d".repeat(248).into_bytes();
+        value.extend_from_slice(&[b'\t'; 20]);
+        let cut = audit_user_agent(&headers(&[&value])).unwrap();
+        assert_eq!(cut, format!("{}\\u{{9}}...", "d".repeat(248)));
+        assert_eq!(cut.len(), MAX_USER_AGENT_BYTES);
+    }
+
+    #[test]
+    fn cut_never_splits_multibyte_character() {
+        let value = "é".repeat(200);
+        let cut = audit_user_agent(&headers(&[value.as_bytes()])).unwrap();
+        assert!(cut.len() <= MAX_USER_AGENT_BYTES);
+        assert!(cut.ends_with("é..."), "{cut}");
     }
 }

@@ -2,12 +2,14 @@
 //! they are counted, response bodies stream back through redaction and
 //! finish the audit record when they end.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -23,6 +25,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// record and a size limit for bodies that declared no length.
 pub struct RequestBody {
     inner: Option<Incoming>,
+    /// Frames already read by [`RequestBody::read_ahead`], sent before the
+    /// rest of `inner`.
+    buffered: VecDeque<Frame<Bytes>>,
     sent: Arc<AtomicU64>,
     limit: u64,
     exceeded: Arc<AtomicBool>,
@@ -50,6 +55,7 @@ impl RequestBody {
     ) -> Self {
         RequestBody {
             inner: Some(inner),
+            buffered: VecDeque::new(),
             sent,
             limit,
             exceeded,
@@ -58,14 +64,47 @@ impl RequestBody {
     }
 }
 
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
+/// The start of a request body, read before the request is forwarded.
+pub struct ReadAhead {
+    /// The data read, at most the limit plus one frame.
+    pub data: Bytes,
+    /// Whether `data` is the whole body.
+    pub complete: bool,
+}
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+impl RequestBody {
+    /// Reads frames until more than `limit` data bytes have arrived or the
+    /// body ends, and keeps them to be forwarded first. The size limit and
+    /// byte count apply as when the body streams.
+    pub async fn read_ahead(&mut self, limit: u64) -> Result<ReadAhead, BoxError> {
+        let mut data = BytesMut::new();
+        loop {
+            if data.len() as u64 > limit {
+                return Ok(ReadAhead {
+                    data: data.freeze(),
+                    complete: false,
+                });
+            }
+            match poll_fn(|cx| self.poll_inner(cx)).await {
+                None => {
+                    self.inner = None;
+                    return Ok(ReadAhead {
+                        data: data.freeze(),
+                        complete: true,
+                    });
+                }
+                Some(Err(error)) => return Err(error),
+                Some(Ok(frame)) => {
+                    if let Some(chunk) = frame.data_ref() {
+                        data.extend_from_slice(chunk);
+                    }
+                    self.buffered.push_back(frame);
+                }
+            }
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -89,15 +128,43 @@ impl Body for RequestBody {
         }
         Poll::Ready(Some(Ok(frame)))
     }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.buffered.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        self.poll_inner(cx)
+    }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.buffered.is_empty() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        let buffered: u64 = self
+            .buffered
+            .iter()
+            .filter_map(Frame::data_ref)
+            .map(|data| data.len() as u64)
+            .sum();
+        let rest = self
+            .inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower().saturating_add(buffered));
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(buffered));
+        }
+        hint
     }
 }
 

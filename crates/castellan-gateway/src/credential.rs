@@ -21,6 +21,9 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 pub struct Injector {
     placement: Placement,
     redactor: Redactor,
+    /// The same forms in lower case, for header names, which HTTP
+    /// libraries lower-case on the way in.
+    name_redactor: Redactor,
 }
 
 enum Placement {
@@ -120,12 +123,16 @@ impl Injector {
             forms.push(value.as_bytes().to_vec());
             forms.push(STANDARD.encode(value.as_bytes()).into_bytes());
         }
-        let redactor = Redactor::new(forms).ok_or(InjectError::Empty {
+        let lowered: Vec<Vec<u8>> = forms.iter().map(|form| form.to_ascii_lowercase()).collect();
+        let empty = || InjectError::Empty {
             secret: secret.to_string(),
-        })?;
+        };
+        let redactor = Redactor::new(forms).ok_or_else(empty)?;
+        let name_redactor = Redactor::new(lowered).ok_or_else(empty)?;
         Ok(Injector {
             placement,
             redactor,
+            name_redactor,
         })
     }
 
@@ -158,6 +165,12 @@ impl Injector {
 
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
+    }
+
+    /// Tells whether a header name, as received in lower case, contains
+    /// the credential in any form.
+    pub fn names_credential(&self, name: &HeaderName) -> bool {
+        self.name_redactor.is_match(name.as_str().as_bytes())
     }
 }
 

@@ -96,6 +96,26 @@ impl Rejection {
         rejection
     }
 
+    /// The outbound data-loss check found a secret in the request body.
+    pub fn secret_in_body(reason: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "secret_in_request",
+            Fault::Agent,
+            reason,
+        )
+    }
+
+    pub fn request_timeout(reason: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            Fault::Agent,
+            reason,
+        )
+        .closing_connection()
+    }
+
     pub fn not_found(reason: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", Fault::Agent, reason)
     }

@@ -15,6 +15,7 @@ use crate::audit::{Completion, RequestFacts};
 use crate::authenticate::decode_component;
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::Rejection;
+use crate::inspect::{InspectError, Plan};
 use crate::proxy::{Authorized, Gateway, REQUEST_ID_HEADER};
 use crate::redact::Redactor;
 use crate::state::Snapshot;
@@ -98,13 +99,68 @@ pub async fn forward(
         );
     };
     let exceeded = Arc::new(AtomicBool::new(false));
-    let body = RequestBody::new(
+    let mut body = RequestBody::new(
         body,
         sent,
         connection.max_request_bytes,
         Arc::clone(&exceeded),
         in_flight,
     );
+    let mut completion = completion;
+    if let Some(plan) = Plan::for_request(connection, &parts.headers) {
+        if let Err(rejection) =
+            plan.check_declared_length(connection, crate::proxy::declared_length(&parts))
+        {
+            return reject(completion, rejection);
+        }
+        let timeout = connection.timeouts.response;
+        let inspected = tokio::time::timeout(timeout, plan.inspect(connection, &mut body)).await;
+        match inspected {
+            Ok(Ok(inspected)) => {
+                if !inspected.findings.is_empty() {
+                    tracing::warn!(
+                        request_id = %completion.facts().request_id,
+                        agent = completion.facts().agent.as_deref().unwrap_or("-"),
+                        connection = %connection.name,
+                        rules = %inspected.findings.join(","),
+                        "request body carries a secret; forwarded because the connection has dlp = \"alert\""
+                    );
+                }
+                completion.facts_mut().findings = inspected.findings;
+            }
+            Ok(Err(InspectError::Body(_))) if exceeded.load(Ordering::Relaxed) => {
+                let reason = format!(
+                    "the request body exceeded {} bytes, the limit of connection {:?}",
+                    connection.max_request_bytes, connection.name
+                );
+                return reject(completion, Rejection::payload_too_large(reason));
+            }
+            Ok(Err(InspectError::Body(error))) => {
+                tracing::debug!(
+                    request_id = %completion.facts().request_id,
+                    error = %error_chain(error.as_ref()),
+                    "request body failed while it was read for inspection"
+                );
+                return reject(completion, crate::framing::malformed_body());
+            }
+            Ok(Err(InspectError::Rejected(rejection))) => return reject(completion, rejection),
+            Ok(Err(InspectError::Blocked {
+                rejection,
+                findings,
+            })) => {
+                completion.facts_mut().findings = findings;
+                return reject(completion, rejection);
+            }
+            Err(_) => {
+                let reason = format!(
+                    "the request body did not arrive within {}; connection {:?} reads it before forwarding",
+                    humantime_secs(timeout),
+                    connection.name
+                );
+                return reject(completion, Rejection::request_timeout(reason));
+            }
+        }
+    }
     let upstream_request = match build_request(&authorized, &parts, completion.facts(), body) {
         Ok(request) => request,
         Err(rejection) => return reject(completion, rejection),
@@ -169,7 +225,6 @@ pub async fn forward(
     // credential and is never redacted: drop them all.
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
-    let mut completion = completion;
     completion.set_status(response_parts.status.as_u16());
     let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
     Response::from_parts(response_parts, body)
@@ -330,6 +385,15 @@ fn sanitize_response_headers(headers: &mut HeaderMap, authorized: &Authorized<'_
         headers.remove(*name);
     }
     rewrite_location(headers, authorized);
+    // A header name cannot be masked and stay a valid name: drop the header.
+    let leaking: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| authorized.injector.names_credential(name))
+        .cloned()
+        .collect();
+    for name in leaking {
+        headers.remove(&name);
+    }
     let redactor = authorized.injector.redactor();
     for value in headers.values_mut() {
         if let Some(masked) = redactor.redact_header(value) {

@@ -13,6 +13,8 @@ pub mod echo;
 mod error;
 mod forward;
 mod framing;
+mod head_guard;
+mod inspect;
 mod limits;
 mod proxy;
 mod redact;

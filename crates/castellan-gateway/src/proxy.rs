@@ -77,6 +77,18 @@ pub struct Authorized<'a> {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot, audit: AuditHandle) -> Self {
+        let scans_bodies = snapshot
+            .config
+            .config
+            .connections
+            .values()
+            .any(|connection| connection.dlp.mode != castellan_model::DlpMode::Off);
+        if scans_bodies {
+            // Compile the scanner rules now rather than on the first request.
+            if let Err(error) = crate::inspect::prepare() {
+                tracing::error!(%error, "the data-loss check rules failed to compile; requests to connections with dlp enabled will get 503");
+            }
+        }
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             audit,
@@ -100,6 +112,7 @@ impl Gateway {
             parts.method.as_str(),
             parts.uri.path(),
         );
+        facts.user_agent = crate::audit::audit_user_agent(&parts.headers);
 
         let mut response = match checkpoint(
             &self.limits,
@@ -242,7 +255,8 @@ fn checkpoint<'a>(
             truncate_name(connection_name)
         )));
     };
-    let path = NormalizedPath::parse(rest)
+    let path = connection
+        .normalize_path(rest)
         .map_err(|error| Rejection::bad_request(format!("invalid request path: {error}")))?;
     facts.path = path.as_str().to_string();
 
@@ -293,7 +307,7 @@ fn check_certificate_agrees(
 }
 
 /// Returns the declared `Content-Length`, if there is a valid one.
-fn declared_length(parts: &http::request::Parts) -> Option<u64> {
+pub(crate) fn declared_length(parts: &http::request::Parts) -> Option<u64> {
     parts
         .headers
         .get(http::header::CONTENT_LENGTH)?

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 
 use crate::diagnostic::Location;
+use crate::path::{NormalizedPath, PathError};
 use crate::pattern::PathPattern;
 
 /// A validated `castellan.toml`.
@@ -40,12 +41,28 @@ pub struct GatewaySettings {
     /// Failed agent authentications allowed per source address and minute
     /// before that address gets 429 until the minute's budget refills.
     pub auth_failures_per_minute: u32,
+    /// Owners who left the organization. `castellan findings` reports every
+    /// agent they still own; the gateway does not use this list.
+    pub departed_owners: Vec<String>,
+}
+
+impl GatewaySettings {
+    /// Tells whether `owner` is listed in `departed_owners`, ignoring ASCII
+    /// case and surrounding whitespace, as e-mail addresses are compared in
+    /// practice.
+    pub fn is_departed(&self, owner: &str) -> bool {
+        let owner = owner.trim();
+        self.departed_owners
+            .iter()
+            .any(|departed| departed.eq_ignore_ascii_case(owner))
+    }
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
         GatewaySettings {
             auth_failures_per_minute: 10,
+            departed_owners: Vec::new(),
         }
     }
 }
@@ -76,6 +93,73 @@ pub struct Connection {
     pub allow_private: bool,
     /// Largest request body forwarded; larger ones get 413.
     pub max_request_bytes: u64,
+    /// Whether the upstream treats paths case-insensitively. When set, request
+    /// paths and rule patterns are folded to lower case, so `/Admin` cannot
+    /// slip past a rule about `/admin`.
+    pub case_insensitive_paths: bool,
+    /// Outbound data-loss check of request bodies.
+    pub dlp: DataLossCheck,
+}
+
+/// Default of `dlp_max_bytes`: 4 MiB, room for chat requests with a few
+/// images while bounding what the gateway holds per request.
+pub const DEFAULT_DLP_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What the gateway does when a request body carries a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DlpMode {
+    /// Bodies are not scanned.
+    #[default]
+    Off,
+    /// Bodies are scanned; a secret is recorded in the audit log and the
+    /// request is still forwarded.
+    Alert,
+    /// Bodies are scanned; a request that carries a secret gets 403 and is
+    /// not forwarded.
+    Block,
+}
+
+impl DlpMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlpMode::Off => "off",
+            DlpMode::Alert => "alert",
+            DlpMode::Block => "block",
+        }
+    }
+}
+
+/// Settings of the outbound data-loss check on one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataLossCheck {
+    pub mode: DlpMode,
+    /// Largest body scanned. In block mode a larger body gets 413, because
+    /// forwarding an unscanned tail would defeat the check. In alert mode
+    /// only the first `max_bytes` are scanned.
+    pub max_bytes: u64,
+}
+
+impl Default for DataLossCheck {
+    fn default() -> Self {
+        DataLossCheck {
+            mode: DlpMode::Off,
+            max_bytes: DEFAULT_DLP_MAX_BYTES,
+        }
+    }
+}
+
+impl Connection {
+    /// Normalizes a request path as the gateway forwards it on this
+    /// connection: canonical form, folded to lower case when the connection
+    /// declares `case_insensitive_paths`.
+    pub fn normalize_path(&self, raw: &str) -> Result<NormalizedPath, PathError> {
+        let path = NormalizedPath::parse(raw)?;
+        if self.case_insensitive_paths {
+            path.case_folded()
+        } else {
+            Ok(path)
+        }
+    }
 }
 
 /// The fixed destination of a connection.

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use crate::config::{
     Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
-    GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect, RuleId, Timeouts,
-    TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TOKEN_LOCATIONS,
+    DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect,
+    RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TOKEN_LOCATIONS,
 };
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
 use crate::names::{check_name, closest};
@@ -46,6 +46,10 @@ struct RawConnection {
     #[serde(default)]
     allow_private: bool,
     max_request_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    case_insensitive_paths: bool,
+    dlp: Option<Spanned<String>>,
+    dlp_max_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +89,8 @@ struct RawRule {
 #[serde(deny_unknown_fields)]
 struct RawGateway {
     auth_failures_per_minute: Option<Spanned<u32>>,
+    #[serde(default)]
+    departed_owners: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +213,16 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
         .map(|k| k.get_ref().clone())
         .collect();
     let role_names: Vec<String> = raw.roles.keys().map(|k| k.get_ref().clone()).collect();
+    let folded: Vec<String> = raw
+        .connections
+        .iter()
+        .filter(|(_, connection)| connection.get_ref().case_insensitive_paths)
+        .map(|(name, _)| name.get_ref().clone())
+        .collect();
+    let known = KnownConnections {
+        names: &connection_names,
+        case_insensitive: &folded,
+    };
 
     let mut config = Config {
         gateway: build_gateway(checker, &raw.gateway),
@@ -220,12 +236,7 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
     }
     for (name, role) in raw.roles {
         checker.check_name("role", &name, name.get_ref());
-        let built = build_role(
-            checker,
-            name.get_ref(),
-            role.into_inner(),
-            &connection_names,
-        );
+        let built = build_role(checker, name.get_ref(), role.into_inner(), &known);
         config.roles.insert(name.into_inner(), built);
     }
     for (name, agent) in raw.agents {
@@ -278,6 +289,18 @@ fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings
             settings.auth_failures_per_minute = *value.get_ref();
         }
     }
+    for owner in &raw.departed_owners {
+        let trimmed = owner.get_ref().trim();
+        if trimmed.is_empty() {
+            checker.error_with_hint(
+                owner,
+                "departed_owners contains an empty owner",
+                "list each departed owner as it is written in the agents' owner keys",
+            );
+        } else {
+            settings.departed_owners.push(trimmed.to_string());
+        }
+    }
     settings
 }
 
@@ -316,6 +339,7 @@ fn build_connection(
             AuditFailure::Closed
         }
     };
+    let dlp = build_dlp(checker, raw.dlp.as_ref(), raw.dlp_max_bytes.as_ref());
     Some(Connection {
         name: name.to_string(),
         upstream: upstream?,
@@ -337,7 +361,37 @@ fn build_connection(
             }
             Some(value) => *value.get_ref(),
         },
+        case_insensitive_paths: raw.case_insensitive_paths,
+        dlp,
     })
+}
+
+fn build_dlp(
+    checker: &mut Checker<'_>,
+    mode: Option<&Spanned<String>>,
+    max_bytes: Option<&Spanned<u64>>,
+) -> DataLossCheck {
+    let mut check = DataLossCheck::default();
+    match mode.map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "off")) => {}
+        Some((_, "alert")) => check.mode = DlpMode::Alert,
+        Some((_, "block")) => check.mode = DlpMode::Block,
+        Some((value, other)) => checker.error_with_hint(
+            value,
+            format!("invalid dlp {other:?}"),
+            "use \"off\" (the default), \"alert\" (record secrets in request bodies) or \"block\" (reject them with 403)",
+        ),
+    }
+    match max_bytes {
+        None => {}
+        Some(value) if *value.get_ref() == 0 => checker.error_with_hint(
+            value,
+            "dlp_max_bytes of zero would scan nothing",
+            "leave it out for the default of 4 MiB, or set dlp = \"off\"",
+        ),
+        Some(value) => check.max_bytes = *value.get_ref(),
+    }
+    check
 }
 
 fn parse_upstream(checker: &mut Checker<'_>, raw: &Spanned<String>) -> Option<Upstream> {
@@ -517,7 +571,20 @@ fn parse_duration(checker: &mut Checker<'_>, value: &Spanned<String>) -> Option<
     }
 }
 
-fn build_role(checker: &mut Checker<'_>, name: &str, raw: RawRole, connections: &[String]) -> Role {
+/// Connection names that rules may refer to.
+struct KnownConnections<'a> {
+    names: &'a [String],
+    /// Connections with `case_insensitive_paths = true`, whose rule patterns
+    /// are folded to lower case.
+    case_insensitive: &'a [String],
+}
+
+fn build_role(
+    checker: &mut Checker<'_>,
+    name: &str,
+    raw: RawRole,
+    connections: &KnownConnections<'_>,
+) -> Role {
     let mut role = Role {
         name: name.to_string(),
         allow: Vec::new(),
@@ -545,14 +612,14 @@ fn build_rule(
     checker: &mut Checker<'_>,
     id: RuleId,
     raw: Spanned<RawRule>,
-    connections: &[String],
+    connections: &KnownConnections<'_>,
 ) -> Option<Rule> {
     let location = checker.at(&raw);
     let rule = raw.into_inner();
     let connection = rule.connection.get_ref();
     let mut valid = true;
-    if !connections.contains(connection) {
-        let hint = match closest(connection, connections.iter().map(String::as_str)) {
+    if !connections.names.contains(connection) {
+        let hint = match closest(connection, connections.names.iter().map(String::as_str)) {
             Some(near) => {
                 format!("did you mean {near:?}? Declare connections under [connections.NAME]")
             }
@@ -579,8 +646,9 @@ fn build_rule(
             None
         }
     };
+    let fold = connections.case_insensitive.contains(connection);
     let paths = match &rule.paths {
-        Some(paths) => build_paths(checker, &id, paths),
+        Some(paths) => build_paths(checker, &id, paths, fold),
         None if id.effect == RuleEffect::Deny => PathPattern::parse("/**").ok().map(|p| vec![p]),
         None => {
             checker.error_with_hint(
@@ -655,6 +723,7 @@ fn build_paths(
     checker: &mut Checker<'_>,
     id: &RuleId,
     raw: &Spanned<Vec<Spanned<String>>>,
+    fold: bool,
 ) -> Option<Vec<PathPattern>> {
     if raw.get_ref().is_empty() {
         checker.error_with_hint(
@@ -666,7 +735,14 @@ fn build_paths(
     }
     let mut patterns = Vec::new();
     for pattern in raw.get_ref() {
-        match PathPattern::parse(pattern.get_ref()) {
+        let parsed = PathPattern::parse(pattern.get_ref()).and_then(|parsed| {
+            if fold {
+                parsed.case_folded()
+            } else {
+                Ok(parsed)
+            }
+        });
+        match parsed {
             Ok(parsed) => patterns.push(parsed),
             Err(error) => checker.error_with_hint(
                 pattern,

@@ -47,6 +47,8 @@ pub enum PathError {
     DotSegment,
     #[error("the path has {0} segments, the maximum is {MAX_SEGMENTS}")]
     TooDeep(usize),
+    #[error("the path contains an escaped non-ASCII character, which a case-insensitive upstream may fold in ways Castellan cannot check; use ASCII")]
+    FoldedNonAscii,
 }
 
 /// Maximum number of segments in a request path.
@@ -118,6 +120,17 @@ impl NormalizedPath {
         self.segments.len()
     }
 
+    /// Returns the path with ASCII letters in lower case, the canonical form
+    /// on connections whose upstream ignores case. Escapes keep upper-case
+    /// hex digits. Escaped non-ASCII characters are rejected: upstreams fold
+    /// their case by rules Castellan cannot know.
+    pub fn case_folded(&self) -> Result<NormalizedPath, PathError> {
+        Ok(NormalizedPath {
+            canonical: fold_case(&self.canonical)?,
+            segments: self.segments.clone(),
+        })
+    }
+
     /// Returns segment `index` counted from the start.
     pub fn segment(&self, index: usize) -> Option<&str> {
         self.segments
@@ -143,6 +156,29 @@ pub(crate) fn check_raw_bytes(raw: &str) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// Lower-cases the ASCII letters of canonical path text, leaving the hex
+/// digits of `%XX` escapes as they are. The result has the same length, so
+/// segment offsets stay valid.
+pub(crate) fn fold_case(canonical: &str) -> Result<String, PathError> {
+    let bytes = canonical.as_bytes();
+    let mut folded = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let escape = &canonical[i..i + 3];
+            if bytes[i + 1] >= b'8' {
+                return Err(PathError::FoldedNonAscii);
+            }
+            folded.push_str(escape);
+            i += 3;
+            continue;
+        }
+        folded.push(bytes[i].to_ascii_lowercase() as char);
+        i += 1;
+    }
+    Ok(folded)
 }
 
 fn is_unreserved(byte: u8) -> bool {
@@ -280,6 +316,34 @@ mod tests {
         assert_eq!(root.segments().collect::<Vec<_>>(), [""]);
         let trailing = NormalizedPath::parse("/items/").expect("valid");
         assert_eq!(trailing.segments().collect::<Vec<_>>(), ["items", ""]);
+    }
+
+    #[test]
+    fn case_folding_keeps_escapes() {
+        let cases = [
+            ("/Admin/Users", Ok("/admin/users")),
+            ("/%41DMIN", Ok("/admin")),
+            ("/a%3bB", Ok("/a%3Bb")),
+            ("/a%7CZ", Ok("/a%7Cz")),
+            ("/caf%C3%A9", Err(PathError::FoldedNonAscii)),
+        ];
+        for (raw, expected) in cases {
+            let path = NormalizedPath::parse(raw).expect(raw);
+            let folded = path.case_folded();
+            assert_eq!(
+                folded
+                    .as_ref()
+                    .map(NormalizedPath::as_str)
+                    .map_err(Clone::clone),
+                expected,
+                "{raw}"
+            );
+            if let Ok(folded) = folded {
+                assert_eq!(folded.depth(), path.depth());
+                let again = folded.case_folded().expect("folded paths fold");
+                assert_eq!(again, folded, "idempotent");
+            }
+        }
     }
 
     #[test]

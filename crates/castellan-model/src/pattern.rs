@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::path::{canonicalize_segment, check_raw_bytes, NormalizedPath, PathError};
+use crate::path::{canonicalize_segment, check_raw_bytes, fold_case, NormalizedPath, PathError};
 
 /// One segment of a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +72,30 @@ impl PathPattern {
         }
         Ok(PathPattern {
             source: source.to_string(),
+            segments,
+        })
+    }
+
+    /// Returns the pattern with its literal text in lower case, for
+    /// connections that match paths case-insensitively; see
+    /// [`NormalizedPath::case_folded`].
+    pub fn case_folded(self) -> Result<Self, PatternError> {
+        let segments = self
+            .segments
+            .into_iter()
+            .map(|segment| match segment {
+                Segment::Literal(text) => Ok(Segment::Literal(fold_case(&text)?)),
+                Segment::Glob(parts) => Ok(Segment::Glob(
+                    parts
+                        .iter()
+                        .map(|part| fold_case(part))
+                        .collect::<Result<_, _>>()?,
+                )),
+                other => Ok(other),
+            })
+            .collect::<Result<_, PathError>>()?;
+        Ok(PathPattern {
+            source: self.source,
             segments,
         })
     }

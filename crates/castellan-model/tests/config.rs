@@ -1,6 +1,9 @@
 use std::path::Path;
 
-use castellan_model::{AuthMethod, Config, ConfigError, MethodSet, TokenLocation};
+use castellan_model::{
+    AuthMethod, Config, ConfigError, DlpMode, MethodSet, NormalizedPath, TokenLocation,
+    DEFAULT_DLP_MAX_BYTES,
+};
 
 const EXAMPLE: &str = r#"
 [connections.blog]
@@ -209,11 +212,54 @@ fn invalid_connections_rejected() {
         ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nresponse_timeout = \"soon\"", "invalid duration"),
         ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\nagent_token_in = [\"cookie\"]", "unknown agent token location"),
         ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }", "missing field `secret`"),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\ndlp = \"deny\"", "invalid dlp \"deny\""),
+        ("upstream = \"https://x.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\ndlp = \"block\"\ndlp_max_bytes = 0", "dlp_max_bytes of zero"),
     ];
     for (body, expected) in cases {
         let message = errors(&format!("[connections.c]\n{body}\n"));
         assert!(message.contains(expected), "{body}: {message}");
     }
+}
+
+#[test]
+fn data_loss_check_settings() {
+    let config = parse(
+        "[connections.plain]\nupstream = \"https://a.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\n\
+         [connections.checked]\nupstream = \"https://b.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\ndlp = \"block\"\ndlp_max_bytes = 65536\n",
+    )
+    .expect("valid config");
+    let plain = &config.connections["plain"].dlp;
+    assert_eq!(plain.mode, DlpMode::Off);
+    assert_eq!(plain.max_bytes, DEFAULT_DLP_MAX_BYTES);
+    let checked = &config.connections["checked"].dlp;
+    assert_eq!(checked.mode, DlpMode::Block);
+    assert_eq!(checked.max_bytes, 65536);
+}
+
+/// Rules on a case-insensitive connection are folded, so a pattern written
+/// in mixed case matches every spelling of the path, and the same pattern on
+/// an ordinary connection stays exact.
+#[test]
+fn case_insensitive_connections_fold_patterns() {
+    let config = parse(
+        "[connections.ci]\nupstream = \"https://a.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\ncase_insensitive_paths = true\n\
+         [connections.exact]\nupstream = \"https://b.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\n\
+         [roles.r]\ndeny = [{ connection = \"ci\", paths = [\"/Admin/**\"] }, { connection = \"exact\", paths = [\"/Admin/**\"] }]\n",
+    )
+    .expect("valid config");
+    assert!(config.connections["ci"].case_insensitive_paths);
+    let deny = &config.roles["r"].deny;
+    let request = NormalizedPath::parse("/ADMIN/Users").expect("valid path");
+    let folded = request.case_folded().expect("ASCII path folds");
+    assert_eq!(folded.as_str(), "/admin/users");
+    assert!(deny[0].paths[0].matches(&folded));
+    assert!(!deny[1].paths[0].matches(&request));
+    assert!(deny[1].paths[0].matches(&NormalizedPath::parse("/Admin/x").expect("valid path")));
+    let message = errors(
+        "[connections.ci]\nupstream = \"https://a.example\"\nauth = { kind = \"bearer\" }\nsecret = \"s\"\ncase_insensitive_paths = true\n\
+         [roles.r]\nallow = [{ connection = \"ci\", methods = [\"GET\"], paths = [\"/caf%C3%A9\"] }]\n",
+    );
+    assert!(message.contains("escaped non-ASCII"), "{message}");
 }
 
 #[test]
@@ -246,4 +292,31 @@ fn shared_certificate_binding_rejected() {
         "{message}"
     );
     assert!(message.contains("castellan.toml:4:"), "{message}");
+}
+
+#[test]
+fn departed_owners_parsed_and_matched() {
+    let config =
+        parse("[gateway]\ndeparted_owners = [\" Sam@Example.com \", \"lee@example.com\"]\n")
+            .expect("valid config");
+    let gateway = &config.gateway;
+    assert_eq!(
+        gateway.departed_owners,
+        ["Sam@Example.com", "lee@example.com"]
+    );
+    assert!(gateway.is_departed("sam@example.com"));
+    assert!(gateway.is_departed("LEE@example.com "));
+    assert!(!gateway.is_departed("jay@example.com"));
+    assert!(parse("")
+        .expect("empty config")
+        .gateway
+        .departed_owners
+        .is_empty());
+
+    let message = errors("[gateway]\ndeparted_owners = [\"a@example.com\", \"  \"]\n");
+    assert!(
+        message.contains("departed_owners contains an empty owner"),
+        "{message}"
+    );
+    assert!(message.contains("castellan.toml:2:"), "{message}");
 }

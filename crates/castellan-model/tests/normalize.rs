@@ -59,3 +59,49 @@ proptest! {
         }
     }
 }
+
+/// Swaps the case of every ASCII letter outside `%XX` escapes.
+fn swap_case(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut escape = 0;
+    for c in raw.chars() {
+        if c == '%' {
+            escape = 2;
+            out.push(c);
+        } else if escape > 0 {
+            escape -= 1;
+            out.push(c);
+        } else if c.is_ascii_lowercase() {
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+proptest! {
+    /// On a case-insensitive connection, changing the case of a request
+    /// path never changes which folded patterns match it.
+    #[test]
+    fn case_tricks_do_not_change_matches(raw in raw_path(), pattern in raw_path()) {
+        let (Ok(path), Ok(pattern)) = (NormalizedPath::parse(&raw), PathPattern::parse(&pattern))
+        else {
+            return Ok(());
+        };
+        let Ok(pattern) = pattern.case_folded() else {
+            return Ok(());
+        };
+        let swapped = NormalizedPath::parse(&swap_case(&raw)).expect("case does not change validity");
+        match (path.case_folded(), swapped.case_folded()) {
+            (Ok(folded), Ok(swapped)) => {
+                prop_assert_eq!(folded.as_str(), swapped.as_str());
+                prop_assert_eq!(pattern.matches(&folded), pattern.matches(&swapped));
+                let again = folded.case_folded().expect("folded paths fold");
+                prop_assert_eq!(again.as_str(), folded.as_str());
+            }
+            (Err(_), Err(_)) => {}
+            (one, other) => prop_assert!(false, "{one:?} but {other:?}"),
+        }
+    }
+}

@@ -6,19 +6,21 @@ use crate::audit_record::{AuditQuery, AuditRecord, AuditWindow, MAX_AUDIT_QUERY_
 use crate::error::{db_error, StoreError};
 use crate::open::Store;
 use crate::rows::{column, to_i64, unsigned};
+use crate::usage::UsageBatch;
 
 macro_rules! audit_columns {
     () => {
         "seq, time_ms, request_id, agent, token_id, source, connection, method, path, \
-         decision, rule, reason, status, bytes_in, bytes_out, duration_us"
+         decision, rule, reason, status, bytes_in, bytes_out, duration_us, findings, user_agent"
     };
 }
 
 const INSERT_AUDIT: &str = "INSERT INTO audit (time_ms, request_id, agent, token_id, source, \
-     connection, method, path, decision, rule, reason, status, bytes_in, bytes_out, duration_us) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     connection, method, path, decision, rule, reason, status, bytes_in, bytes_out, duration_us, \
+     findings, user_agent) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-const SELECT_OLDEST: &str = concat!(
+pub(crate) const SELECT_OLDEST: &str = concat!(
     "SELECT ",
     audit_columns!(),
     " FROM audit WHERE seq > $1 ORDER BY seq ASC LIMIT $2"
@@ -42,6 +44,11 @@ const SELECT_AGENT_NEWEST: &str = concat!(
 impl Store {
     /// Appends `records` in one transaction; their `seq` fields are ignored.
     ///
+    /// The same transaction updates the usage summaries (see
+    /// [`Store::agent_usage`]) and the last-use times of the agent tokens, so
+    /// they never disagree with the audit log. The batch is summarized in
+    /// memory first, so it costs one upsert per distinct summary row.
+    ///
     /// The insert statement is prepared once per connection and reused from
     /// the driver's statement cache for every record.
     pub async fn insert_audit_batch(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
@@ -49,6 +56,7 @@ impl Store {
             return Ok(());
         }
         let operation = "write audit records";
+        let usage = UsageBatch::from_records(records);
         let mut tx = self.begin_write(operation).await?;
         for record in records {
             sqlx::query(INSERT_AUDIT)
@@ -67,10 +75,13 @@ impl Store {
                 .bind(to_i64(record.bytes_in))
                 .bind(to_i64(record.bytes_out))
                 .bind(to_i64(record.duration_us))
+                .bind(findings_column(&record.findings))
+                .bind(&record.user_agent)
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| db_error(operation, error))?;
         }
+        usage.apply(&mut tx, operation).await?;
         tx.commit()
             .await
             .map_err(|error| db_error(operation, error))
@@ -118,7 +129,7 @@ impl Store {
     }
 }
 
-fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+pub(crate) fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
     let decision: String = column(row, "decision")?;
     let decision = decision.parse().map_err(|error| StoreError::InvalidRow {
         column: "decision",
@@ -146,5 +157,22 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
         bytes_in: unsigned(row, "bytes_in")?,
         bytes_out: unsigned(row, "bytes_out")?,
         duration_us: unsigned(row, "duration_us")?,
+        findings: match column::<Option<String>>(row, "findings")? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text).map_err(|error| StoreError::InvalidRow {
+                column: "findings",
+                source: Some(Box::new(error)),
+            })?,
+        },
+        user_agent: column(row, "user_agent")?,
     })
+}
+
+/// Encodes rule ids as the JSON array stored in the `findings` column, or
+/// NULL when there are none.
+fn findings_column(findings: &[String]) -> Option<String> {
+    if findings.is_empty() {
+        return None;
+    }
+    serde_json::to_string(findings).ok()
 }

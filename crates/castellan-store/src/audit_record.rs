@@ -87,6 +87,15 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     /// Time from request arrival to the end of the response, in microseconds.
     pub duration_us: u64,
+    /// Ids of the scanner rules that matched the request body in the
+    /// outbound data-loss check; empty when it found nothing or did not run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
+    /// The request's `User-Agent` header (several joined by `, `), at most
+    /// 256 bytes, with control and bidirectional characters escaped as
+    /// `\u{..}` and backslashes doubled. `None` when the request had none.
+    #[serde(default)]
+    pub user_agent: Option<String>,
 }
 
 /// End of the matching records that a query returns.

@@ -1,5 +1,6 @@
-//! Persistence for castellan: secrets, agent tokens, agent state, audit records
-//! and the change counter a running gateway polls to know when to reload.
+//! Persistence for castellan: secrets, agent tokens, agent state, audit records,
+//! usage summaries kept from the audit stream, and the change counter a running
+//! gateway polls to know when to reload.
 //!
 //! The backend is an embedded SQLite file shared by the gateway and CLI
 //! commands; see [`Store`] for its concurrency and durability guarantees. The
@@ -15,6 +16,8 @@ mod open;
 mod rows;
 mod secrets;
 mod tokens;
+mod usage;
+mod usage_query;
 
 pub use agents::SuspendedAgent;
 pub use audit_record::{
@@ -24,3 +27,5 @@ pub use error::{BoxError, StoreError};
 pub use open::{now_ms, Store, BUSY_TIMEOUT};
 pub use secrets::{SealedRow, SecretInfo};
 pub use tokens::TokenRecord;
+pub use usage::{source_network, utc_day};
+pub use usage_query::{AgentUsage, CredentialSighting, RouteUsage, UsageTotals};

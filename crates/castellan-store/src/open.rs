@@ -148,6 +148,10 @@ impl Store {
 
     /// Applies pending migrations inside one `BEGIN IMMEDIATE` transaction, so
     /// two processes starting at once cannot both apply the same migration.
+    ///
+    /// The same transaction summarizes existing audit records into the usage
+    /// tables when a migration asked for it, so an upgraded database does
+    /// not show agents that made requests as unused.
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.begin_write("migrate").await?;
         // `run_direct` is `run` without the `Acquire` bound, whose higher-ranked
@@ -156,6 +160,7 @@ impl Store {
             .run_direct(&mut *tx)
             .await
             .map_err(|error| migrate_error(&self.path, error))?;
+        crate::usage::run_pending_backfill(&mut tx).await?;
         tx.commit().await.map_err(|e| db_error("migrate", e))
     }
 

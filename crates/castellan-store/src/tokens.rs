@@ -121,7 +121,9 @@ impl Store {
 
     /// Records last-use times `(token id, unix ms)` in one transaction.
     ///
-    /// A time older than the stored one is ignored, and unknown ids are skipped.
+    /// [`Store::insert_audit_batch`] already does this for every audited
+    /// request. A time older than the stored one is ignored, and unknown ids
+    /// are skipped.
     /// The change counter does not move, because last use does not affect
     /// authorization.
     pub async fn touch_tokens_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
@@ -131,20 +133,32 @@ impl Store {
         let operation = "record agent token use";
         let mut tx = self.begin_write(operation).await?;
         for (id, used_ms) in uses {
-            sqlx::query(
-                "UPDATE tokens SET last_used_ms = $2 \
-                 WHERE id = $1 AND (last_used_ms IS NULL OR last_used_ms < $2)",
-            )
-            .bind(id)
-            .bind(used_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| db_error(operation, error))?;
+            touch_token_used(&mut tx, id, *used_ms, operation).await?;
         }
         tx.commit()
             .await
             .map_err(|error| db_error(operation, error))
     }
+}
+
+/// Moves the last-use time of token `id` forward to `used_ms`, inside the
+/// caller's transaction. An older time and an unknown id change nothing.
+pub(crate) async fn touch_token_used(
+    conn: &mut SqliteConnection,
+    id: &str,
+    used_ms: i64,
+    operation: &'static str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE tokens SET last_used_ms = $2 \
+         WHERE id = $1 AND (last_used_ms IS NULL OR last_used_ms < $2)",
+    )
+    .bind(id)
+    .bind(used_ms)
+    .execute(conn)
+    .await
+    .map_err(|error| db_error(operation, error))?;
+    Ok(())
 }
 
 fn validate_token(token: &TokenRecord) -> Result<(), StoreError> {

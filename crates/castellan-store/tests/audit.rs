@@ -29,7 +29,10 @@ async fn audit_batch_round_trips_fields() {
     denied.reason = Some("unknown agent token".to_owned());
     denied.status = 401;
     denied.bytes_in = u64::from(u32::MAX) + 1;
-    let allowed = audit_record(Some("alpha"), 8);
+    denied.user_agent = None;
+    let mut allowed = audit_record(Some("alpha"), 8);
+    allowed.user_agent = Some("Mozilla/5.0 \\u{1b}[2J".to_owned());
+    allowed.findings = vec!["aws-access-key-id".to_owned(), "github-pat".to_owned()];
 
     db.store
         .insert_audit_batch(&[denied.clone(), allowed.clone()])
@@ -153,7 +156,9 @@ async fn audit_json_shape_is_stable() {
         json["reason"].is_null(),
         "absent values are null, not missing"
     );
-    assert_eq!(json.as_object().unwrap().len(), 16);
+    assert_eq!(json["user_agent"], "python-httpx/0.27.0");
+    // 17 fields, because `findings` is omitted when it is empty.
+    assert_eq!(json.as_object().unwrap().len(), 17);
     let back: AuditRecord = serde_json::from_value(json).unwrap();
     assert_eq!(back, record);
 }

@@ -197,6 +197,11 @@ async fn concurrent_opens_migrate_once() {
         "agent_state",
         "changes",
         "audit",
+        "agent_usage",
+        "usage_daily",
+        "route_usage",
+        "credential_networks",
+        "credential_user_agents",
         "_sqlx_migrations",
     ] {
         sqlx::query(&format!("DROP TABLE {table}"))

@@ -64,6 +64,12 @@ pub enum Command {
     Audit(AuditCommand),
     /// Find hard-coded secrets in files, git history or standard input.
     Scan(ScanArgs),
+    /// List agents, connections and their usage over 1, 7 and 30 days.
+    Inventory(InventoryArgs),
+    /// Report posture problems of agents, tokens, secrets, connections and
+    /// rules, with their OWASP Non-Human Identities Top 10 category.
+    /// Exit status 1 when one is of high severity or above.
+    Findings(FindingsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +133,17 @@ pub enum ConfigCommand {
 pub enum PolicyCommand {
     /// Show the decision for a request and the rule that made it, without sending anything.
     Explain(ExplainArgs),
+    /// Print a tightened role for an agent, derived from the requests it was
+    /// allowed to make, and what it would remove. Never writes the configuration.
+    Suggest(SuggestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SuggestArgs {
+    pub agent: String,
+    /// Number of days of allowed requests the role is derived from.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -247,6 +264,31 @@ pub struct ScanArgs {
     /// a prompt; values are never printed.
     #[arg(long, conflicts_with = "update_baseline")]
     pub import: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InventoryArgs {
+    /// One JSON document (its schema is in docs/inventory.md).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// One CSV table, a row per agent, connection and usage entry.
+    #[arg(long)]
+    pub csv: bool,
+    /// Report as of a later time: an RFC 3339 time or date, or `+DURATION`
+    /// such as `+30d`. Ages, expiries and usage windows end there.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FindingsArgs {
+    /// One JSON document (its schema is in docs/inventory.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Report as of a later time: an RFC 3339 time or date, or `+DURATION`
+    /// such as `+30d`, to see what will be stale by then.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
 }
 
 /// Output formats of `castellan scan`.

@@ -27,6 +27,8 @@ pub fn record(request: u32) -> AuditRecord {
         bytes_in: 10,
         bytes_out: 20,
         duration_us: 300,
+        findings: Vec::new(),
+        user_agent: None,
     }
 }
 

@@ -56,5 +56,7 @@ pub fn audit_record(agent: Option<&str>, request: u32) -> AuditRecord {
         bytes_in: 0,
         bytes_out: 1024,
         duration_us: 1500,
+        findings: Vec::new(),
+        user_agent: Some("python-httpx/0.27.0".to_owned()),
     }
 }

@@ -20,6 +20,8 @@ upstream = "http://ECHO_ADDRESS"
 allow_private = true
 auth = { kind = "bearer" }
 secret = "echo-api-key"
+# Request bodies that carry a private key or a provider key get 403.
+dlp = "block"
 
 [roles.echo-user]
 allow = [{ connection = "echo", methods = ["GET", "POST"], paths = ["/**"] }]

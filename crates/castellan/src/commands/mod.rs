@@ -4,17 +4,22 @@ mod agent;
 mod audit;
 mod config;
 mod dev;
+mod finding_checks;
+mod findings;
 mod init;
+mod inventory;
 mod policy;
+mod posture;
 mod scan;
 mod secret;
 mod serve;
+mod suggest;
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PolicyCommand};
 use crate::data_dir::DataDir;
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
@@ -24,10 +29,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) if args.dev => dev::run(&args).await,
         Command::Serve(args) => serve::run(&data_dir, &args).await,
         Command::Config(command) => config::run(&data_dir, command).await,
-        Command::Policy(command) => policy::run(&data_dir, command),
+        Command::Policy(PolicyCommand::Explain(args)) => policy::run(&data_dir, &args),
+        Command::Policy(PolicyCommand::Suggest(args)) => suggest::run(&data_dir, &args).await,
         Command::Secret(command) => secret::run(&data_dir, command).await,
         Command::Agent(command) => agent::run(&data_dir, command).await,
         Command::Audit(command) => audit::run(&data_dir, command).await,
         Command::Scan(args) => scan::run(&data_dir, &args).await,
+        Command::Inventory(args) => inventory::run(&data_dir, &args).await,
+        Command::Findings(args) => findings::run(&data_dir, &args).await,
     }
 }

@@ -3,24 +3,24 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use castellan_model::{NormalizedPath, RuleEffect};
+use castellan_model::RuleEffect;
 use castellan_policy::{AccessRequest, Policy};
 
-use crate::cli::PolicyCommand;
+use crate::cli::ExplainArgs;
 use crate::data_dir::DataDir;
 
-pub fn run(data_dir: &DataDir, command: PolicyCommand) -> Result<ExitCode> {
-    let PolicyCommand::Explain(args) = command;
+pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
     let config = data_dir.load_config()?;
     let policy = Policy::compile(&config).context("the roles do not compile to a policy")?;
     let (connection, raw_path) = split_target(&args.url)?;
-    if !config.connections.contains_key(connection) {
+    let Some(declared) = config.connections.get(connection) else {
         bail!(
             "no connection named {connection:?} in {}",
             data_dir.config.display()
         );
-    }
-    let path = NormalizedPath::parse(raw_path)
+    };
+    let path = declared
+        .normalize_path(raw_path)
         .with_context(|| format!("the gateway would reject the path {raw_path:?} with 400"))?;
     let method = args.method.to_ascii_uppercase();
     let request = AccessRequest {
