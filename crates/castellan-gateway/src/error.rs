@@ -106,6 +106,15 @@ impl Rejection {
         )
     }
 
+    pub fn unsupported_media_type(reason: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            Fault::Agent,
+            reason,
+        )
+    }
+
     pub fn request_timeout(reason: impl Into<String>) -> Self {
         Self::new(
             StatusCode::REQUEST_TIMEOUT,

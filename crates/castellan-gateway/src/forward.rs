@@ -107,7 +107,7 @@ pub async fn forward(
         in_flight,
     );
     let mut completion = completion;
-    if let Some(plan) = Plan::for_request(connection, &parts.headers) {
+    if let Some(plan) = Plan::for_request(connection, &parts.method, &parts.headers) {
         if let Err(rejection) =
             plan.check_declared_length(connection, crate::proxy::declared_length(&parts))
         {

@@ -48,7 +48,7 @@ enum Form {
     Multipart,
 }
 
-/// What the inspect stage must read of one request.
+/// The inspect stage's reading plan for one request.
 pub struct Plan {
     form: Option<Form>,
     dlp: DlpMode,
@@ -56,6 +56,9 @@ pub struct Plan {
     /// to the data-loss limit.
     limit: u64,
     dlp_max_bytes: u64,
+    /// A `Content-Encoding` other than identity, which hides the body from
+    /// the scan.
+    content_coding: Option<String>,
 }
 
 /// Outcome of an inspection that let the request through.
@@ -68,8 +71,12 @@ pub struct Inspected {
 impl Plan {
     /// Returns what to read of a request to `connection`, or `None` when
     /// the body can stream unread.
-    pub fn for_request(connection: &Connection, headers: &HeaderMap) -> Option<Plan> {
-        let form = form_kind(headers);
+    pub fn for_request(
+        connection: &Connection,
+        method: &http::Method,
+        headers: &HeaderMap,
+    ) -> Option<Plan> {
+        let form = form_kind(method, headers);
         let dlp = connection.dlp.mode;
         if form.is_none() && dlp == DlpMode::Off {
             return None;
@@ -81,11 +88,17 @@ impl Plan {
         if dlp != DlpMode::Off {
             limit = limit.max(connection.dlp.max_bytes);
         }
+        let content_coding = headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).trim().to_owned())
+            .find(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
         Some(Plan {
             form,
             dlp,
             limit,
             dlp_max_bytes: connection.dlp.max_bytes,
+            content_coding,
         })
     }
 
@@ -131,6 +144,13 @@ impl Plan {
         if self.dlp == DlpMode::Off {
             return Ok(Inspected::default());
         }
+
+        if let Some(coding) = &self.content_coding {
+            return Err(InspectError::Rejected(Rejection::unsupported_media_type(format!(
+                "the request body has content-encoding {coding:?}; connection {:?} scans request bodies for secrets (dlp) and cannot read encoded ones; send it unencoded",
+                connection.name
+            ))));
+        }
         let scanned_whole = read.complete && read.data.len() as u64 <= self.dlp_max_bytes;
         if self.dlp == DlpMode::Block && !scanned_whole {
             return Err(InspectError::Rejected(too_large_to_scan(
@@ -138,6 +158,7 @@ impl Plan {
                 self.dlp_max_bytes,
             )));
         }
+
         let end = read.data.len().min(self.dlp_max_bytes as usize);
         let scanner = BODY_SCANNER.as_ref().map_err(|error| {
             InspectError::Rejected(Rejection::unavailable(format!(
@@ -151,6 +172,7 @@ impl Plan {
                 findings.push(finding.rule_id);
             }
         }
+
         if self.dlp == DlpMode::Block && !findings.is_empty() {
             let rejection = Rejection::secret_in_body(format!(
                 "the request body contains a secret matched by scanner rule {}; connection {:?} blocks secrets leaving in request bodies (dlp = \"block\"); remove it, or store it in the vault and let Castellan inject it",
@@ -173,7 +195,7 @@ impl Plan {
     }
 }
 
-/// Why an inspected request was not forwarded.
+/// The reason an inspected request was not forwarded.
 pub enum InspectError {
     /// Reading the body failed; the caller maps this like a streaming error.
     Body(Box<dyn std::error::Error + Send + Sync>),
@@ -199,15 +221,28 @@ fn quoted_list(ids: &[String]) -> String {
         .join(", ")
 }
 
-/// Returns the form encoding of a request from its `Content-Type`.
-fn form_kind(headers: &HeaderMap) -> Option<Form> {
+/// Returns the form encoding a framework could read from a request.
+///
+/// Read as leniently as the most lenient framework: the media type ends at
+/// `;` or `,`, every `multipart/*` type counts, and a `POST` without a
+/// `Content-Type` is parsed as a URL-encoded form (Rack does both).
+fn form_kind(method: &http::Method, headers: &HeaderMap) -> Option<Form> {
+    let mut values = headers.get_all(CONTENT_TYPE).iter().peekable();
+    if values.peek().is_none() {
+        return (method == http::Method::POST).then_some(Form::UrlEncoded);
+    }
     let mut found = None;
-    for value in headers.get_all(CONTENT_TYPE) {
+    for value in values {
         let text = String::from_utf8_lossy(value.as_bytes());
-        let media_type = text.split(';').next().unwrap_or("").trim();
-        if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            found = Some(Form::UrlEncoded);
-        } else if media_type.eq_ignore_ascii_case("multipart/form-data") {
+        let media_type = text.split([';', ',']).next().unwrap_or("").trim();
+        if media_type.is_empty()
+            || media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        {
+            found = found.or(Some(Form::UrlEncoded));
+        } else if media_type
+            .get(..10)
+            .is_some_and(|start| start.eq_ignore_ascii_case("multipart/"))
+        {
             found = Some(Form::Multipart);
         }
     }
@@ -235,14 +270,24 @@ fn is_method_name(name: &str) -> bool {
 /// wrong or missing. The price is a rejected upload whose file content
 /// quotes such a header.
 fn multipart_has_method_field(body: &[u8]) -> bool {
-    String::from_utf8_lossy(body)
-        .lines()
+    // Unfold continuation lines, so `;\r\n name="_method"` reads as one
+    // header line.
+    let text = String::from_utf8_lossy(body);
+    let mut unfolded: Vec<String> = Vec::new();
+    for line in text.lines() {
+        match unfolded.last_mut() {
+            Some(previous) if line.starts_with([' ', '\t']) => previous.push_str(line),
+            _ => unfolded.push(line.to_owned()),
+        }
+    }
+    unfolded
+        .iter()
         .filter(|line| {
             line.trim_start()
                 .get(..20)
                 .is_some_and(|start| start.eq_ignore_ascii_case("content-disposition:"))
         })
-        .any(disposition_names_method)
+        .any(|line| disposition_names_method(line))
 }
 
 /// Tells whether a `Content-Disposition` line has `name="_method"`.
@@ -268,16 +313,34 @@ mod tests {
 
     #[test]
     fn form_kinds() {
-        assert_eq!(
-            form_kind(&headers("application/x-www-form-urlencoded; charset=utf-8")),
-            Some(Form::UrlEncoded)
-        );
-        assert_eq!(
-            form_kind(&headers("Multipart/Form-Data; boundary=\"xyz\"")),
-            Some(Form::Multipart)
-        );
-        assert_eq!(form_kind(&headers("application/json")), None);
-        assert_eq!(form_kind(&HeaderMap::new()), None);
+        let post = http::Method::POST;
+        let cases = [
+            (
+                "application/x-www-form-urlencoded; charset=utf-8",
+                Some(Form::UrlEncoded),
+            ),
+            (
+                "application/x-www-form-urlencoded, charset=utf-8",
+                Some(Form::UrlEncoded),
+            ),
+            (
+                "Multipart/Form-Data; boundary=\"xyz\"",
+                Some(Form::Multipart),
+            ),
+            ("multipart/mixed; boundary=xyz", Some(Form::Multipart)),
+            ("multipart/related; boundary=xyz", Some(Form::Multipart)),
+            ("", Some(Form::UrlEncoded)),
+            ("application/json", None),
+        ];
+        for (content_type, expected) in cases {
+            assert_eq!(
+                form_kind(&post, &headers(content_type)),
+                expected,
+                "{content_type}"
+            );
+        }
+        assert_eq!(form_kind(&post, &HeaderMap::new()), Some(Form::UrlEncoded));
+        assert_eq!(form_kind(&http::Method::PUT, &HeaderMap::new()), None);
     }
 
     #[test]
@@ -314,6 +377,9 @@ mod tests {
         assert!(has_method_field(&Form::Multipart, unquoted.as_bytes()));
         let file_name = "--b\r\nContent-Disposition: form-data; name=\"upload\"; filename=\"_method\"\r\n\r\nx\r\n--b--\r\n";
         assert!(!has_method_field(&Form::Multipart, file_name.as_bytes()));
+        let folded =
+            "--b\r\nContent-Disposition: form-data;\r\n name=\"_method\"\r\n\r\nPUT\r\n--b--\r\n";
+        assert!(has_method_field(&Form::Multipart, folded.as_bytes()));
         let clean = "--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nname=\"_method\" in text\r\n--b--\r\n";
         assert!(!has_method_field(&Form::Multipart, clean.as_bytes()));
     }

@@ -13,11 +13,18 @@ pub fn table(header: &[&str]) -> Table {
     table
 }
 
-/// Formats unix milliseconds as an RFC 3339 UTC time.
+/// First millisecond of year 10000, which RFC 3339 cannot write.
+const MAX_RFC3339_MS: i64 = 253_402_300_800_000;
+
+/// Formats unix milliseconds as an RFC 3339 UTC time, or `-` outside years
+/// 1970 to 9999.
 pub fn time(ms: i64) -> String {
     let Ok(ms) = u64::try_from(ms) else {
         return "-".into();
     };
+    if ms >= MAX_RFC3339_MS as u64 {
+        return "-".into();
+    }
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 

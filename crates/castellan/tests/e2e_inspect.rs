@@ -252,6 +252,31 @@ fn clean_body_forwarded_intact() {
     assert_eq!(echoed["data"], body);
 }
 
+/// An encoded body would hide a key from the scan, and an upstream that
+/// decodes request bodies would still read it.
+#[test]
+fn encoded_body_rejected_when_scanned() {
+    let setup = setup();
+    for connection in ["guarded", "watched"] {
+        let authorization = format!("Bearer {}", setup.token);
+        let reply = send(
+            "POST",
+            &setup.server.url(&format!("/{connection}/anything/upload")),
+            &[
+                ("authorization", &authorization),
+                ("content-encoding", "gzip"),
+            ],
+            Some("not really gzip"),
+        );
+        assert_eq!(reply.status, 415, "{connection}: {}", reply.body);
+        let reason = reply.json()["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(reason.contains("content-encoding"), "{reason}");
+    }
+}
+
 #[test]
 fn body_too_large_to_scan_rejected_in_block_mode() {
     let setup = setup();
@@ -332,6 +357,21 @@ fn method_override_in_form_body_rejected() {
             "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nx\r\n--XyZ\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XyZ--\r\n".to_owned(),
         ),
         (
+            "urlencoded_comma_parameters",
+            "application/x-www-form-urlencoded, charset=utf-8",
+            "_method=DELETE".to_owned(),
+        ),
+        (
+            "multipart_mixed",
+            "multipart/mixed; boundary=XX",
+            "--XX\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n".to_owned(),
+        ),
+        (
+            "multipart_folded_header",
+            "multipart/form-data; boundary=XX",
+            "--XX\r\nContent-Disposition: form-data;\r\n name=\"_method\"\r\n\r\nDELETE\r\n--XX--\r\n".to_owned(),
+        ),
+        (
             "multipart_wrong_boundary",
             "multipart/form-data; boundary=declared",
             "--other\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--other--\r\n".to_owned(),
@@ -346,6 +386,15 @@ fn method_override_in_form_body_rejected() {
             .to_owned();
         assert!(reason.contains("_method"), "{case}: {reason}");
     }
+    // Rack parses a POST body without a Content-Type as a form.
+    let untyped = raw_exchange(
+        setup.server.agent_addr,
+        &format!(
+            "POST /plain/anything/form HTTP/1.1\r\nhost: gateway\r\nauthorization: Bearer {}\r\ncontent-length: 14\r\nconnection: close\r\n\r\n_method=DELETE",
+            setup.token
+        ),
+    );
+    assert_eq!(raw_status(&untyped), 400, "{untyped}");
     let reply = setup.post(
         "/plain/anything/form",
         "application/x-www-form-urlencoded",

@@ -25,14 +25,23 @@ pub async fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode>
         return Ok(ExitCode::from(1));
     }
     println!(
-        "{}: valid ({} connections, {} roles, {} agents)",
+        "{}: valid ({}, {}, {})",
         data_dir.config.display(),
-        config.connections.len(),
-        config.roles.len(),
-        config.agents.len()
+        count(config.connections.len(), "connection"),
+        count(config.roles.len(), "role"),
+        count(config.agents.len(), "agent")
     );
     warn_missing_secrets(data_dir, &config).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `n` and `noun`, with a plural `s` unless `n` is one.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Warns about secrets the configuration names but the vault lacks. Calls
