@@ -44,6 +44,11 @@ pub struct GatewaySettings {
     /// Owners who left the organization. `castellan findings` reports every
     /// agent they still own; the gateway does not use this list.
     pub departed_owners: Vec<String>,
+    /// Rotation period of connections that set no `rotate_every`.
+    pub rotate_every: Duration,
+    /// How long after a rotation `castellan secret rollback` may restore
+    /// the previous version.
+    pub rotation_grace: Duration,
 }
 
 impl GatewaySettings {
@@ -63,9 +68,17 @@ impl Default for GatewaySettings {
         GatewaySettings {
             auth_failures_per_minute: 10,
             departed_owners: Vec::new(),
+            rotate_every: DEFAULT_ROTATE_EVERY,
+            rotation_grace: DEFAULT_ROTATION_GRACE,
         }
     }
 }
+
+/// Default of `rotate_every`: 30 days.
+pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Default of `rotation_grace`: 7 days.
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Default of `max_request_bytes`: 16 MiB, room for model requests with
 /// images while bounding what one request can push upstream.
@@ -99,6 +112,9 @@ pub struct Connection {
     pub case_insensitive_paths: bool,
     /// Outbound data-loss check of request bodies.
     pub dlp: DataLossCheck,
+    /// Maximum age of the secret's current version before rotation is due:
+    /// the connection's `rotate_every`, or the `[gateway]` one.
+    pub rotate_every: Duration,
 }
 
 /// Default of `dlp_max_bytes`: 4 MiB, room for chat requests with a few

@@ -17,7 +17,7 @@ pub use config::{
     canonical_ip, Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
     DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect,
     RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_DLP_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_TOKEN_LOCATIONS,
+    DEFAULT_ROTATE_EVERY, DEFAULT_ROTATION_GRACE, DEFAULT_TOKEN_LOCATIONS,
 };
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use names::check_name;

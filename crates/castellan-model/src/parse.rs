@@ -50,6 +50,7 @@ struct RawConnection {
     case_insensitive_paths: bool,
     dlp: Option<Spanned<String>>,
     dlp_max_bytes: Option<Spanned<u64>>,
+    rotate_every: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +92,8 @@ struct RawGateway {
     auth_failures_per_minute: Option<Spanned<u32>>,
     #[serde(default)]
     departed_owners: Vec<Spanned<String>>,
+    rotate_every: Option<Spanned<String>>,
+    rotation_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -230,7 +233,13 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
     };
     for (name, connection) in raw.connections {
         checker.check_name("connection", &name, name.get_ref());
-        if let Some(built) = build_connection(checker, name.get_ref(), connection.into_inner()) {
+        let rotate_default = config.gateway.rotate_every;
+        if let Some(built) = build_connection(
+            checker,
+            name.get_ref(),
+            connection.into_inner(),
+            rotate_default,
+        ) {
             config.connections.insert(name.into_inner(), built);
         }
     }
@@ -301,13 +310,50 @@ fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings
             settings.departed_owners.push(trimmed.to_string());
         }
     }
+    if let Some(value) = &raw.rotate_every {
+        settings.rotate_every =
+            parse_rotation_period(checker, "rotate_every", value).unwrap_or(settings.rotate_every);
+    }
+    if let Some(value) = &raw.rotation_grace {
+        settings.rotation_grace = parse_rotation_period(checker, "rotation_grace", value)
+            .unwrap_or(settings.rotation_grace);
+    }
     settings
+}
+
+/// Parses `rotate_every` or `rotation_grace`: a positive duration such as
+/// "30d".
+fn parse_rotation_period(
+    checker: &mut Checker<'_>,
+    key: &str,
+    value: &Spanned<String>,
+) -> Option<Duration> {
+    match humantime::parse_duration(value.get_ref()) {
+        Ok(duration) if !duration.is_zero() => Some(duration),
+        Ok(_) => {
+            checker.error_with_hint(
+                value,
+                format!("{key} of zero is invalid"),
+                "write a positive duration such as \"30d\" or \"12h\"",
+            );
+            None
+        }
+        Err(error) => {
+            checker.error_with_hint(
+                value,
+                format!("invalid {key} {:?}: {error}", value.get_ref()),
+                "write a duration such as \"30d\", \"12h\" or \"1w\"",
+            );
+            None
+        }
+    }
 }
 
 fn build_connection(
     checker: &mut Checker<'_>,
     name: &str,
     raw: RawConnection,
+    rotate_default: Duration,
 ) -> Option<Connection> {
     let upstream = parse_upstream(checker, &raw.upstream);
     checker.check_name("secret", &raw.secret, raw.secret.get_ref());
@@ -340,6 +386,12 @@ fn build_connection(
         }
     };
     let dlp = build_dlp(checker, raw.dlp.as_ref(), raw.dlp_max_bytes.as_ref());
+    let rotate_every = match &raw.rotate_every {
+        None => rotate_default,
+        Some(value) => {
+            parse_rotation_period(checker, "rotate_every", value).unwrap_or(rotate_default)
+        }
+    };
     Some(Connection {
         name: name.to_string(),
         upstream: upstream?,
@@ -363,6 +415,7 @@ fn build_connection(
         },
         case_insensitive_paths: raw.case_insensitive_paths,
         dlp,
+        rotate_every,
     })
 }
 

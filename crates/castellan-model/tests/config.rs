@@ -1,8 +1,9 @@
 use std::path::Path;
+use std::time::Duration;
 
 use castellan_model::{
     AuthMethod, Config, ConfigError, DlpMode, MethodSet, NormalizedPath, TokenLocation,
-    DEFAULT_DLP_MAX_BYTES,
+    DEFAULT_DLP_MAX_BYTES, DEFAULT_ROTATE_EVERY, DEFAULT_ROTATION_GRACE,
 };
 
 const EXAMPLE: &str = r#"
@@ -319,4 +320,61 @@ fn departed_owners_parsed_and_matched() {
         "{message}"
     );
     assert!(message.contains("castellan.toml:2:"), "{message}");
+}
+
+#[test]
+fn rotation_periods_default_and_override() {
+    let defaults = parse(EXAMPLE).expect("example is valid");
+    assert_eq!(defaults.gateway.rotate_every, DEFAULT_ROTATE_EVERY);
+    assert_eq!(defaults.gateway.rotation_grace, DEFAULT_ROTATION_GRACE);
+    assert_eq!(
+        defaults.connections["blog"].rotate_every,
+        Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(DEFAULT_ROTATION_GRACE, Duration::from_secs(7 * 86_400));
+
+    let config = parse(
+        "[gateway]\nrotate_every = \"90d\"\nrotation_grace = \"2d\"\n\
+         [connections.inherits]\nupstream = \"https://a.example\"\nauth = { kind = \"bearer\" }\nsecret = \"a\"\n\
+         [connections.own]\nupstream = \"https://b.example\"\nauth = { kind = \"bearer\" }\nsecret = \"b\"\nrotate_every = \"12h\"\n",
+    )
+    .expect("valid config");
+    assert_eq!(
+        config.gateway.rotate_every,
+        Duration::from_secs(90 * 86_400)
+    );
+    assert_eq!(
+        config.gateway.rotation_grace,
+        Duration::from_secs(2 * 86_400)
+    );
+    assert_eq!(
+        config.connections["inherits"].rotate_every,
+        Duration::from_secs(90 * 86_400)
+    );
+    assert_eq!(
+        config.connections["own"].rotate_every,
+        Duration::from_secs(12 * 3600)
+    );
+}
+
+#[test]
+fn invalid_rotation_periods_rejected() {
+    let message = errors(
+        "[connections.a]\nupstream = \"https://a.example\"\nauth = { kind = \"bearer\" }\nsecret = \"a\"\nrotate_every = \"monthly\"\n",
+    );
+    assert!(message.contains("castellan.toml:5:16:"), "{message}");
+    assert!(
+        message.contains("invalid rotate_every \"monthly\""),
+        "{message}"
+    );
+    assert!(message.contains("hint:"), "{message}");
+
+    let message = errors("[gateway]\nrotation_grace = \"0s\"\n");
+    assert!(message.contains("castellan.toml:2:18:"), "{message}");
+    assert!(message.contains("rotation_grace of zero"), "{message}");
+    assert!(message.contains("hint:"), "{message}");
+
+    let message = errors("[gateway]\nrotate_every = \"-1d\"\n");
+    assert!(message.contains("castellan.toml:2:"), "{message}");
+    assert!(message.contains("invalid rotate_every"), "{message}");
 }

@@ -95,6 +95,22 @@ impl Store {
         row.as_ref().map(sealed_from_row).transpose()
     }
 
+    /// Returns version `version` of `name`, or `None` if it is not stored.
+    pub async fn secret_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<SealedRow>, StoreError> {
+        let sql = format!("SELECT {SEALED_COLUMNS} FROM secrets WHERE name = $1 AND version = $2");
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|error| db_error("read secret version", error))?;
+        row.as_ref().map(sealed_from_row).transpose()
+    }
+
     /// Returns the latest version of every secret, ordered by name. The gateway
     /// reloads its credentials with this when the change counter moves.
     pub async fn latest_secrets(&self) -> Result<Vec<SealedRow>, StoreError> {

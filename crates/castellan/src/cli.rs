@@ -56,6 +56,9 @@ pub enum Command {
     /// Manage upstream credentials in the vault.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Show which secrets are due for rotation.
+    #[command(subcommand)]
+    Rotation(RotationCommand),
     /// Manage agents: tokens, suspension.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -169,6 +172,25 @@ pub enum SecretCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Store a new version of an existing secret, read from a no-echo prompt
+    /// or stdin. Running gateways switch to it within a second.
+    Rotate { name: String },
+    /// Make the previous version current again by storing its value as a new
+    /// version. Allowed within rotation_grace of the current version.
+    Rollback { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RotationCommand {
+    /// List every secret with its version, age, rotation period, due time
+    /// and state: ok, due soon (within 7 days), overdue, missing or unused.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print only secrets that need attention. Exit status 1 when one is
+    /// overdue or missing, 0 otherwise, 2 on error.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,10 +12,8 @@ use crate::commands::findings::{counted, Category, Finding, Severity, Subject};
 use crate::commands::posture::{
     days_between, AgentStatus, AgentSummary, Posture, DAY_MS, USAGE_WINDOW_DAYS,
 };
+use crate::commands::rotation::rotation_period;
 use crate::output;
-
-/// A secret version older than this many days should have been rotated.
-pub const SECRET_MAX_AGE_DAYS: i64 = 30;
 
 /// An active agent token older than this many days should have been
 /// replaced.
@@ -69,11 +67,14 @@ fn subject(kind: &'static str, name: &str) -> Subject {
     }
 }
 
-/// NHI7: secret versions older than [`SECRET_MAX_AGE_DAYS`].
+/// NHI7: secret versions older than the rotation period of the secret: the
+/// shortest `rotate_every` of the connections that use it.
 fn stale_secrets(posture: &Posture) -> Vec<Finding> {
     let mut findings = Vec::new();
     for secret in &posture.secrets {
-        if posture.as_of_ms - secret.created_ms <= SECRET_MAX_AGE_DAYS * DAY_MS {
+        let period = rotation_period(&posture.config, &secret.name);
+        let max_age_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+        if posture.as_of_ms - secret.created_ms <= max_age_ms {
             continue;
         }
         let users: Vec<&str> = posture
@@ -95,15 +96,16 @@ fn stale_secrets(posture: &Posture) -> Vec<Finding> {
             category_name: Category::LongLivedSecrets.name(),
             object: subject("secret", &secret.name),
             summary: format!(
-                "Version {} of secret {} was stored {} days ago ({}), more than {SECRET_MAX_AGE_DAYS}; {used_by}.",
+                "Version {} of secret {} was stored {} days ago ({}), longer than its rotation period of {}; {used_by}.",
                 secret.latest_version,
                 secret.name,
                 days_between(secret.created_ms, posture.as_of_ms),
                 output::time(secret.created_ms),
+                humantime::format_duration(period),
             ),
             why: "A credential that is never rotated stays valid wherever it was ever copied: old backups, logs, laptops, former staff.",
             fix: format!(
-                "Create a new key at the provider, store it with `castellan secret set {}` (running gateways use it within a second), then revoke the old key at the provider.",
+                "Create a new key at the provider, store it with `castellan secret rotate {}` (running gateways use it within a second), then revoke the old key at the provider.",
                 secret.name
             ),
         });

@@ -10,6 +10,7 @@ mod init;
 mod inventory;
 mod policy;
 mod posture;
+mod rotation;
 mod scan;
 mod secret;
 mod serve;
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Policy(PolicyCommand::Explain(args)) => policy::run(&data_dir, &args),
         Command::Policy(PolicyCommand::Suggest(args)) => suggest::run(&data_dir, &args).await,
         Command::Secret(command) => secret::run(&data_dir, command).await,
+        Command::Rotation(command) => rotation::run(&data_dir, command).await,
         Command::Agent(command) => agent::run(&data_dir, command).await,
         Command::Audit(command) => audit::run(&data_dir, command).await,
         Command::Scan(args) => scan::run(&data_dir, &args).await,

@@ -2,10 +2,11 @@
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use castellan_store::{now_ms, SealedRow, Store};
-use castellan_vault::MasterKey;
+use castellan_vault::{MasterKey, SealedSecret};
 use zeroize::Zeroizing;
 
 use crate::cli::SecretCommand;
@@ -19,17 +20,91 @@ pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode>
     let store = data_dir.open_store().await?;
     match command {
         SecretCommand::Set { name } => {
-            if let Err(problem) = castellan_model::check_name(&name) {
-                bail!("invalid secret name {name:?}: {problem}");
-            }
+            check_secret_name(&name)?;
             let master_key = data_dir.master_key(&store).await?;
             let value = read_value(&name)?;
             let version = store_secret(&store, &master_key, &name, &value).await?;
             eprintln!("Stored secret {name:?} version {version}. Running gateways use it within a second.");
         }
         SecretCommand::List { json } => list(&store, json).await?,
+        SecretCommand::Rotate { name } => {
+            check_secret_name(&name)?;
+            let Some(current) = store.latest_secret(&name).await? else {
+                bail!("secret {name:?} is not in the vault; nothing was stored. Use `castellan secret set {name}` to store a new secret");
+            };
+            let master_key = data_dir.master_key(&store).await?;
+            let value = read_value(&name)?;
+            let version = store_secret(&store, &master_key, &name, &value).await?;
+            eprintln!(
+                "Rotated secret {name:?} from version {} to version {version}. Running gateways use it within a second; `castellan secret rollback {name}` restores the previous value.",
+                current.version
+            );
+        }
+        SecretCommand::Rollback { name } => {
+            check_secret_name(&name)?;
+            let grace = data_dir.load_config()?.gateway.rotation_grace;
+            let master_key = data_dir.master_key(&store).await?;
+            let (restored, version) = rollback(&store, &master_key, &name, grace).await?;
+            eprintln!("Restored version {restored} of secret {name:?} as version {version}. Running gateways use it within a second.");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn check_secret_name(name: &str) -> Result<()> {
+    if let Err(problem) = castellan_model::check_name(name) {
+        bail!("invalid secret name {name:?}: {problem}");
+    }
+    Ok(())
+}
+
+/// Stores the value of the version before the current one as a new version.
+/// The vault binds name and version into the ciphertext, so the old value is
+/// opened and sealed again under the new version number.
+///
+/// Returns the restored and the new version numbers. Fails when the current
+/// version is older than `grace`, because by then the previous credential
+/// should have been revoked at the provider.
+async fn rollback(
+    store: &Store,
+    master_key: &MasterKey,
+    name: &str,
+    grace: Duration,
+) -> Result<(u32, u32)> {
+    let Some(current) = store.latest_secret(name).await? else {
+        bail!("secret {name:?} is not in the vault; nothing to roll back");
+    };
+    let age_ms = now_ms().saturating_sub(current.created_ms);
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    if age_ms > grace_ms {
+        bail!(
+            "version {} of secret {name:?} was stored {} ago, longer than rotation_grace ({}); rollback is rejected because the previous credential should already be revoked at the provider. Store a working value with `castellan secret rotate {name}`, or raise [gateway] rotation_grace",
+            current.version,
+            humantime::format_duration(Duration::from_secs(u64::try_from(age_ms / 1000).unwrap_or(0))),
+            humantime::format_duration(grace),
+        );
+    }
+    let previous_version = current.version.saturating_sub(1);
+    let previous = match previous_version {
+        0 => None,
+        version => store.secret_version(name, version).await?,
+    };
+    let Some(previous) = previous else {
+        bail!(
+            "secret {name:?} has no version before version {}; nothing to roll back",
+            current.version
+        );
+    };
+    let sealed = SealedSecret {
+        name: previous.name,
+        version: previous.version,
+        wrapped_key: previous.wrapped_key,
+        ciphertext: previous.ciphertext,
+    };
+    let value = castellan_vault::open(master_key, &sealed)
+        .with_context(|| format!("cannot open version {previous_version} of secret {name:?}"))?;
+    let version = store_secret(store, master_key, name, value.expose()).await?;
+    Ok((previous_version, version))
 }
 
 /// Reads a secret value from a no-echo prompt, or from stdin when it is not
