@@ -71,6 +71,10 @@ impl Scanner {
             }
             if rule.generic && !rule.keywords.is_empty() {
                 for (start, end) in keyword_lines(data, &candidates.hits[index]) {
+                    let filter = rule.matcher().line_filter.as_ref();
+                    if filter.is_some_and(|filter| !filter.is_match(&data[start..end])) {
+                        continue;
+                    }
                     match_rule(index, rule, data, start, end, &mut hits);
                 }
             } else {
@@ -155,8 +159,9 @@ impl LineIndex {
 }
 
 fn match_rule(index: usize, rule: &Rule, data: &[u8], from: usize, to: usize, hits: &mut Vec<Hit>) {
-    for captures in rule.regex.captures_iter(&data[from..to]) {
-        let Some((start, end)) = rule.secret_span(&captures) else {
+    let matcher = rule.matcher();
+    for captures in matcher.regex.captures_iter(&data[from..to]) {
+        let Some((start, end)) = matcher.secret_span(&captures) else {
             continue;
         };
         if accept(rule, &captures, &data[from + start..from + end]) {

@@ -1,5 +1,7 @@
 //! Scanning files and directory trees, respecting `.gitignore`.
 
+use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -73,8 +75,15 @@ pub fn scan_paths(
     }
     progress.start(files.len() as u64);
     let shared = Mutex::new(report);
+    // Read buffers are reused from file to file, so that reading a file
+    // costs no allocation and no fresh pages once a buffer has grown to the
+    // largest file it has held. There is about one buffer per thread, and
+    // all of them are freed when the walk ends.
+    let buffers: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
     files.par_iter().for_each(|path| {
-        let outcome = scan_file(scanner, path, options.max_file_size);
+        let mut buffer = lock(&buffers).pop().unwrap_or_default();
+        let outcome = scan_file(scanner, path, options.max_file_size, &mut buffer);
+        lock(&buffers).push(buffer);
         let bytes = outcome.bytes;
         if let Ok(mut report) = shared.lock() {
             outcome.merge_into(&mut report);
@@ -86,6 +95,12 @@ pub fn scan_paths(
         .unwrap_or_else(|poison| poison.into_inner());
     report.sort();
     Ok(report)
+}
+
+/// Locks `mutex`, also after a thread panicked while holding it: the data
+/// under it (reports and buffers) stays valid whatever a scan did.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 fn collect_files(
@@ -147,7 +162,12 @@ impl FileOutcome {
     }
 }
 
-fn scan_file(scanner: &Scanner, path: &Path, max_file_size: u64) -> FileOutcome {
+fn scan_file(
+    scanner: &Scanner,
+    path: &Path,
+    max_file_size: u64,
+    buffer: &mut Vec<u8>,
+) -> FileOutcome {
     let display = path.display().to_string();
     let mut outcome = FileOutcome {
         path: display.clone(),
@@ -156,31 +176,24 @@ fn scan_file(scanner: &Scanner, path: &Path, max_file_size: u64) -> FileOutcome 
         skipped: None,
         error: None,
     };
-    match std::fs::metadata(path) {
-        Ok(metadata) if metadata.len() > max_file_size => {
+    let data = match read_file(path, max_file_size, buffer) {
+        Ok(FileRead::Data(data)) => data,
+        Ok(FileRead::TooLarge) => {
             outcome.skipped = Some(SkipReason::TooLarge);
             return outcome;
         }
-        Ok(_) => {}
-        Err(error) => {
-            outcome.error = Some(format!("cannot read {display}: {error}"));
-            return outcome;
-        }
-    }
-    let data = match std::fs::read(path) {
-        Ok(data) => data,
         Err(error) => {
             outcome.error = Some(format!("cannot read {display}: {error}"));
             return outcome;
         }
     };
-    if is_binary(&data) {
+    if is_binary(data) {
         outcome.skipped = Some(SkipReason::Binary);
         return outcome;
     }
     outcome.bytes = data.len() as u64;
     outcome.findings = scanner
-        .scan_bytes(&data)
+        .scan_bytes(data)
         .into_iter()
         .map(|finding| Located {
             path: display.clone(),
@@ -189,6 +202,75 @@ fn scan_file(scanner: &Scanner, path: &Path, max_file_size: u64) -> FileOutcome 
         })
         .collect();
     outcome
+}
+
+/// The contents of a file, or the note that it is over the size limit.
+enum FileRead<'a> {
+    Data(&'a [u8]),
+    TooLarge,
+}
+
+/// Reads the file at `path` into `buffer` unless it is larger than
+/// `max_file_size` bytes.
+fn read_file<'a>(
+    path: &Path,
+    max_file_size: u64,
+    buffer: &'a mut Vec<u8>,
+) -> std::io::Result<FileRead<'a>> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        // A file too large to scan is skipped even when it cannot be
+        // opened, because its size alone decides that.
+        Err(error) => {
+            return match std::fs::metadata(path) {
+                Ok(metadata) if metadata.len() > max_file_size => Ok(FileRead::TooLarge),
+                _ => Err(error),
+            }
+        }
+    };
+    let len = file.metadata()?.len();
+    if len > max_file_size {
+        return Ok(FileRead::TooLarge);
+    }
+    let expected = usize::try_from(len).map_err(|_| {
+        std::io::Error::other(format!(
+            "the file has {len} bytes, more than memory can hold on this platform; \
+             lower --max-file-size to skip it"
+        ))
+    })?;
+    read_to_end_into(&mut file, expected, buffer).map(FileRead::Data)
+}
+
+/// Reads `file` to its end into `buffer` and returns the bytes read.
+///
+/// `buffer` is scratch space that keeps its length between files: it only
+/// grows, so each byte of it is zeroed once instead of once per file, and
+/// bytes past the returned slice are left over from earlier files. A file
+/// of `expected` bytes takes two `read` calls, the second one finding the
+/// end of the file, and a file that grew since its size was taken is still
+/// read to its end.
+fn read_to_end_into<'a>(
+    file: &mut File,
+    expected: usize,
+    buffer: &'a mut Vec<u8>,
+) -> std::io::Result<&'a [u8]> {
+    let needed = expected.saturating_add(1);
+    if buffer.len() < needed {
+        buffer.resize(needed, 0);
+    }
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            let grown = buffer.len().saturating_mul(2);
+            buffer.resize(grown, 0);
+        }
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => return Ok(&buffer[..filled]),
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Scans one in-memory input, such as standard input, under the name `path`.
@@ -210,4 +292,68 @@ pub fn scan_input(scanner: &Scanner, path: &str, data: &[u8]) -> ScanReport {
         })
         .collect();
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).expect("write test file");
+        path
+    }
+
+    #[test]
+    fn reused_buffer_returns_only_current_file() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let large = write(dir.path(), "large.txt", &[b'x'; 70_000]);
+        let small = write(dir.path(), "small.txt", b"token = abc\n");
+        let empty = write(dir.path(), "empty.txt", b"");
+        let mut buffer = Vec::new();
+        for (path, expected) in [
+            (&large, vec![b'x'; 70_000]),
+            (&small, b"token = abc\n".to_vec()),
+            (&empty, Vec::new()),
+        ] {
+            match read_file(path, DEFAULT_MAX_FILE_SIZE, &mut buffer) {
+                Ok(FileRead::Data(data)) => assert_eq!(data, &expected[..], "{}", path.display()),
+                Ok(FileRead::TooLarge) => panic!("{} reported as too large", path.display()),
+                Err(error) => panic!("{}: {error}", path.display()),
+            }
+        }
+    }
+
+    #[test]
+    fn file_longer_than_expected_is_read_to_end() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let contents: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let path = write(dir.path(), "grown.bin", &contents);
+        let mut file = File::open(&path).expect("open test file");
+        let mut buffer = Vec::new();
+        let data = read_to_end_into(&mut file, 10, &mut buffer).expect("read test file");
+        assert_eq!(data, &contents[..]);
+    }
+
+    #[test]
+    fn file_over_size_limit_is_not_read() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = write(dir.path(), "big.txt", &[b'a'; 101]);
+        let mut buffer = Vec::new();
+        let outcome = read_file(&path, 100, &mut buffer).expect("read test file");
+        assert!(matches!(outcome, FileRead::TooLarge));
+        assert!(
+            buffer.is_empty(),
+            "the buffer was filled for a skipped file"
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut buffer = Vec::new();
+        let outcome = read_file(&dir.path().join("absent.txt"), 100, &mut buffer);
+        let error = outcome.err().expect("a missing file cannot be read");
+        assert_eq!(error.kind(), std::io::ErrorKind::NotFound);
+    }
 }

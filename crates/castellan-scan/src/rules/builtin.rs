@@ -18,6 +18,11 @@ pub(crate) struct Builtin {
     pub min_entropy: f64,
     pub validator: Validator,
     pub generic: bool,
+    /// For generic rules: a regex that matches within every line where
+    /// `regex` matches, cheap enough to skip most keyword lines before the
+    /// full regex runs. It must match a contiguous part of every match of
+    /// `regex`, with the same flags, so that skipping loses no finding.
+    pub line_filter: Option<&'static str>,
 }
 
 /// Declares a provider rule whose secret is capture group 1 (or the
@@ -36,6 +41,7 @@ pub(crate) const fn rule(
         min_entropy: 0.0,
         validator: Validator::None,
         generic: false,
+        line_filter: None,
     }
 }
 
@@ -52,6 +58,11 @@ impl Builtin {
 
     pub(crate) const fn generic(mut self) -> Self {
         self.generic = true;
+        self
+    }
+
+    pub(crate) const fn line_filter(mut self, pattern: &'static str) -> Self {
+        self.line_filter = Some(pattern);
         self
     }
 }
@@ -79,6 +90,12 @@ macro_rules! assigned {
 }
 
 pub(crate) use {assigned, end};
+
+/// Returns the built-in rule with this id and regex, if any. A rule file
+/// that keeps the id but replaces the regex gets `None`.
+pub(crate) fn find(id: &str, regex: &str) -> Option<&'static Builtin> {
+    all().find(|rule| rule.id == id && rule.regex == regex)
+}
 
 /// Returns every built-in rule.
 pub(crate) fn all() -> impl Iterator<Item = &'static Builtin> {

@@ -2,18 +2,21 @@
 
 mod builtin;
 mod file;
+mod keywords;
+mod matcher;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
-use regex::bytes::{Regex, RegexBuilder};
+use std::sync::OnceLock;
+
+use regex::bytes::Regex;
 use serde::{Deserialize, Serialize};
 
 pub use file::{load_rule_file, parse_rule_file, RuleFile};
+use keywords::KeywordSearch;
+use matcher::compile_regex;
+pub(crate) use matcher::Matcher;
 
 use crate::error::ScanError;
 use crate::validate::Validator;
-
-/// Upper bound on the compiled size of one rule's regex, in bytes.
-const REGEX_SIZE_LIMIT: usize = 8 * 1024 * 1024;
 
 /// A rule as written in a rule file, before compilation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,51 +51,38 @@ pub struct RuleSpec {
     pub stopwords: Vec<String>,
 }
 
-/// Location of the secret within a match.
-#[derive(Debug, Clone, Copy)]
-enum SecretGroup {
-    Index(usize),
-    Named,
-    Whole,
-}
-
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub id: String,
     pub description: String,
-    pub(crate) regex: Regex,
+    pattern: String,
+    secret_group: Option<usize>,
+    /// The compiled regex; empty until first use for built-in rules.
+    matcher: OnceLock<Matcher>,
     pub(crate) keywords: Vec<String>,
     pub(crate) min_entropy: f64,
     pub(crate) validator: Validator,
     pub(crate) generic: bool,
-    secret_group: SecretGroup,
     pub(crate) allow: Vec<Regex>,
     pub(crate) stopwords: Vec<Vec<u8>>,
 }
 
 impl Rule {
-    /// Compiles a spec, trying ASCII-only mode first because it is faster on
-    /// arbitrary bytes, and Unicode mode for patterns that need it.
+    /// Compiles a spec; an invalid regex or secret group is an error.
+    ///
+    /// A spec with the id and regex of a built-in rule and the default
+    /// secret group compiles its regex on first use instead. Compiling all
+    /// built-in rules takes tens of milliseconds, a scan usually needs a few
+    /// of them, and a test compiles every one of them.
     pub fn compile(spec: &RuleSpec) -> Result<Self, ScanError> {
-        let regex = compile_regex(&spec.id, &spec.regex)?;
-        let secret_group = match spec.secret_group {
-            Some(index) if index >= regex.captures_len() => {
-                return Err(ScanError::InvalidRule {
-                    id: spec.id.clone(),
-                    field: "secret_group",
-                    message: format!(
-                        "group {index} does not exist; the regex has {} groups",
-                        regex.captures_len() - 1
-                    ),
-                });
-            }
-            Some(0) => SecretGroup::Whole,
-            Some(index) => SecretGroup::Index(index),
-            None if regex.capture_names().any(|name| name == Some("secret")) => SecretGroup::Named,
-            None if regex.captures_len() > 1 => SecretGroup::Index(1),
-            None => SecretGroup::Whole,
-        };
+        let matcher = OnceLock::new();
+        let deferred =
+            spec.secret_group.is_none() && builtin::find(&spec.id, &spec.regex).is_some();
+        if !deferred {
+            let compiled = Matcher::compile(&spec.id, &spec.regex, spec.secret_group)?;
+            matcher.get_or_init(|| compiled);
+        }
         let allow = spec
             .allow
             .iter()
@@ -101,7 +91,9 @@ impl Rule {
         Ok(Rule {
             id: spec.id.clone(),
             description: spec.description.clone(),
-            regex,
+            pattern: spec.regex.clone(),
+            secret_group: spec.secret_group,
+            matcher,
             keywords: spec
                 .keywords
                 .iter()
@@ -110,7 +102,6 @@ impl Rule {
             min_entropy: spec.entropy,
             validator: spec.validator,
             generic: spec.generic,
-            secret_group,
             allow,
             stopwords: spec
                 .stopwords
@@ -120,32 +111,19 @@ impl Rule {
         })
     }
 
-    /// Returns the span of the secret within one match.
-    pub(crate) fn secret_span(
-        &self,
-        captures: &regex::bytes::Captures<'_>,
-    ) -> Option<(usize, usize)> {
-        let group = match self.secret_group {
-            SecretGroup::Index(index) => captures.get(index),
-            SecretGroup::Named => captures.name("secret"),
-            SecretGroup::Whole => captures.get(0),
-        }?;
-        Some((group.start(), group.end()))
-    }
-}
-
-fn compile_regex(id: &str, pattern: &str) -> Result<Regex, ScanError> {
-    let build = |pattern: &str| {
-        RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-    };
-    build(&format!("(?-u){pattern}"))
-        .or_else(|_| build(pattern))
-        .map_err(|error| ScanError::InvalidRegex {
-            id: id.to_string(),
-            message: error.to_string(),
+    /// Returns the compiled regex, compiling it on first use.
+    ///
+    /// # Panics
+    ///
+    /// If a deferred built-in regex does not compile, which the test
+    /// `builtin_rules_compile` rules out for every built-in rule.
+    pub(crate) fn matcher(&self) -> &Matcher {
+        self.matcher.get_or_init(|| {
+            Matcher::compile(&self.id, &self.pattern, self.secret_group).unwrap_or_else(|error| {
+                panic!("built-in rule {} does not compile: {error}", self.id)
+            })
         })
+    }
 }
 
 /// Every rule, compiled once, with a keyword prefilter that decides which
@@ -153,7 +131,7 @@ fn compile_regex(id: &str, pattern: &str) -> Result<Regex, ScanError> {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    prefilter: AhoCorasick,
+    prefilter: KeywordSearch,
     /// Rule indexes per prefilter pattern.
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords, which run on every input.
@@ -198,16 +176,7 @@ impl RuleSet {
                 }
             }
         }
-        let prefilter = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            // A full DFA costs memory once per rule set (a few hundred
-            // keywords) and is the fastest search kind.
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&keywords)
-            .map_err(|error| ScanError::Prefilter {
-                message: error.to_string(),
-            })?;
+        let prefilter = KeywordSearch::new(&keywords)?;
         Ok(RuleSet {
             rules,
             prefilter,
@@ -229,14 +198,14 @@ impl RuleSet {
         for &index in &self.unconditional {
             active[index] = true;
         }
-        for found in self.prefilter.find_overlapping_iter(data) {
-            for &index in &self.keyword_rules[found.pattern().as_usize()] {
+        self.prefilter.for_each_match(data, |pattern, start| {
+            for &index in &self.keyword_rules[pattern] {
                 active[index] = true;
                 if self.rules[index].generic {
-                    hits[index].push(found.start());
+                    hits[index].push(start);
                 }
             }
-        }
+        });
         Candidates { active, hits }
     }
 }

@@ -11,7 +11,16 @@ pub(super) const RULES: &[Builtin] = &[
         r#"(?m)(?P<lead>^[ \t]*(?:export[ \t]+|-[ \t]+)?)?(?i:(?P<name>[A-Za-z0-9_.\-]{0,40}(?:key|token|secret|passwd|password|pwd|credentials?)[A-Za-z0-9_.\-]{0,40}))["'\]]?\s{0,3}(?:=|:=|:|=>|\|\|=)\s{0,3}(?P<quote>["'`]?)(?P<secret>[A-Za-z0-9+/_\-][A-Za-z0-9+/_\-.=~!@#%^&*?]{11,199})(?P<after>[^A-Za-z0-9+/_\-.=~!@#%^&*?]|$)"#,
     )
     .entropy(3.5)
-    .generic(),
+    .generic()
+    // The part of the regex from the keyword to the 12th character of the
+    // secret: the name may start before the keyword, and the secret may
+    // run longer, but every match contains this much. Its lazy DFA stays
+    // small. The full regex, with a bounded name before the keyword and a
+    // secret of up to 199 characters, searched the keyword lines of 105 MB
+    // of crate sources at about 40 MB/s.
+    .line_filter(
+        r#"(?i:(?:key|token|secret|passwd|password|pwd|credentials?)[A-Za-z0-9_.\-]{0,40})["'\]]?\s{0,3}(?:=|:=|:|=>|\|\|=)\s{0,3}["'`]?[A-Za-z0-9+/_\-][A-Za-z0-9+/_\-.=~!@#%^&*?]{11}"#,
+    ),
     rule(
         "authorization-bearer",
         "Bearer token in an Authorization header",
