@@ -96,7 +96,8 @@ impl Rejection {
         rejection
     }
 
-    /// The outbound data-loss check found a secret in the request body.
+    /// Builds the 403 for a request body in which the outbound data-loss
+    /// check found a secret.
     pub fn secret_in_body(reason: impl Into<String>) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,

@@ -15,10 +15,10 @@
 //! processes.
 //!
 //! hyper also accepts a request with both `Content-Length` and
-//! `Transfer-Encoding: chunked` and drops the length before the gateway
-//! sees it. [`crate::head_guard`] rejects those on the byte stream, before
-//! hyper parses them, so such a request never reaches this module over
-//! HTTP/1.1.
+//! `Transfer-Encoding: chunked` and drops the length before the request
+//! reaches the gateway. [`crate::head_guard`] rejects those on the byte
+//! stream before hyper parses them, so over HTTP/1.1 such a request never
+//! reaches this module.
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::request::Parts;

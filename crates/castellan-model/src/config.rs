@@ -118,10 +118,10 @@ pub struct Connection {
 }
 
 /// Default of `dlp_max_bytes`: 4 MiB, room for chat requests with a few
-/// images while bounding what the gateway holds per request.
+/// images while bounding the memory the gateway uses per request.
 pub const DEFAULT_DLP_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
-/// What the gateway does when a request body carries a secret.
+/// The gateway's action when a request body carries a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DlpMode {
     /// Bodies are not scanned.

@@ -26,7 +26,7 @@ const EC_KEY: &str = include_str!("../../castellan-scan/tests/corpus/positive/pr
 /// Scan limit of the checked connections in this file.
 const DLP_MAX_BYTES: usize = 65536;
 
-/// A well-formed AWS access key id, built at run time.
+/// Builds a well-formed AWS access key id at run time.
 fn aws_key() -> String {
     format!("AKIA{}", "Q7TXZ3MBN5RK2WVY")
 }
@@ -151,7 +151,7 @@ impl Setup {
         found.unwrap_or_else(|| panic!("no audit record for request {request_id}"))
     }
 
-    /// Checks that no output of the gateway and no audit record holds `secret`.
+    /// Checks that no output of the gateway and no audit record contains `secret`.
     fn assert_nowhere(&self, secret: &str) {
         assert_no_secret(&self.server.logs(), secret, "the gateway logs");
         let records = serde_json::to_string(&self.castellan.audit_records()).expect("records");
@@ -281,7 +281,7 @@ fn encoded_body_rejected_when_scanned() {
 fn body_too_large_to_scan_rejected_in_block_mode() {
     let setup = setup();
     let body = "x".repeat(DLP_MAX_BYTES + 1);
-    // A declared length over the limit is answered before the body is read,
+    // A declared length over the limit is rejected before the body is read,
     // so only the head is sent here.
     let declared = raw_exchange(
         setup.server.agent_addr,
@@ -427,7 +427,7 @@ fn case_tricks_folded_on_case_insensitive_connection() {
     assert_eq!(reply.status, 400, "{}", reply.body);
 
     // The same rule on an exact connection matches the exact case only,
-    // which is what an upstream that tells cases apart expects.
+    // as a case-sensitive upstream expects.
     assert_eq!(setup.get("/plain/anything/Admin/x").status, 403);
     assert_eq!(setup.get("/plain/anything/ADMIN/x").status, 200);
 }
@@ -445,7 +445,7 @@ fn credential_in_response_header_name_removed() {
     assert_eq!(reply.header("x-kept"), Some("1"), "{:?}", reply.headers);
 }
 
-/// A loopback upstream that echoes the `Authorization` header it received
+/// Starts a loopback upstream that echoes the `Authorization` header it received
 /// into the name of a response header, as a careless debug feature might.
 fn spawn_header_name_echoer() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the echoer");
