@@ -6,6 +6,7 @@
 //! line and column so an operator can fix it before a gateway loads it.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 mod config;
 mod diagnostic;
 mod names;
@@ -13,6 +14,7 @@ mod parse;
 pub mod path;
 pub mod pattern;
 
+pub use alert::{AlertKind, Severity};
 pub use config::{
     canonical_ip, Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
     DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect,
