@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// What a detector saw. The snake_case names appear in `castellan.toml`,
+/// The kind of behaviour a detector flags. The snake_case names appear in `castellan.toml`,
 /// the store, JSON output and webhook bodies, so they never change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,7 +97,7 @@ impl FromStr for AlertKind {
     }
 }
 
-/// How urgent an alert is. Ordered: `Low < Medium < High < Critical`, so a
+/// The urgency of an alert, ordered `Low < Medium < High < Critical`, so a
 /// response rule can apply from a minimum severity up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -169,9 +169,11 @@ mod tests {
     #[test]
     fn unknown_names_list_the_choices() {
         let error = "travel".parse::<AlertKind>().unwrap_err().to_string();
-        assert!(error.contains("`travel`") && error.contains("canary_token"));
+        assert!(error.contains("`travel`"), "{error}");
+        assert!(error.contains("canary_token"), "{error}");
         let error = "urgent".parse::<Severity>().unwrap_err().to_string();
-        assert!(error.contains("`urgent`") && error.contains("critical"));
+        assert!(error.contains("`urgent`"), "{error}");
+        assert!(error.contains("critical"), "{error}");
     }
 
     #[test]
