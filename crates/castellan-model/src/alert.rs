@@ -35,11 +35,31 @@ pub enum AlertKind {
     DormantAgent,
     /// A canary token, which grants nothing, was presented.
     CanaryToken,
+    /// Rotating an upstream key through its rotation command failed, or
+    /// revoking the old key did; the current version stays in use.
+    RotationFailed,
 }
 
 impl AlertKind {
     /// Every kind, in declaration order.
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 12] = [
+        AlertKind::ImpossibleTravel,
+        AlertKind::NewNetwork,
+        AlertKind::OutsideNetworks,
+        AlertKind::RateSpike,
+        AlertKind::VolumeSpike,
+        AlertKind::Probing,
+        AlertKind::CredentialStuffing,
+        AlertKind::UnusualHours,
+        AlertKind::NewEndpoint,
+        AlertKind::DormantAgent,
+        AlertKind::CanaryToken,
+        AlertKind::RotationFailed,
+    ];
+
+    /// The kinds the behaviour detectors raise from the audit log, in
+    /// declaration order; the rest come from castellan's own jobs.
+    pub const DETECTED: [AlertKind; 11] = [
         AlertKind::ImpossibleTravel,
         AlertKind::NewNetwork,
         AlertKind::OutsideNetworks,
@@ -67,6 +87,7 @@ impl AlertKind {
             AlertKind::NewEndpoint => "new_endpoint",
             AlertKind::DormantAgent => "dormant_agent",
             AlertKind::CanaryToken => "canary_token",
+            AlertKind::RotationFailed => "rotation_failed",
         }
     }
 }

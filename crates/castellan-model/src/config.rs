@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use crate::diagnostic::Location;
 use crate::path::{NormalizedPath, PathError};
 use crate::pattern::PathPattern;
+use crate::response::{DetectSettings, ResponseRule, Webhook};
 
 /// A validated `castellan.toml`.
 #[derive(Debug, Clone, Default)]
@@ -19,16 +20,26 @@ pub struct Config {
     pub connections: BTreeMap<String, Connection>,
     pub roles: BTreeMap<String, Role>,
     pub agents: BTreeMap<String, Agent>,
+    /// Settings of the behaviour detectors, from `[detect]`.
+    pub detect: DetectSettings,
+    /// Webhooks that alerts and rotation reminders are sent to, by name.
+    pub webhooks: BTreeMap<String, Webhook>,
+    /// Actions taken on alerts, in file order. Every alert is stored
+    /// whether or not a rule applies to it.
+    pub responses: Vec<ResponseRule>,
 }
 
 impl Config {
-    /// Returns the vault entry names that connections refer to, each once.
+    /// Returns the vault entry names that connections and webhooks refer to,
+    /// each once: connection credentials, webhook URLs kept in the vault
+    /// (`url_secret`) and webhook signing keys.
     pub fn secret_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
+        let connections = self
             .connections
             .values()
-            .map(|connection| connection.secret.as_str())
-            .collect();
+            .map(|connection| connection.secret.as_str());
+        let webhooks = self.webhooks.values().flat_map(Webhook::secret_names);
+        let mut names: Vec<&str> = connections.chain(webhooks).collect();
         names.sort_unstable();
         names.dedup();
         names
@@ -49,6 +60,11 @@ pub struct GatewaySettings {
     /// How long after a rotation `castellan secret rollback` may restore
     /// the previous version.
     pub rotation_grace: Duration,
+    /// How long before a secret's rotation is due the reminders start.
+    pub remind_before: Duration,
+    /// Names of the `[webhooks.*]` entries that rotation reminders are sent
+    /// to; empty for none.
+    pub reminder_webhooks: Vec<String>,
 }
 
 impl GatewaySettings {
@@ -70,9 +86,14 @@ impl Default for GatewaySettings {
             departed_owners: Vec::new(),
             rotate_every: DEFAULT_ROTATE_EVERY,
             rotation_grace: DEFAULT_ROTATION_GRACE,
+            remind_before: DEFAULT_REMIND_BEFORE,
+            reminder_webhooks: Vec::new(),
         }
     }
 }
+
+/// Default of `remind_before`: 7 days.
+pub const DEFAULT_REMIND_BEFORE: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// Default of `rotate_every`: 30 days.
 pub const DEFAULT_ROTATE_EVERY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -115,6 +136,29 @@ pub struct Connection {
     /// Maximum age of the secret's current version before rotation is due:
     /// the connection's `rotate_every`, or the `[gateway]` one.
     pub rotate_every: Duration,
+    /// Program that creates a new upstream key, from the
+    /// `[connections.NAME.rotation]` table.
+    pub rotation: Option<RotationProvider>,
+}
+
+/// Default time limit of a rotation command and of its verify request.
+pub const DEFAULT_ROTATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An operator's program that rotates an upstream key, and how castellan
+/// checks the new key before switching to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationProvider {
+    /// Program and arguments; it prints the new key on stdout.
+    pub command: Vec<String>,
+    /// Method of the request that must succeed (2xx) with the new key.
+    pub verify_method: String,
+    /// Path of that request, relative to the connection's upstream.
+    pub verify_path: String,
+    /// Program and arguments that revoke the old key, which they read on
+    /// stdin, once the rotation grace period has passed.
+    pub revoke_command: Option<Vec<String>>,
+    /// Time limit of each command and of the verify request.
+    pub timeout: Duration,
 }
 
 /// Default of `dlp_max_bytes`: 4 MiB, room for chat requests with a few
@@ -414,8 +458,22 @@ pub struct Agent {
     /// A client certificate identity that authenticates this agent on a
     /// listener that requests client certificates, instead of a token.
     pub client_certificate: Option<ClientIdentity>,
+    /// File in which castellan keeps a fresh token for the agent, replaced
+    /// before the previous one expires; `None` when tokens are issued by
+    /// hand.
+    pub token_file: Option<PathBuf>,
+    /// Lifetime of each token written to `token_file`. Parsed only with a
+    /// `token_file`; otherwise it is [`DEFAULT_TOKEN_LIFETIME`] and unused.
+    pub token_lifetime: Duration,
     pub location: Location,
 }
+
+/// Default of `token_lifetime`: 24 hours.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Shortest `token_lifetime` accepted: 10 minutes, so that a file token
+/// does not expire before the agent has read it.
+pub const MIN_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 
 impl Agent {
     /// Tells whether a call from `source` is inside the agent's networks.

@@ -1,5 +1,7 @@
 //! Parsing and validation of `castellan.toml`.
 
+mod response;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -10,12 +12,14 @@ use toml::Spanned;
 
 use crate::config::{
     Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
-    DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, Rule, RuleEffect,
-    RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_TOKEN_LOCATIONS,
+    DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, RotationProvider,
+    Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_ROTATION_TIMEOUT, DEFAULT_TOKEN_LOCATIONS,
 };
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
 use crate::names::{check_name, closest};
 use crate::pattern::PathPattern;
+use response::{RawDetect, RawResponse, RawWebhook};
 
 type Map<T> = BTreeMap<Spanned<String>, Spanned<T>>;
 
@@ -30,6 +34,12 @@ struct RawConfig {
     roles: Map<RawRole>,
     #[serde(default)]
     agents: Map<RawAgent>,
+    #[serde(default)]
+    detect: RawDetect,
+    #[serde(default)]
+    webhooks: Map<RawWebhook>,
+    #[serde(default)]
+    responses: Vec<Spanned<RawResponse>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +61,16 @@ struct RawConnection {
     dlp: Option<Spanned<String>>,
     dlp_max_bytes: Option<Spanned<u64>>,
     rotate_every: Option<Spanned<String>>,
+    rotation: Option<Spanned<RawRotation>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRotation {
+    command: Spanned<Vec<String>>,
+    verify: Spanned<String>,
+    revoke_command: Option<Spanned<Vec<String>>>,
+    timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +114,9 @@ struct RawGateway {
     departed_owners: Vec<Spanned<String>>,
     rotate_every: Option<Spanned<String>>,
     rotation_grace: Option<Spanned<String>>,
+    remind_before: Option<Spanned<String>>,
+    #[serde(default)]
+    reminder_webhooks: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +132,8 @@ struct RawAgent {
     requests_per_minute: Option<Spanned<u32>>,
     max_concurrent_requests: Option<Spanned<u32>>,
     client_certificate: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    token_lifetime: Option<Spanned<String>>,
 }
 
 /// Accumulates diagnostics while the file is checked.
@@ -194,7 +219,7 @@ fn syntax_diagnostic(source: &str, error: &toml::de::Error) -> Diagnostic {
     let hint = if message.contains("unknown field") {
         Some("remove the key or fix its spelling; the message lists the keys allowed here")
     } else if message.contains("duplicate key") {
-        Some("each connection, role and agent name may be declared only once")
+        Some("each connection, role, agent and webhook name may be declared only once")
     } else if message.contains("missing field") {
         Some("add the key named in the message")
     } else if message.contains("unknown variant") {
@@ -227,8 +252,12 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
         case_insensitive: &folded,
     };
 
+    let webhooks = response::build_webhooks(checker, raw.webhooks);
     let mut config = Config {
-        gateway: build_gateway(checker, &raw.gateway),
+        gateway: build_gateway(checker, &raw.gateway, &webhooks),
+        detect: response::build_detect(checker, &raw.detect),
+        responses: response::build_responses(checker, raw.responses, &webhooks),
+        webhooks,
         ..Config::default()
     };
     for (name, connection) in raw.connections {
@@ -285,7 +314,11 @@ fn check_unique_certificates(checker: &mut Checker<'_>, config: &Config) {
     }
 }
 
-fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings {
+fn build_gateway(
+    checker: &mut Checker<'_>,
+    raw: &RawGateway,
+    webhooks: &BTreeMap<String, crate::response::Webhook>,
+) -> GatewaySettings {
     let mut settings = GatewaySettings::default();
     if let Some(value) = &raw.auth_failures_per_minute {
         if *value.get_ref() == 0 {
@@ -312,22 +345,29 @@ fn build_gateway(checker: &mut Checker<'_>, raw: &RawGateway) -> GatewaySettings
     }
     if let Some(value) = &raw.rotate_every {
         settings.rotate_every =
-            parse_rotation_period(checker, "rotate_every", value).unwrap_or(settings.rotate_every);
+            parse_period(checker, "rotate_every", value).unwrap_or(settings.rotate_every);
     }
     if let Some(value) = &raw.rotation_grace {
-        settings.rotation_grace = parse_rotation_period(checker, "rotation_grace", value)
-            .unwrap_or(settings.rotation_grace);
+        settings.rotation_grace =
+            parse_period(checker, "rotation_grace", value).unwrap_or(settings.rotation_grace);
     }
+    if let Some(value) = &raw.remind_before {
+        settings.remind_before =
+            parse_period(checker, "remind_before", value).unwrap_or(settings.remind_before);
+    }
+    settings.reminder_webhooks = response::check_webhook_names(
+        checker,
+        "reminder_webhooks",
+        &raw.reminder_webhooks,
+        webhooks,
+    )
+    .unwrap_or_default();
     settings
 }
 
-/// Parses `rotate_every` or `rotation_grace`: a positive duration such as
-/// "30d".
-fn parse_rotation_period(
-    checker: &mut Checker<'_>,
-    key: &str,
-    value: &Spanned<String>,
-) -> Option<Duration> {
+/// Parses a period key such as `rotate_every`, `rotation_grace` or
+/// `learning_period`: a positive duration such as "30d".
+fn parse_period(checker: &mut Checker<'_>, key: &str, value: &Spanned<String>) -> Option<Duration> {
     match humantime::parse_duration(value.get_ref()) {
         Ok(duration) if !duration.is_zero() => Some(duration),
         Ok(_) => {
@@ -388,10 +428,12 @@ fn build_connection(
     let dlp = build_dlp(checker, raw.dlp.as_ref(), raw.dlp_max_bytes.as_ref());
     let rotate_every = match &raw.rotate_every {
         None => rotate_default,
-        Some(value) => {
-            parse_rotation_period(checker, "rotate_every", value).unwrap_or(rotate_default)
-        }
+        Some(value) => parse_period(checker, "rotate_every", value).unwrap_or(rotate_default),
     };
+    let rotation = raw
+        .rotation
+        .as_ref()
+        .and_then(|rotation| build_rotation(checker, rotation));
     Some(Connection {
         name: name.to_string(),
         upstream: upstream?,
@@ -416,6 +458,63 @@ fn build_connection(
         case_insensitive_paths: raw.case_insensitive_paths,
         dlp,
         rotate_every,
+        rotation,
+    })
+}
+
+/// Checks a `[connections.NAME.rotation]` table.
+fn build_rotation(
+    checker: &mut Checker<'_>,
+    raw: &Spanned<RawRotation>,
+) -> Option<RotationProvider> {
+    let table = raw.get_ref();
+    let mut valid = true;
+    for (key, argv) in [
+        ("command", Some(&table.command)),
+        ("revoke_command", table.revoke_command.as_ref()),
+    ] {
+        let Some(argv) = argv else { continue };
+        if argv
+            .get_ref()
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
+            checker.error_with_hint(
+                argv,
+                format!("{key} is empty"),
+                "write the program and its arguments as a list, such as [\"/usr/local/bin/new-key\", \"--project\", \"api\"]",
+            );
+            valid = false;
+        }
+    }
+    let verify = table.verify.get_ref().trim();
+    let parsed = verify.split_once(' ').and_then(|(method, path)| {
+        let method_ok = !method.is_empty() && method.bytes().all(|byte| byte.is_ascii_uppercase());
+        let path = path.trim();
+        (method_ok && path.starts_with('/') && !path.contains(char::is_whitespace))
+            .then(|| (method.to_owned(), path.to_owned()))
+    });
+    let Some((verify_method, verify_path)) = parsed else {
+        checker.error_with_hint(
+            &table.verify,
+            format!("invalid verify {verify:?}"),
+            "write a method and a path sent to the upstream with the new key, such as \"GET /v1/models\"; a 2xx answer passes",
+        );
+        return None;
+    };
+    let timeout = match &table.timeout {
+        None => DEFAULT_ROTATION_TIMEOUT,
+        Some(value) => parse_duration(checker, value)?,
+    };
+    valid.then(|| RotationProvider {
+        command: table.command.get_ref().clone(),
+        verify_method,
+        verify_path,
+        revoke_command: table
+            .revoke_command
+            .as_ref()
+            .map(|argv| argv.get_ref().clone()),
+        timeout,
     })
 }
 
@@ -895,6 +994,12 @@ fn build_agent(
         return None;
     }
     let limits = build_agent_limits(checker, agent_name, &agent);
+    let (token_file, token_lifetime) = response::build_token_file(
+        checker,
+        agent_name,
+        agent.token_file.as_ref(),
+        agent.token_lifetime.as_ref(),
+    )?;
     let client_certificate = match &agent.client_certificate {
         None => None,
         Some(value) => match ClientIdentity::parse(value.get_ref()) {
@@ -918,6 +1023,8 @@ fn build_agent(
         expires,
         limits: limits?,
         client_certificate,
+        token_file,
+        token_lifetime,
         location,
     })
 }

@@ -51,6 +51,20 @@ impl Store {
             .map_err(|error| db_error(operation, error))
     }
 
+    /// Returns the agent's suspension, or `None` when it is not suspended.
+    pub async fn suspension(&self, agent: &str) -> Result<Option<SuspendedAgent>, StoreError> {
+        let row = sqlx::query(
+            "SELECT agent, reason, changed_ms FROM agent_state \
+             WHERE agent = $1 AND suspended = $2",
+        )
+        .bind(agent)
+        .bind(true)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|error| db_error("read suspension", error))?;
+        row.as_ref().map(suspended_from_row).transpose()
+    }
+
     /// Lists the suspended agents, ordered by name.
     pub async fn suspended_agents(&self) -> Result<Vec<SuspendedAgent>, StoreError> {
         let rows = sqlx::query(

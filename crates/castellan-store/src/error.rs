@@ -69,6 +69,15 @@ pub enum StoreError {
     #[error("no secret named `{name}`; list secrets with `castellan secret list`")]
     SecretNotFound { name: String },
 
+    #[error("no alert with id {id}; list alerts with `castellan alerts`")]
+    AlertNotFound { id: i64 },
+
+    #[error(
+        "alert {id} is already resolved; the next signal of its kind and subject \
+         opens a new alert"
+    )]
+    AlertResolved { id: i64 },
+
     #[error("invalid {field}: {problem}")]
     InvalidInput {
         field: &'static str,

@@ -202,6 +202,8 @@ async fn concurrent_opens_migrate_once() {
         "route_usage",
         "credential_networks",
         "credential_user_agents",
+        "alerts",
+        "events",
         "_sqlx_migrations",
     ] {
         sqlx::query(&format!("DROP TABLE {table}"))
