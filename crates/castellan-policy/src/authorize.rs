@@ -1,13 +1,14 @@
-//! Per-request authorization: build the Cedar request, evaluate, report.
+//! Per-request authorization: check the source network, build the Cedar
+//! request, evaluate, report.
 
 use std::net::IpAddr;
 
 use castellan_model::{canonical_ip, NormalizedPath};
 use cedar_policy::{
-    AuthorizationError, Context, Effect, PolicySet, Request, Response, RestrictedExpression,
+    AuthorizationError, Context, Effect, EntityUid, PolicySet, Request, Response,
+    RestrictedExpression,
 };
 
-use crate::cedar_text::address_literal;
 use crate::compile::{uid, AgentEntry, CompiledPolicy, Policy, PolicyOrigin};
 
 /// One request to authorize: who calls what, from where.
@@ -54,24 +55,56 @@ impl Policy {
         let Some(agent) = self.agents.get(request.agent) else {
             return unknown_agent(request.agent);
         };
+        if let Some(denial) = self.check_network(agent, request) {
+            return denial;
+        }
+        let Some(policies) = agent.rule_sets.select(request.connection, request.method) else {
+            // No rule of the agent's roles covers this connection and
+            // method, so Cedar would deny without a deciding policy and
+            // without errors.
+            return Decision::deny(None, no_rule_reason(agent, request));
+        };
         match self.cedar_request(agent, request) {
             Ok(cedar) => {
-                let response = self.evaluate(&cedar, &agent.policies);
+                let response = self.evaluate(&cedar, policies);
                 self.decide(agent, request, &response)
             }
             Err(decision) => decision,
         }
     }
 
-    /// Builds the Cedar request. Entities are built at compile time, so only
-    /// the context is new for each request.
+    /// Denies a source outside the agent's networks, naming the agent's
+    /// network policy.
+    ///
+    /// This decides exactly as evaluating that policy with Cedar: its
+    /// `isInRange` is true for an address in a range of the same family, and
+    /// both sides see the address after `canonical_ip`. Checking here keeps
+    /// the address out of the Cedar context, where Cedar would parse it from
+    /// text on every request. The policy is the first in reporting order
+    /// that can decide for the agent, so it also wins over any forbid rule.
+    fn check_network(&self, agent: &AgentEntry, request: &AccessRequest<'_>) -> Option<Decision> {
+        let network = agent.network.as_ref()?;
+        let source = canonical_ip(request.source);
+        if network.networks.iter().any(|range| range.contains(&source)) {
+            return None;
+        }
+        Some(forbidden(&self.compiled[network.position], request))
+    }
+
+    /// Builds the Cedar request. Entities and the entity ids of configured
+    /// methods and connections are built at compile time, so only the
+    /// context is new for each request.
     pub(crate) fn cedar_request(
         &self,
         agent: &AgentEntry,
         request: &AccessRequest<'_>,
     ) -> Result<Request, Decision> {
-        let action = uid(&self.types.action, request.method);
-        let resource = uid(&self.types.connection, request.connection);
+        let action = cached_uid(&self.uids.actions, &self.types.action, request.method);
+        let resource = cached_uid(
+            &self.uids.connections,
+            &self.types.connection,
+            request.connection,
+        );
         let context = self.context(request)?;
         Request::new(agent.uid.clone(), action, resource, context, None).map_err(|_| {
             Decision::deny(
@@ -85,28 +118,27 @@ impl Policy {
         self.authorizer.is_authorized(request, set, &self.entities)
     }
 
-    /// Fills `depth`, `source` and the segment attributes that some policy
-    /// reads: `s<i>` counts from the start of the path, `r<i>` from its end.
+    /// Fills `depth` and the segment attributes that some policy reads:
+    /// `s<i>` counts from the start of the path, `r<i>` from its end.
     fn context(&self, request: &AccessRequest<'_>) -> Result<Context, Decision> {
         let path = request.path;
+        let keys = &self.segment_keys;
         let from_start = path.depth().min(self.shape.from_start);
         let from_end = path.depth().min(self.shape.from_end);
         let depth = i64::try_from(path.depth()).unwrap_or(i64::MAX);
-        let source = address_literal(canonical_ip(request.source));
-        let mut pairs = Vec::with_capacity(2 + from_start + from_end);
+        let mut pairs = Vec::with_capacity(1 + from_start + from_end);
         pairs.push(("depth".to_string(), RestrictedExpression::new_long(depth)));
-        pairs.push(("source".to_string(), RestrictedExpression::new_ip(source)));
-        for (index, segment) in path.segments().take(from_start).enumerate() {
-            pairs.push((
-                format!("s{index}"),
-                RestrictedExpression::new_string(segment.to_string()),
-            ));
+        let start = keys.from_start.iter().zip(path.segments()).take(from_start);
+        for (key, segment) in start {
+            pairs.push((key.clone(), string_value(segment)));
         }
-        for (index, segment) in path.segments().rev().take(from_end).enumerate() {
-            pairs.push((
-                format!("r{index}"),
-                RestrictedExpression::new_string(segment.to_string()),
-            ));
+        let end = keys
+            .from_end
+            .iter()
+            .zip(path.segments().rev())
+            .take(from_end);
+        for (key, segment) in end {
+            pairs.push((key.clone(), string_value(segment)));
         }
         Context::from_pairs(pairs).map_err(|_| {
             Decision::deny(
@@ -120,7 +152,7 @@ impl Policy {
     /// Turns a Cedar response into a decision naming the first deciding
     /// policy in reporting order. An evaluation error denies the request,
     /// because Cedar skips a failing `forbid` and would otherwise allow.
-    fn decide(
+    pub(crate) fn decide(
         &self,
         agent: &AgentEntry,
         request: &AccessRequest<'_>,
@@ -148,8 +180,8 @@ impl Policy {
             {
                 Decision {
                     allowed: true,
-                    rule: Some(policy.cedar.id().to_string()),
-                    reason: format!("allowed by {}", policy.cedar.id()),
+                    rule: Some(policy.id.clone()),
+                    reason: format!("allowed by {}", policy.id),
                 }
             }
             (cedar_policy::Decision::Allow, _, None) => Decision::deny(
@@ -164,8 +196,25 @@ impl Policy {
     }
 }
 
+/// Returns the entity id from `cache`, or builds it for a name the
+/// configuration does not contain.
+fn cached_uid(
+    cache: &std::collections::HashMap<String, EntityUid>,
+    entity_type: &cedar_policy::EntityTypeName,
+    id: &str,
+) -> EntityUid {
+    match cache.get(id) {
+        Some(uid) => uid.clone(),
+        None => uid(entity_type, id),
+    }
+}
+
+fn string_value(segment: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(segment.to_string())
+}
+
 fn forbidden(policy: &CompiledPolicy, request: &AccessRequest<'_>) -> Decision {
-    let rule = policy.cedar.id().to_string();
+    let rule = policy.id.clone();
     let reason = match policy.origin {
         PolicyOrigin::Network => format!(
             "source address {} is outside the agent's networks",

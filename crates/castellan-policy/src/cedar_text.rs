@@ -62,6 +62,10 @@ pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<Strin
 
 /// Writes the `forbid` policy that rejects sources outside an agent's
 /// networks, or returns `None` when the agent may call from anywhere.
+///
+/// `Policy::authorize` checks the same ranges in Rust before Cedar runs and
+/// names this policy when it denies, so Cedar never parses the source
+/// address. The text is what `Policy::cedar_text` and explanations show.
 pub(crate) fn network_policy(agent: &Agent) -> Option<String> {
     if agent.networks.is_empty() {
         return None;

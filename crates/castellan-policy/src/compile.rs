@@ -3,14 +3,15 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-use castellan_model::{Agent, Config, Location, Role, Rule, RuleId};
-use cedar_policy::{
-    Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet,
-};
+use castellan_model::{Agent, Config, Location, MethodSet, Role, Rule, RuleId};
+use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId};
+use ipnet::IpNet;
 
 use crate::cedar_text::{network_policy, network_policy_id, rule_policy, ContextShape};
 use crate::error::PolicyError;
+use crate::rule_sets::{RuleScope, RuleSets};
 
 /// The roles and agents of a configuration compiled to Cedar.
 ///
@@ -27,6 +28,36 @@ pub struct Policy {
     pub(crate) agents: HashMap<String, AgentEntry>,
     pub(crate) shape: ContextShape,
     pub(crate) types: EntityTypes,
+    /// Entity ids that requests use, parsed once here instead of per request.
+    pub(crate) uids: RequestUids,
+    /// Context attribute names `s0, s1, ...` up to `shape.from_start` and
+    /// `r0, r1, ...` up to `shape.from_end`.
+    pub(crate) segment_keys: SegmentKeys,
+}
+
+/// `Action` and `Connection` entity ids of every method and connection that
+/// the configuration names. A request with another method or connection
+/// builds its id on the spot.
+#[derive(Default)]
+pub(crate) struct RequestUids {
+    pub(crate) actions: HashMap<String, EntityUid>,
+    pub(crate) connections: HashMap<String, EntityUid>,
+}
+
+/// Names of the segment attributes of request contexts.
+#[derive(Default)]
+pub(crate) struct SegmentKeys {
+    pub(crate) from_start: Vec<String>,
+    pub(crate) from_end: Vec<String>,
+}
+
+impl SegmentKeys {
+    fn new(shape: ContextShape) -> Self {
+        SegmentKeys {
+            from_start: (0..shape.from_start).map(|i| format!("s{i}")).collect(),
+            from_end: (0..shape.from_end).map(|i| format!("r{i}")).collect(),
+        }
+    }
 }
 
 /// One generated Cedar policy and the configuration item it came from.
@@ -34,6 +65,10 @@ pub(crate) struct CompiledPolicy {
     pub(crate) origin: PolicyOrigin,
     pub(crate) text: String,
     pub(crate) cedar: cedar_policy::Policy,
+    /// The policy id as text, which decisions name as their rule.
+    pub(crate) id: String,
+    /// The connection and methods of a rule; `None` for a network policy.
+    pub(crate) scope: Option<RuleScope>,
 }
 
 /// The configuration item a Cedar policy was generated from.
@@ -51,10 +86,24 @@ pub(crate) struct AgentEntry {
     pub(crate) roles: Vec<String>,
     /// Positions in `Policy::compiled` of the rules of the agent's roles.
     pub(crate) rules: Vec<usize>,
-    /// The agent's network policy and the rules of its roles: the only
-    /// policies whose scope can match this agent, so evaluating them alone
-    /// gives the same decision as the full set in less time.
-    pub(crate) policies: PolicySet,
+    /// The rules of the agent's roles in one set, which tests evaluate to
+    /// show what Cedar alone decides.
+    #[cfg(test)]
+    pub(crate) policies: cedar_policy::PolicySet,
+    /// The rules of the agent's roles by connection and method, shared
+    /// with every agent that has the same rules.
+    pub(crate) rule_sets: Arc<RuleSets>,
+    /// The agent's network restriction, if it has one.
+    pub(crate) network: Option<NetworkRestriction>,
+}
+
+/// The networks an agent may call from, checked before Cedar evaluates.
+pub(crate) struct NetworkRestriction {
+    /// Position in `Policy::compiled` of the generated network policy,
+    /// which a denial names.
+    pub(crate) position: usize,
+    /// The networks with host bits cleared, as the policy text lists them.
+    pub(crate) networks: Vec<IpNet>,
 }
 
 /// The Cedar entity types used in requests.
@@ -103,27 +152,46 @@ impl Policy {
             role_rules.insert(role.name.as_str(), builder.add_role(role)?);
         }
         let mut agents = HashMap::new();
+        let mut shared: HashMap<Vec<usize>, Arc<RuleSets>> = HashMap::new();
         for agent in config.agents.values() {
-            let mut positions = agent_rules(agent, &role_rules)?;
-            let rules = positions.clone();
-            positions.extend(networks.get(agent.name.as_str()));
+            let rules = agent_rules(agent, &role_rules)?;
+            let network = networks
+                .get(agent.name.as_str())
+                .map(|&position| NetworkRestriction {
+                    position,
+                    networks: agent.networks.iter().map(IpNet::trunc).collect(),
+                });
+            let rule_sets = match shared.get(&rules) {
+                Some(sets) => Arc::clone(sets),
+                None => {
+                    let sets = Arc::new(RuleSets::new(&builder.compiled, &rules)?);
+                    shared.insert(rules.clone(), Arc::clone(&sets));
+                    sets
+                }
+            };
             let entry = AgentEntry {
                 uid: uid(&types.agent, &agent.name),
                 roles: agent.roles.clone(),
+                #[cfg(test)]
+                policies: crate::rule_sets::policy_set(&builder.compiled, &rules)?,
+                rule_sets,
                 rules,
-                policies: builder.policy_set(&positions)?,
+                network,
             };
             agents.insert(agent.name.clone(), entry);
         }
         let entities = build_entities(config, &agents, &types)?;
+        let uids = request_uids(config, &types);
         Ok(Policy {
             entities,
             authorizer: Authorizer::new(),
             compiled: builder.compiled,
             positions: builder.positions,
             agents,
+            segment_keys: SegmentKeys::new(builder.shape),
             shape: builder.shape,
             types,
+            uids,
         })
     }
 
@@ -159,7 +227,8 @@ impl Builder {
         let Some(text) = network_policy(agent) else {
             return Ok(None);
         };
-        let position = self.add(network_policy_id(&agent.name), text, PolicyOrigin::Network)?;
+        let id = network_policy_id(&agent.name);
+        let position = self.add(id, text, PolicyOrigin::Network, None)?;
         Ok(Some(position))
     }
 
@@ -179,7 +248,11 @@ impl Builder {
             id: rule.id.clone(),
             location: rule.location,
         };
-        self.add(rule.id.to_string(), text, origin)
+        let scope = RuleScope {
+            connection: rule.connection.clone(),
+            methods: rule.methods.clone(),
+        };
+        self.add(rule.id.to_string(), text, origin, Some(scope))
     }
 
     fn add(
@@ -187,6 +260,7 @@ impl Builder {
         id: String,
         text: String,
         origin: PolicyOrigin,
+        scope: Option<RuleScope>,
     ) -> Result<usize, PolicyError> {
         let generated = |message: String| PolicyError::Generated {
             id: id.clone(),
@@ -203,22 +277,45 @@ impl Builder {
             origin,
             text,
             cedar,
+            id,
+            scope,
         });
         Ok(position)
     }
+}
 
-    fn policy_set(&self, positions: &[usize]) -> Result<PolicySet, PolicyError> {
-        let mut set = PolicySet::new();
-        for position in positions {
-            let policy = &self.compiled[*position].cedar;
-            set.add(policy.clone())
-                .map_err(|error| PolicyError::Generated {
-                    id: policy.id().to_string(),
-                    message: error.to_string(),
-                })?;
+/// Builds the entity ids of the configuration's connections, of the
+/// connections and methods its rules name, and of the standard HTTP methods.
+fn request_uids(config: &Config, types: &EntityTypes) -> RequestUids {
+    const STANDARD_METHODS: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    let mut uids = RequestUids::default();
+    let mut add_action = |method: &str| {
+        uids.actions
+            .entry(method.to_string())
+            .or_insert_with(|| uid(&types.action, method));
+    };
+    STANDARD_METHODS.into_iter().for_each(&mut add_action);
+    let rules = config
+        .roles
+        .values()
+        .flat_map(|role| role.deny.iter().chain(&role.allow));
+    for rule in rules.clone() {
+        if let MethodSet::Only(methods) = &rule.methods {
+            methods.iter().for_each(|method| add_action(method));
         }
-        Ok(set)
     }
+    let connections = config
+        .connections
+        .keys()
+        .chain(rules.map(|rule| &rule.connection));
+    for connection in connections {
+        uids.connections
+            .entry(connection.clone())
+            .or_insert_with(|| uid(&types.connection, connection));
+    }
+    uids
 }
 
 /// Returns the positions of the rules of the agent's roles, each once and

@@ -11,6 +11,9 @@ mod cedar_text;
 mod compile;
 mod error;
 mod explain;
+#[cfg(test)]
+mod reference;
+mod rule_sets;
 
 pub use authorize::{AccessRequest, Decision};
 pub use compile::Policy;

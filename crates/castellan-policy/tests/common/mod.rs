@@ -145,6 +145,8 @@ pub fn single_role_config(rules: &[(RuleEffect, MethodSet, &[&str])]) -> Config 
         expires: None,
         limits: Default::default(),
         client_certificate: None,
+        token_file: None,
+        token_lifetime: castellan_model::DEFAULT_TOKEN_LIFETIME,
         location: Location::default(),
     };
     let mut config = Config::default();

@@ -1,0 +1,281 @@
+//! The earlier request building, kept to test the faster path against:
+//! entity ids parsed per request, the source address in the context as an
+//! `ip()` value, and every policy of the agent, its network policy
+//! included, evaluated by Cedar in one set.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use castellan_model::{canonical_ip, Config, NormalizedPath};
+use cedar_policy::{Context, PolicySet, Request, RestrictedExpression};
+use proptest::prelude::*;
+
+use crate::authorize::{AccessRequest, Decision};
+use crate::cedar_text::address_literal;
+use crate::compile::{uid, Policy};
+
+/// Builds the request the earlier way. `with_source` leaves out
+/// the `source` attribute when false, to compare with the faster path,
+/// which checks the source before Cedar.
+fn reference_request(policy: &Policy, request: &AccessRequest<'_>, with_source: bool) -> Request {
+    let agent = &policy.agents[request.agent];
+    let action = uid(&policy.types.action, request.method);
+    let resource = uid(&policy.types.connection, request.connection);
+    let path = request.path;
+    let from_start = path.depth().min(policy.shape.from_start);
+    let from_end = path.depth().min(policy.shape.from_end);
+    let depth = i64::try_from(path.depth()).expect("depth fits in i64");
+    let mut pairs = vec![("depth".to_string(), RestrictedExpression::new_long(depth))];
+    if with_source {
+        let source = address_literal(canonical_ip(request.source));
+        pairs.push(("source".to_string(), RestrictedExpression::new_ip(source)));
+    }
+    for (index, segment) in path.segments().take(from_start).enumerate() {
+        pairs.push((
+            format!("s{index}"),
+            RestrictedExpression::new_string(segment.to_string()),
+        ));
+    }
+    for (index, segment) in path.segments().rev().take(from_end).enumerate() {
+        pairs.push((
+            format!("r{index}"),
+            RestrictedExpression::new_string(segment.to_string()),
+        ));
+    }
+    let context = Context::from_pairs(pairs).expect("reference context builds");
+    Request::new(agent.uid.clone(), action, resource, context, None)
+        .expect("reference request builds")
+}
+
+/// Decides the earlier way: the agent's network policy and all rules of its
+/// roles in one Cedar evaluation.
+fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) -> Decision {
+    let Some(agent) = policy.agents.get(request.agent) else {
+        return Decision {
+            allowed: false,
+            rule: None,
+            reason: format!("agent {:?} is not in the configuration", request.agent),
+        };
+    };
+    let mut positions = agent.rules.clone();
+    positions.extend(agent.network.as_ref().map(|network| network.position));
+    let mut set = PolicySet::new();
+    for position in positions {
+        set.add(policy.compiled[position].cedar.clone())
+            .expect("policy ids are unique");
+    }
+    let cedar = reference_request(policy, request, true);
+    let response = policy.evaluate(&cedar, &set);
+    policy.decide(agent, request, &response)
+}
+
+const ROLES: &str = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[connections.crm]
+upstream = "https://crm.example.com"
+auth = { kind = "bearer" }
+secret = "crm-token"
+
+[roles.writer]
+allow = [
+  { connection = "blog", methods = ["GET", "POST"], paths = ["/posts/**", "/drafts/*"] },
+  { connection = "crm", methods = ["GET"], paths = ["/contacts/*/notes"] },
+]
+deny = [{ connection = "blog", methods = ["*"], paths = ["/posts/*/admin", "/**/secret"] }]
+
+[roles.reader]
+allow = [{ connection = "crm", methods = ["*"], paths = ["/**"] }]
+deny = [{ connection = "crm", methods = ["DELETE"], paths = ["/contacts/**"] }]
+"#;
+
+/// Networks that sources are drawn around: IPv4, IPv6, IPv4-mapped IPv6,
+/// host routes and networks with host bits set.
+const NETWORKS: &[&str] = &[
+    "10.0.0.0/8",
+    "10.1.2.0/30",
+    "192.168.1.7",
+    "0.0.0.0/0",
+    "fd00::/8",
+    "2001:db8::1/128",
+    "::/0",
+    "::ffff:192.0.2.0/120",
+    "::1",
+];
+
+const SOURCES: &[&str] = &[
+    "10.1.2.2",
+    "10.1.2.4",
+    "10.255.0.1",
+    "11.0.0.1",
+    "192.168.1.7",
+    "192.168.1.8",
+    "192.0.2.200",
+    "::ffff:192.0.2.9",
+    "::ffff:10.9.9.9",
+    "fd12::5",
+    "fe80::1",
+    "2001:db8::1",
+    "2001:db8::2",
+    "::1",
+    "127.0.0.1",
+];
+
+/// Agents of [`config`], and one it does not declare.
+const ALL_AGENTS: &[&str] = &["office", "branch", "anywhere", "ghost"];
+const DECLARED_AGENTS: &[&str] = &["office", "branch", "anywhere"];
+
+const PATHS: &[&str] = &[
+    "/",
+    "/posts",
+    "/posts/",
+    "/posts/1",
+    "/posts/1/admin",
+    "/posts/1/2/secret",
+    "/drafts/x",
+    "/drafts/x/y",
+    "/contacts/7/notes",
+    "/contacts/7",
+    "/a%7Eb/c",
+];
+
+/// Builds a configuration with three agents whose networks are `networks`
+/// (the first agent), a single entry of it (the second) and none (the third).
+fn config(networks: &[&str]) -> Config {
+    let list = |items: &[&str]| {
+        let quoted: Vec<String> = items.iter().map(|item| format!("{item:?}")).collect();
+        quoted.join(", ")
+    };
+    let first = networks.first().copied().unwrap_or("10.0.0.0/8");
+    let source = format!(
+        "{ROLES}
+[agents.office]
+owner = \"jay@example.com\"
+roles = [\"writer\", \"reader\"]
+networks = [{}]
+
+[agents.branch]
+owner = \"jay@example.com\"
+roles = [\"reader\"]
+networks = [{}]
+
+[agents.anywhere]
+owner = \"jay@example.com\"
+roles = [\"writer\"]
+",
+        list(networks),
+        list(&[first]),
+    );
+    Config::parse(&source, Path::new("castellan.toml")).expect("test configuration is valid")
+}
+
+fn pick(items: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
+    prop::sample::select(items.to_vec())
+}
+
+fn request_parts(
+    agents: &'static [&'static str],
+) -> impl Strategy<
+    Value = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ),
+> {
+    (
+        pick(agents),
+        pick(&["blog", "crm", "wiki"]),
+        pick(&["GET", "POST", "DELETE", "PATCH", "PURGE"]),
+        pick(PATHS),
+        pick(SOURCES),
+    )
+}
+
+/// Compiled policies for every network list used in the tests, so cases
+/// do not recompile.
+fn policies() -> HashMap<Vec<&'static str>, Policy> {
+    let mut compiled = HashMap::new();
+    for length in 1..=3 {
+        for start in 0..NETWORKS.len() {
+            let networks = network_list(start, length);
+            let policy = compile(&networks);
+            compiled.insert(networks, policy);
+        }
+    }
+    compiled
+}
+
+/// Returns `length` entries of [`NETWORKS`] from `start` on, wrapping
+/// around.
+fn network_list(start: usize, length: usize) -> Vec<&'static str> {
+    NETWORKS
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(length)
+        .copied()
+        .collect()
+}
+
+fn compile(networks: &[&str]) -> Policy {
+    Policy::compile(&config(networks)).expect("test configuration compiles")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn decisions_match_reference(
+        length in 1usize..=3,
+        start in 0..NETWORKS.len(),
+        (agent, connection, method, raw_path, source) in request_parts(ALL_AGENTS),
+    ) {
+        thread_local! {
+            static POLICIES: HashMap<Vec<&'static str>, Policy> = policies();
+        }
+        let networks = network_list(start, length);
+        let path = NormalizedPath::parse(raw_path).expect("test path is valid");
+        let source: IpAddr = source.parse().expect("test address is valid");
+        let request = AccessRequest { agent, connection, method, path: &path, source };
+        POLICIES.with(|policies| {
+            let policy = &policies[&networks];
+            let expected = reference_authorize(policy, &request);
+            let decided = policy.authorize(&request);
+            prop_assert_eq!(
+                decided,
+                expected,
+                "{} {} {} {} from {} in {:?}",
+                agent, method, connection, raw_path, source, networks
+            );
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn requests_match_reference(
+        (agent, connection, method, raw_path, source) in request_parts(DECLARED_AGENTS),
+    ) {
+        thread_local! {
+            static POLICY: Policy = compile(&["10.0.0.0/8"]);
+        }
+        let path = NormalizedPath::parse(raw_path).expect("test path is valid");
+        let source: IpAddr = source.parse().expect("test address is valid");
+        let request = AccessRequest { agent, connection, method, path: &path, source };
+        POLICY.with(|policy| {
+            let agent = &policy.agents[request.agent];
+            let built = policy.cedar_request(agent, &request).expect("request builds");
+            let expected = reference_request(policy, &request, false);
+            prop_assert_eq!(built.principal(), expected.principal());
+            prop_assert_eq!(built.action(), expected.action());
+            prop_assert_eq!(built.resource(), expected.resource());
+            prop_assert_eq!(built.context(), expected.context());
+            Ok(())
+        })?;
+    }
+}
