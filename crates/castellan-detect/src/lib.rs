@@ -9,15 +9,19 @@
 //! traffic.
 #![forbid(unsafe_code)]
 
+mod detectors;
 mod engine;
 pub mod evaluation;
 pub mod generator;
 mod geo;
+pub mod monitor;
 mod observation;
 mod settings;
+pub mod webhook;
 
 // Each module's owner adds its re-exports here:
-// pub use engine::{Context, Engine, Signal};
-// pub use geo::{GeoDatabase, GeoError, GeoPoint, Locate};
+pub use engine::{Context, Engine, Signal};
+pub use geo::{GeoDatabase, GeoError, GeoPoint, Locate};
 pub use observation::{InvalidObservation, Observation, Outcome};
+pub use settings::DetectorSettings;
 

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use castellan_model::canonical_ip;
 use castellan_store::{AuditDecision, AuditRecord};
 
-/// How the checkpoint answered a request, as the detectors distinguish it.
+/// The checkpoint's outcome for a request, in the classes the detectors use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Authorized and forwarded upstream.

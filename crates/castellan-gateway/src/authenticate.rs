@@ -9,7 +9,7 @@ use http::request::Parts;
 use percent_encoding::percent_decode_str;
 
 use crate::error::Rejection;
-use crate::state::Snapshot;
+use crate::state::{ActiveToken, Snapshot};
 
 /// An agent whose token checked out, with the token's public id.
 pub struct Authenticated<'a> {
@@ -113,10 +113,20 @@ pub fn authenticate<'a>(
     let invalid = || Rejection::unauthorized("the agent token is invalid, expired or revoked");
     let hash = castellan_vault::parse_token(token).map_err(|_| invalid())?;
     let entry = snapshot.tokens.get(&hash).ok_or_else(invalid)?;
+    if entry.canary {
+        return Err(invalid());
+    }
     if entry.expires_ms.is_some_and(|expires| expires <= now_ms()) {
         return Err(invalid());
     }
     admit(snapshot, &entry.agent, entry.id.clone(), &entry.id)
+}
+
+/// Returns the canary token `token` is, if it is one. Called only after
+/// [`authenticate`] rejected the token, so valid tokens pay nothing for it.
+pub fn canary<'a>(snapshot: &'a Snapshot, token: &str) -> Option<&'a ActiveToken> {
+    let hash = castellan_vault::parse_token(token).ok()?;
+    snapshot.tokens.get(&hash).filter(|entry| entry.canary)
 }
 
 /// Resolves a verified client certificate to the agent bound to one of

@@ -64,6 +64,20 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// Returns a body with no bytes, for requests castellan makes itself.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            buffered: VecDeque::new(),
+            sent: Arc::new(AtomicU64::new(0)),
+            limit: 0,
+            exceeded: Arc::new(AtomicBool::new(false)),
+            _in_flight: None,
+        }
+    }
+}
+
 /// The start of a request body, read before the request is forwarded.
 pub struct ReadAhead {
     /// The data read, at most the limit plus one frame.

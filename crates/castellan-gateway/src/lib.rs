@@ -15,6 +15,7 @@ mod forward;
 mod framing;
 mod head_guard;
 mod inspect;
+mod probe;
 mod limits;
 mod proxy;
 mod redact;
@@ -26,6 +27,7 @@ mod upstream;
 
 pub use admin::serve_admin;
 pub use credential::{InjectError, Injector};
+pub use probe::{probe, ProbeError};
 pub use proxy::{Gateway, Peer, REQUEST_ID_HEADER};
 pub use redact::Redactor;
 pub use reload::{ConfigSource, Reloader};

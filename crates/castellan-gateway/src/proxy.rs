@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 
 use crate::audit::{submit, RequestFacts};
 use crate::authenticate::{
-    authenticate, authenticate_certificate, find_token_if_any, missing_token, query_values,
+    authenticate, authenticate_certificate, canary, find_token_if_any, missing_token, query_values,
 };
 use crate::body::ResponseBody;
 use crate::credential::Injector;
@@ -215,10 +215,19 @@ fn checkpoint<'a>(
         ));
     }
     let authenticated = match find_token_if_any(parts, locations) {
-        Ok(Some(token)) => authenticate(snapshot, &token).and_then(|found| {
-            check_certificate_agrees(snapshot, certificate, found.agent)?;
-            Ok((Some(token), found))
-        }),
+        Ok(Some(token)) => match authenticate(snapshot, &token) {
+            Ok(found) => check_certificate_agrees(snapshot, certificate, found.agent)
+                .map(|()| (Some(token), found)),
+            Err(rejection) => {
+                // The agent sees an invalid token; the audit record names the
+                // canary so its use raises an alert.
+                if let Some(canary) = canary(snapshot, &token) {
+                    facts.agent = Some(canary.agent.clone());
+                    facts.token_id = Some(canary.id.clone());
+                }
+                Err(rejection)
+            }
+        },
         // Without a token, a verified client certificate may name the agent.
         Ok(None) => match authenticate_certificate(snapshot, certificate) {
             Some(found) => found.map(|found| (None, found)),

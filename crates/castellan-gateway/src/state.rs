@@ -70,6 +70,10 @@ pub struct ActiveToken {
     pub id: String,
     pub agent: String,
     pub expires_ms: Option<i64>,
+    /// A decoy that authenticates nothing: presenting it is rejected like
+    /// an unknown token, and the audit record names its agent and id so
+    /// the canary detector raises an alert.
+    pub canary: bool,
 }
 
 /// Whether a connection's credential can be used.
@@ -194,6 +198,7 @@ fn active_token(record: TokenRecord) -> Option<(TokenHash, ActiveToken)> {
             id: record.id,
             agent: record.agent,
             expires_ms: record.expires_ms,
+            canary: record.canary,
         },
     ))
 }
