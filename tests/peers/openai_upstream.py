@@ -1,7 +1,7 @@
 """Loopback stand-in for the OpenAI REST API, for the gateway's end-to-end tests.
 
 Serves ``POST /v1/chat/completions`` as JSON, or as server-sent events when
-the request sets ``"stream": true``, to callers that send
+the request sets ``"stream": true``, and ``GET /v1/models``, to callers that send
 ``Authorization: Bearer <key>`` with the key from env ``UPSTREAM_KEY``. Every
 request outside ``/_peer/`` is recorded (method, raw target, headers, body)
 so a test can read back what the gateway forwarded from
@@ -136,6 +136,16 @@ def create_app(upstream_key: str) -> Flask:
     def clear_requests():
         request_log.clear()
         return "", 204
+
+    @app.get("/v1/models")
+    def list_models():
+        # The endpoint a key check calls: cheap, read-only, authenticated.
+        return jsonify(
+            {
+                "object": "list",
+                "data": [{"id": "gpt-4o-mini", "object": "model", "owned_by": "system"}],
+            }
+        )
 
     @app.post("/v1/chat/completions")
     def chat_completions():

@@ -62,9 +62,12 @@ pub enum Command {
     /// Manage agents: tokens, suspension.
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Read the audit log.
+    /// Read the audit log and the log of administrative changes.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List alerts raised by the behaviour detectors, newest first; show,
+    /// acknowledge or resolve one.
+    Alerts(AlertsArgs),
     /// Find hard-coded secrets in files, git history or standard input.
     Scan(ScanArgs),
     /// List agents, connections and their usage over 1, 7 and 30 days.
@@ -174,7 +177,13 @@ pub enum SecretCommand {
     },
     /// Store a new version of an existing secret, read from a no-echo prompt
     /// or stdin. Running gateways switch to it within a second.
-    Rotate { name: String },
+    Rotate {
+        name: String,
+        /// Take the new value from the connection's rotation command instead,
+        /// and store it only after its verify request succeeds.
+        #[arg(long)]
+        command: bool,
+    },
     /// Make the previous version current again by storing its value as a new
     /// version. Allowed within rotation_grace of the current version.
     Rollback { name: String },
@@ -218,9 +227,15 @@ pub enum TokenCommand {
     /// Issue a token; it is printed once and only its hash is stored.
     Issue {
         agent: String,
-        /// Lifetime such as `30d` or `12h`; `never` for no expiry.
-        #[arg(long, default_value = "30d")]
-        ttl: String,
+        /// Lifetime such as `30d` or `12h`; `never` for no expiry. Default
+        /// 30d, or never for a canary token.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Make a canary token: it grants nothing, and any use of it raises
+        /// a critical `canary_token` alert with the caller's address. The
+        /// agent name may be a decoy that the configuration does not declare.
+        #[arg(long)]
+        canary: bool,
     },
     /// List tokens (ids, agents, ages; never the tokens).
     List {
@@ -236,6 +251,50 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Print the newest audit records, optionally following new ones.
     Tail(TailArgs),
+    /// List administrative changes: suspensions, secret rotations and
+    /// rollbacks, alert acknowledgements and automatic responses.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Number of the newest events to print.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// One JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AlertsArgs {
+    #[command(subcommand)]
+    pub command: Option<AlertsCommand>,
+    /// Only open and acknowledged alerts.
+    #[arg(long)]
+    pub open: bool,
+    /// One JSON array with every field of each alert.
+    #[arg(long)]
+    pub json: bool,
+    /// Maximum number of alerts listed.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Print every field of one alert, evidence and sources included.
+    Show {
+        id: i64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark an alert as seen; new signals still fold into it.
+    Ack { id: i64 },
+    /// Close an alert; the next signal of its kind and subject opens a new one.
+    Resolve { id: i64 },
 }
 
 #[derive(Debug, Args)]

@@ -313,3 +313,195 @@ fn gateway_follows_rotate_and_rollback() {
     }
     assert_no_key_in(&castellan, &[rotated, rolled_back]);
 }
+
+/// Requests of one load thread, by outcome.
+#[derive(Debug, Default)]
+struct LoadTally {
+    first_key: u64,
+    second_key: u64,
+    /// Anything else: a status other than 200, a transport error, or an
+    /// Authorization header that matches neither key.
+    failures: Vec<String>,
+}
+
+#[test]
+fn rotation_under_load_fails_no_request() {
+    let castellan = Castellan::init();
+    let upstream = spawn_httpbin();
+    castellan.write_config(&config(&upstream.base_url(), "30d", ""));
+    castellan.set_secret("api-key", FIRST_KEY);
+    let token = castellan.issue_token("reader-bot");
+    let server = castellan.serve();
+    assert_eq!(
+        injected_authorization(&server, &token),
+        masked_bearer(FIRST_KEY)
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = server.url("/api/headers");
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            let url = url.clone();
+            let token = token.clone();
+            thread::spawn(move || {
+                let mut tally = LoadTally::default();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let reply = get_as(&url, &token);
+                    let authorization = (reply.status == 200)
+                        .then(|| {
+                            reply.json()["headers"]["Authorization"]
+                                .as_str()
+                                .map(str::to_owned)
+                        })
+                        .flatten();
+                    match authorization {
+                        Some(seen) if seen == masked_bearer(FIRST_KEY) => tally.first_key += 1,
+                        Some(seen) if seen == masked_bearer(SECOND_KEY) => tally.second_key += 1,
+                        _ => tally
+                            .failures
+                            .push(format!("{} {}", reply.status, reply.body)),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+
+    thread::sleep(Duration::from_millis(800));
+    let rotate = cli_with_stdin(&castellan, &["secret", "rotate", "api-key"], SECOND_KEY);
+    assert!(rotate.status.success(), "{}", text(&rotate));
+    let switched = poll_until(RELOAD_LIMIT, || {
+        injected_authorization(&server, &token) == masked_bearer(SECOND_KEY)
+    });
+    assert!(switched.is_some(), "the gateway did not switch keys");
+    thread::sleep(Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let tallies: Vec<LoadTally> = workers
+        .into_iter()
+        .map(|worker| worker.join().expect("load thread"))
+        .collect();
+    let failures: Vec<&String> = tallies.iter().flat_map(|t| &t.failures).collect();
+    let first: u64 = tallies.iter().map(|t| t.first_key).sum();
+    let second: u64 = tallies.iter().map(|t| t.second_key).sum();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {failures:?}",
+        failures.len()
+    );
+    assert!(first > 0, "no request used the first key");
+    assert!(second > 0, "no request used the second key");
+    assert_no_key_in(&castellan, &[rotate]);
+}
+
+/// Key the upstream accepts; the rotation command prints it.
+const PROVIDED_KEY: &str = "sk-e2e-provided-by-command-Yt6Mb3Qw8Zs1";
+
+/// Writes an executable script that prints `key`, and returns its path.
+fn key_script(castellan: &Castellan, name: &str, key: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = castellan.scratch_dir().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\nprintf '%s\\n' '{key}'\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    path
+}
+
+fn provider_config(upstream: &str, command: &std::path::Path, revoked: &std::path::Path) -> String {
+    format!(
+        r#"
+[gateway]
+rotation_grace = "1s"
+
+[connections.api]
+upstream = "{upstream}"
+allow_private = true
+auth = {{ kind = "bearer" }}
+secret = "api-key"
+
+[connections.api.rotation]
+command = ["{command}"]
+verify = "GET /v1/models"
+revoke_command = ["/bin/sh", "-c", "cat > '{revoked}'"]
+timeout = "10s"
+
+[roles.reader]
+allow = [{{ connection = "api", methods = ["GET"], paths = ["/**"] }}]
+
+[agents.reader-bot]
+owner = "ops@example.com"
+roles = ["reader"]
+"#,
+        command = command.display(),
+        revoked = revoked.display()
+    )
+}
+
+#[test]
+fn command_rotation_verifies_switches_and_revokes() {
+    let castellan = Castellan::init();
+    let upstream = support::peers::spawn_openai_upstream(PROVIDED_KEY);
+    let revoked = castellan.scratch_dir().join("revoked-key");
+    let script = key_script(&castellan, "new-key.sh", PROVIDED_KEY);
+    castellan.write_config(&provider_config(&upstream.base_url(), &script, &revoked));
+    castellan.set_secret("api-key", FIRST_KEY);
+
+    let rotated = castellan.cli(&["secret", "rotate", "api-key", "--command"]);
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    assert_eq!(row(&status_rows(&castellan), "api-key")["version"], 2);
+
+    // The grace period is one second: once it is over, serve's first
+    // rotation check runs the revoke command with the old key on stdin.
+    thread::sleep(Duration::from_millis(1200));
+    let token = castellan.issue_token("reader-bot");
+    let server = castellan.serve();
+    let reply = get_as(&server.url("/api/v1/models"), &token);
+    assert_eq!(
+        reply.status, 200,
+        "the gateway sends the provided key: {}",
+        reply.body
+    );
+    let revoked_now = poll_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&revoked).is_ok_and(|text| text == FIRST_KEY)
+    });
+    assert!(
+        revoked_now.is_some(),
+        "old key not revoked\n{}",
+        server.logs()
+    );
+    let events = castellan.cli_ok(&["audit", "events", "--json"]);
+    assert!(events.contains("secret.rotate"), "{events}");
+    assert!(events.contains("secret.revoke"), "{events}");
+
+    let outputs = format!("{}\n{events}\n{}", server.logs(), text(&rotated));
+    for key in [FIRST_KEY, PROVIDED_KEY] {
+        assert_no_secret(&outputs, key, "logs, events and CLI output");
+    }
+}
+
+#[test]
+fn failed_command_rotation_keeps_the_old_key_and_alerts() {
+    let castellan = Castellan::init();
+    let upstream = support::peers::spawn_openai_upstream(PROVIDED_KEY);
+    let revoked = castellan.scratch_dir().join("revoked-key");
+    // The command prints a key the upstream rejects.
+    let script = key_script(&castellan, "bad-key.sh", SECOND_KEY);
+    castellan.write_config(&provider_config(&upstream.base_url(), &script, &revoked));
+    castellan.set_secret("api-key", FIRST_KEY);
+
+    let rotated = castellan.cli(&["secret", "rotate", "api-key", "--command"]);
+    assert!(!rotated.status.success(), "{}", text(&rotated));
+    assert!(text(&rotated).contains("401"), "{}", text(&rotated));
+    assert_eq!(row(&status_rows(&castellan), "api-key")["version"], 1);
+
+    let alerts = castellan.cli_ok(&["alerts", "--json"]);
+    assert!(alerts.contains("rotation_failed"), "{alerts}");
+    let events = castellan.cli_ok(&["audit", "events", "--json"]);
+    assert!(events.contains("secret.rotate_failed"), "{events}");
+    assert!(!revoked.exists(), "nothing is revoked after a failure");
+
+    let outputs = format!("{alerts}\n{events}\n{}", text(&rotated));
+    for key in [FIRST_KEY, SECOND_KEY] {
+        assert_no_secret(&outputs, key, "alerts, events and CLI output");
+    }
+}

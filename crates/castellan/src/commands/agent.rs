@@ -8,16 +8,32 @@ use castellan_store::{now_ms, Store, StoreError, TokenRecord};
 use castellan_vault::AgentToken;
 
 use crate::cli::{AgentCommand, TokenCommand};
+use crate::commands::events;
 use crate::data_dir::DataDir;
 use crate::output;
 
 pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
     match command {
-        AgentCommand::Token(TokenCommand::Issue { agent, ttl }) => {
-            require_declared(data_dir, &agent)?;
-            let ttl = parse_ttl(&ttl)?;
-            let (token, record) = issue_token(&store, &agent, ttl).await?;
+        AgentCommand::Token(TokenCommand::Issue { agent, ttl, canary }) => {
+            if canary {
+                castellan_model::check_name(&agent)
+                    .map_err(|reason| anyhow::anyhow!("invalid agent name {agent:?}: {reason}"))?;
+            } else {
+                require_declared(data_dir, &agent)?;
+            }
+            let default_ttl = if canary { "never" } else { "30d" };
+            let ttl = parse_ttl(ttl.as_deref().unwrap_or(default_ttl))?;
+            let (token, record) = insert_token(&store, &agent, ttl, canary).await?;
+            if canary {
+                println!("{}", token.expose());
+                eprintln!(
+                    "Issued canary token {} for {agent:?}, expires {}. It grants nothing: plant it where an attacker would look; any use raises a critical canary_token alert.",
+                    record.id,
+                    record.expires_ms.map_or_else(|| "never".to_string(), output::time)
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             // The token goes alone to stdout so scripts can capture it; the
             // rest goes to stderr.
             println!("{}", token.expose());
@@ -44,6 +60,7 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
             require_declared(data_dir, &agent)?;
             let reason = reason.unwrap_or_else(|| "suspended by an operator".to_string());
             store.set_suspended(&agent, true, Some(&reason)).await?;
+            events::record(&store, "agent.suspend", &agent, Some(reason)).await?;
             eprintln!(
                 "Suspended agent {agent:?}; running gateways deny its requests within a second."
             );
@@ -51,6 +68,7 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
         AgentCommand::Resume { agent } => {
             require_declared(data_dir, &agent)?;
             store.set_suspended(&agent, false, None).await?;
+            events::record(&store, "agent.resume", &agent, None).await?;
             eprintln!("Resumed agent {agent:?}.");
         }
         AgentCommand::List { json } => list_agents(data_dir, &store, json).await?,
@@ -90,6 +108,16 @@ pub async fn issue_token(
     agent: &str,
     ttl: Option<Duration>,
 ) -> Result<(AgentToken, TokenRecord)> {
+    insert_token(store, agent, ttl, false).await
+}
+
+/// Creates a token, or a canary token, for `agent` and stores its hash.
+async fn insert_token(
+    store: &Store,
+    agent: &str,
+    ttl: Option<Duration>,
+    canary: bool,
+) -> Result<(AgentToken, TokenRecord)> {
     let token = AgentToken::generate();
     let created_ms = now_ms();
     let expires_ms = ttl
@@ -102,7 +130,7 @@ pub async fn issue_token(
         expires_ms,
         revoked_ms: None,
         last_used_ms: None,
-        canary: false,
+        canary,
     };
     store.insert_token(&record).await?;
     Ok((token, record))

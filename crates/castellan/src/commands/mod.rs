@@ -1,20 +1,26 @@
 //! One module per command group.
 
 mod agent;
+mod alerts;
 mod audit;
 mod config;
 mod dev;
+mod events;
 mod finding_checks;
 mod findings;
 mod init;
 mod inventory;
+mod monitor;
 mod policy;
 mod posture;
+mod provider;
+mod reminders;
 mod rotation;
 mod scan;
 mod secret;
 mod serve;
 mod suggest;
+mod token_files;
 
 use std::process::ExitCode;
 
@@ -36,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rotation(command) => rotation::run(&data_dir, command).await,
         Command::Agent(command) => agent::run(&data_dir, command).await,
         Command::Audit(command) => audit::run(&data_dir, command).await,
+        Command::Alerts(args) => alerts::run(&data_dir, args).await,
         Command::Scan(args) => scan::run(&data_dir, &args).await,
         Command::Inventory(args) => inventory::run(&data_dir, &args).await,
         Command::Findings(args) => findings::run(&data_dir, &args).await,

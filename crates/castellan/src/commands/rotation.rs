@@ -55,7 +55,8 @@ impl RotationState {
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretRotation {
     pub name: String,
-    /// Connections that use the secret, ordered by name.
+    /// Connections that use the secret, ordered by name, then the webhooks
+    /// that use it as `webhook NAME`.
     pub connections: Vec<String>,
     pub version: Option<u32>,
     /// Creation time of the current version: when it was last rotated.
@@ -109,6 +110,16 @@ pub fn rotation_report(
             .entry(connection.secret.as_str())
             .or_default()
             .push(connection.name.clone());
+    }
+    // Webhook URLs and signing keys are secrets in use too; they follow the
+    // [gateway] period.
+    for webhook in config.webhooks.values() {
+        for secret in webhook.secret_names() {
+            users
+                .entry(secret)
+                .or_default()
+                .push(format!("webhook {}", webhook.name));
+        }
     }
     let stored: BTreeMap<&str, &SecretInfo> = secrets
         .iter()

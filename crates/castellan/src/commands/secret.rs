@@ -10,6 +10,7 @@ use castellan_vault::{MasterKey, SealedSecret};
 use zeroize::Zeroizing;
 
 use crate::cli::SecretCommand;
+use crate::commands::events;
 use crate::data_dir::DataDir;
 use crate::output;
 
@@ -27,7 +28,22 @@ pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode>
             eprintln!("Stored secret {name:?} version {version}. Running gateways use it within a second.");
         }
         SecretCommand::List { json } => list(&store, json).await?,
-        SecretCommand::Rotate { name } => {
+        SecretCommand::Rotate {
+            name,
+            command: true,
+        } => {
+            check_secret_name(&name)?;
+            let config = data_dir.load_config()?;
+            let master_key = data_dir.master_key(&store).await?;
+            let state = super::provider::config_state(config)?;
+            let actor = events::operator();
+            let version =
+                super::provider::rotate(&store, &master_key, &state, &name, &actor).await?;
+            eprintln!(
+                "Rotated secret {name:?} to version {version} with its rotation command; the new key passed its verify request. Running gateways use it within a second."
+            );
+        }
+        SecretCommand::Rotate { name, .. } => {
             check_secret_name(&name)?;
             let Some(current) = store.latest_secret(&name).await? else {
                 bail!("secret {name:?} is not in the vault; nothing was stored. Use `castellan secret set {name}` to store a new secret");
@@ -35,6 +51,8 @@ pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode>
             let master_key = data_dir.master_key(&store).await?;
             let value = read_value(&name)?;
             let version = store_secret(&store, &master_key, &name, &value).await?;
+            let detail = format!("version {version}");
+            events::record(&store, "secret.rotate", &name, Some(detail)).await?;
             eprintln!(
                 "Rotated secret {name:?} from version {} to version {version}. Running gateways use it within a second; `castellan secret rollback {name}` restores the previous value.",
                 current.version
@@ -45,6 +63,8 @@ pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode>
             let grace = data_dir.load_config()?.gateway.rotation_grace;
             let master_key = data_dir.master_key(&store).await?;
             let (restored, version) = rollback(&store, &master_key, &name, grace).await?;
+            let detail = format!("version {version}, restoring version {restored}");
+            events::record(&store, "secret.rollback", &name, Some(detail)).await?;
             eprintln!("Restored version {restored} of secret {name:?} as version {version}. Running gateways use it within a second.");
         }
     }

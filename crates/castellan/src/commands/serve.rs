@@ -34,7 +34,7 @@ pub async fn run_gateway(
     let master_key = data_dir.master_key(&store).await?;
     let loader = Loader {
         store: store.clone(),
-        master_key,
+        master_key: Arc::clone(&master_key),
     };
     let source = ConfigSource {
         path: data_dir.config.clone(),
@@ -59,12 +59,31 @@ pub async fn run_gateway(
         })?)),
         _ => None,
     };
+    let (stop, stopped) = watch::channel(false);
+    let detection = super::monitor::start(
+        store.clone(),
+        Arc::clone(&master_key),
+        Arc::clone(&gateway),
+        wait_for(stopped.clone()),
+    )
+    .await?;
+    let reminders = tokio::spawn(super::reminders::run(
+        store.clone(),
+        Arc::clone(&master_key),
+        Arc::clone(&gateway),
+        detection.dispatcher.clone(),
+        wait_for(stopped.clone()),
+    ));
+    let token_files = tokio::spawn(super::token_files::run(
+        store.clone(),
+        Arc::clone(&gateway),
+        wait_for(stopped.clone()),
+    ));
     let listener = bind(args.listen, "agent", "--listen").await?;
     let admin_listener = bind(args.admin_listen, "admin", "--admin-listen").await?;
     let agents_address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
 
-    let (stop, stopped) = watch::channel(false);
     let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
     tokio::spawn(handle_signals(Arc::clone(&reloader), tls.clone(), stop));
     tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
@@ -90,6 +109,14 @@ pub async fn run_gateway(
         tracing::error!(%error, "audit records were lost at shutdown");
     }
     let _ = writer.await;
+    if let Err(error) = detection.monitor.await {
+        tracing::warn!(%error, "monitor task failed");
+    }
+    let _ = reminders.await;
+    let _ = token_files.await;
+    // Webhooks already queued get their first attempt; retries end here.
+    drop(detection.dispatcher);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), detection.deliveries).await;
     store.close().await;
     tracing::info!("castellan stopped");
     Ok(ExitCode::SUCCESS)

@@ -229,3 +229,22 @@ fn fail_to_start(mut peer: Peer, reason: &str) -> ! {
         peer.name
     );
 }
+
+/// Writes a MaxMind City database to `path` that places each network at a
+/// city, with `tests/peers/geo_database.py`. Entries are
+/// `(network, latitude, longitude, city)`.
+pub fn write_geo_database(path: &std::path::Path, entries: &[(&str, f64, f64, &str)]) {
+    let mut command = Command::new(python_interpreter());
+    command.arg(peer_script("geo_database.py")).arg(path);
+    for (network, latitude, longitude, city) in entries {
+        command.arg(format!("{network}={latitude},{longitude},{city}"));
+    }
+    let output = command.output().unwrap_or_else(|error| {
+        panic!("cannot run the geo database writer: {error}; {INSTALL_HINT}")
+    });
+    assert!(
+        output.status.success(),
+        "the geo database writer failed; {INSTALL_HINT}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
