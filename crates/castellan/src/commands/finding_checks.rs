@@ -483,7 +483,7 @@ fn unused_write_methods(posture: &Posture, agents: &[AgentSummary<'_>]) -> Vec<F
                     ..subject("agent", &agent.name)
                 },
                 summary: format!(
-                    "Agent {} may send {} to connection {} but sent none in the last {USAGE_WINDOW_DAYS} days.",
+                    "Agent {} may send {} to connection {} but made no allowed request with them in the last {USAGE_WINDOW_DAYS} days.",
                     agent.name,
                     unused.join(", "),
                     connection
