@@ -371,6 +371,10 @@ pub async fn resolve_webhooks(
                 .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok().map(Zeroizing::new)),
         };
         let Some(url) = url else { continue };
+        if let Err(problem) = check_webhook_url(&url) {
+            tracing::error!(webhook = %name, "webhook URL {problem}; the webhook is not used");
+            continue;
+        }
         let signing_key = match &webhook.signing_secret {
             None => None,
             Some(secret) => match open_secret(store, master_key, name, secret).await? {
@@ -389,6 +393,26 @@ pub async fn resolve_webhooks(
         );
     }
     Ok(resolved)
+}
+
+/// Checks a webhook URL before use, saying what is wrong without repeating
+/// it, since it may be a secret: http or https, a host, and no link-local
+/// address such as a cloud metadata service.
+fn check_webhook_url(text: &str) -> Result<(), &'static str> {
+    let url = url::Url::parse(text.trim()).map_err(|_| "is not a valid URL")?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("does not use http or https");
+    }
+    let link_local = match url.host() {
+        None => return Err("has no host"),
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        Some(url::Host::Domain(_)) => false,
+    };
+    if link_local {
+        return Err("points at a link-local address, where cloud metadata services answer");
+    }
+    Ok(())
 }
 
 /// Opens the vault entry `secret` for webhook `webhook`, logging why it
@@ -460,5 +484,24 @@ fn alert_notification(signal: &Signal, raised: &RaisedAlert, suspended: bool) ->
         "agent_suspended": suspended,
         "text": text,
     });
-    Notification { json, text }
+    Notification {
+        severity: raised.severity,
+        json,
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_webhook_url;
+
+    #[test]
+    fn webhook_urls_checked() {
+        assert!(check_webhook_url("https://hooks.example.com/T0/B0/x").is_ok());
+        assert!(check_webhook_url("http://127.0.0.1:9000/hook").is_ok());
+        assert!(check_webhook_url("not a url").is_err());
+        assert!(check_webhook_url("ftp://hooks.example.com/x").is_err());
+        assert!(check_webhook_url("http://169.254.169.254/latest").is_err());
+        assert!(check_webhook_url("http://[fe80::1]/hook").is_err());
+    }
 }

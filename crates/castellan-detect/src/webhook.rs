@@ -1,18 +1,22 @@
 //! Webhook delivery: alerts and rotation reminders posted as JSON, in the
 //! generic form or as a Slack-compatible body, retried with backoff.
 //!
-//! Deliveries go through a bounded queue to a task of their own, so a slow
-//! or failing receiver delays neither requests nor detection. A full queue
-//! drops the new delivery with an error log and a counter, because waiting
-//! would let one dead receiver stall the detectors.
+//! Each webhook has its own bounded queue and its own delivery slots, so a
+//! receiver that hangs or fails delays only its own notifications, never
+//! requests, detection or other webhooks. A queue hands out its most severe
+//! notification first. When it is full, a new notification pushes out the
+//! least severe queued one if it is more severe, and is dropped otherwise,
+//! with an error log and a counter: a flood of low-severity alerts cannot
+//! keep a critical one from being sent.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use castellan_model::WebhookFormat;
+use castellan_model::{Severity, WebhookFormat};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
@@ -20,8 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use sha2::Sha256;
-use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
 use zeroize::Zeroizing;
 
 /// Header carrying `sha256=<hex>` of HMAC-SHA256 over `<timestamp>.<body>`.
@@ -57,6 +61,9 @@ impl fmt::Debug for ResolvedWebhook {
 /// one-line text of a Slack message.
 #[derive(Debug, Clone)]
 pub struct Notification {
+    /// Orders the webhook's queue: more severe notifications go first and
+    /// are the last to be dropped.
+    pub severity: Severity,
     pub json: serde_json::Value,
     pub text: String,
 }
@@ -75,9 +82,9 @@ impl Notification {
 /// Retry and sizing settings of the dispatcher.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
-    /// Deliveries waiting or in flight before new ones are dropped.
+    /// Deliveries waiting per webhook before the least severe is dropped.
     pub queue: usize,
-    /// Deliveries sent at the same time.
+    /// Deliveries sent at the same time per webhook.
     pub concurrency: usize,
     /// Attempts per delivery, the first included.
     pub attempts: u32,
@@ -92,8 +99,8 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
-            queue: 1024,
-            concurrency: 8,
+            queue: 256,
+            concurrency: 4,
             attempts: 6,
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
@@ -113,70 +120,205 @@ pub struct DeliveryCounts {
 struct Delivery {
     target: ResolvedWebhook,
     notification: Notification,
+    /// Arrival order, so notifications of equal severity go first in, first out.
+    order: u64,
 }
 
-/// Handle to the delivery task. Cloning shares the queue.
+/// The queue of one webhook, most severe first.
+struct WebhookQueue {
+    pending: Mutex<Vec<Delivery>>,
+    ready: Notify,
+}
+
+/// Handle to the delivery tasks. Cloning shares the queues.
 #[derive(Clone)]
 pub struct Dispatcher {
-    sender: mpsc::Sender<Delivery>,
+    inner: Arc<DispatcherInner>,
+}
+
+struct DispatcherInner {
+    settings: DeliverySettings,
+    client: WebhookClient,
+    queues: Mutex<HashMap<String, Arc<WebhookQueue>>>,
     counts: Arc<DeliveryCounts>,
+    order: AtomicU64,
+    tasks: Mutex<JoinSet<()>>,
+    closed: AtomicBool,
 }
 
 type WebhookClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 impl Dispatcher {
-    /// Starts the delivery task on the current tokio runtime. It ends once
-    /// every handle is dropped and the queue is empty.
-    pub fn spawn(settings: DeliverySettings) -> (Dispatcher, JoinHandle<()>) {
-        let (sender, receiver) = mpsc::channel(settings.queue.max(1));
-        let counts = Arc::new(DeliveryCounts::default());
-        let task = tokio::spawn(run(receiver, settings, Arc::clone(&counts)));
-        (Dispatcher { sender, counts }, task)
-    }
-
-    /// Queues `notification` for `target` with `try_send`, so it returns at
-    /// once even when the queue is full.
-    pub fn send(&self, target: &ResolvedWebhook, notification: Notification) {
-        let delivery = Delivery {
-            target: target.clone(),
-            notification,
-        };
-        if self.sender.try_send(delivery).is_err() {
-            self.counts.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                webhook = %target.name,
-                "webhook queue is full or closed; the notification is dropped (see castellan alerts for every alert)"
-            );
+    /// Creates the dispatcher; each webhook's delivery task starts on the
+    /// current tokio runtime with its first notification.
+    pub fn new(settings: DeliverySettings) -> Dispatcher {
+        let client = build_client(settings.timeout);
+        Dispatcher {
+            inner: Arc::new(DispatcherInner {
+                settings,
+                client,
+                queues: Mutex::new(HashMap::new()),
+                counts: Arc::new(DeliveryCounts::default()),
+                order: AtomicU64::new(0),
+                tasks: Mutex::new(JoinSet::new()),
+                closed: AtomicBool::new(false),
+            }),
         }
     }
 
+    /// Queues `notification` for `target` and returns at once; see the
+    /// module documentation for what a full queue drops.
+    pub fn send(&self, target: &ResolvedWebhook, notification: Notification) {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(webhook = %target.name, "webhook delivery has stopped; the notification is dropped");
+            return;
+        }
+        let queue = self.queue(&target.name);
+        let delivery = Delivery {
+            target: target.clone(),
+            notification,
+            order: inner.order.fetch_add(1, Ordering::Relaxed),
+        };
+        let dropped = {
+            let mut pending = queue.pending.lock().expect("webhook queue lock");
+            push_bounded(&mut pending, delivery, inner.settings.queue.max(1))
+        };
+        if let Some(dropped) = dropped {
+            inner.counts.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                webhook = %target.name,
+                severity = %dropped.notification.severity,
+                "webhook queue is full; the least severe notification is dropped (castellan alerts lists every alert)"
+            );
+        }
+        queue.ready.notify_one();
+    }
+
     pub fn counts(&self) -> &DeliveryCounts {
-        &self.counts
+        &self.inner.counts
+    }
+
+    /// Stops taking notifications and waits up to `limit` for the queued
+    /// ones; returns how many were left unsent.
+    pub async fn shutdown(&self, limit: Duration) -> usize {
+        self.inner.closed.store(true, Ordering::Release);
+        let queues: Vec<Arc<WebhookQueue>> = self
+            .inner
+            .queues
+            .lock()
+            .expect("webhook queues lock")
+            .values()
+            .cloned()
+            .collect();
+        for queue in &queues {
+            queue.ready.notify_one();
+        }
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock().expect("webhook tasks lock"));
+        let drained =
+            tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tasks.abort_all();
+        }
+        queues
+            .iter()
+            .map(|queue| queue.pending.lock().expect("webhook queue lock").len())
+            .sum()
+    }
+
+    /// Returns the queue of webhook `name`, starting its task on first use.
+    fn queue(&self, name: &str) -> Arc<WebhookQueue> {
+        let mut queues = self.inner.queues.lock().expect("webhook queues lock");
+        if let Some(queue) = queues.get(name) {
+            return Arc::clone(queue);
+        }
+        let queue = Arc::new(WebhookQueue {
+            pending: Mutex::new(Vec::new()),
+            ready: Notify::new(),
+        });
+        queues.insert(name.to_owned(), Arc::clone(&queue));
+        let inner = Arc::clone(&self.inner);
+        let worker = Arc::clone(&queue);
+        self.inner
+            .tasks
+            .lock()
+            .expect("webhook tasks lock")
+            .spawn(run(inner, worker));
+        queue
     }
 }
 
-async fn run(
-    mut receiver: mpsc::Receiver<Delivery>,
-    settings: DeliverySettings,
-    counts: Arc<DeliveryCounts>,
-) {
-    let client = build_client(settings.timeout);
-    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let settings = Arc::new(settings);
-    let mut running = tokio::task::JoinSet::new();
-    while let Some(delivery) = receiver.recv().await {
+/// Adds `delivery` to a queue of at most `capacity`, and returns the one
+/// that makes room: the least severe, newest first among equals, unless
+/// the new one is not more severe than it.
+fn push_bounded(
+    pending: &mut Vec<Delivery>,
+    delivery: Delivery,
+    capacity: usize,
+) -> Option<Delivery> {
+    if pending.len() < capacity {
+        pending.push(delivery);
+        return None;
+    }
+    let weakest = pending
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, queued)| {
+            (
+                queued.notification.severity,
+                std::cmp::Reverse(queued.order),
+            )
+        })
+        .map(|(index, _)| index)?;
+    if pending[weakest].notification.severity >= delivery.notification.severity {
+        return Some(delivery);
+    }
+    let dropped = pending.swap_remove(weakest);
+    pending.push(delivery);
+    Some(dropped)
+}
+
+/// Takes the most severe, then oldest, delivery.
+fn pop_most_severe(pending: &mut Vec<Delivery>) -> Option<Delivery> {
+    let strongest = pending
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, queued)| {
+            (
+                queued.notification.severity,
+                std::cmp::Reverse(queued.order),
+            )
+        })
+        .map(|(index, _)| index)?;
+    Some(pending.swap_remove(strongest))
+}
+
+/// Delivers one webhook's queue until the dispatcher closes and the queue
+/// is empty.
+async fn run(inner: Arc<DispatcherInner>, queue: Arc<WebhookQueue>) {
+    let slots = Arc::new(Semaphore::new(inner.settings.concurrency.max(1)));
+    let mut running = JoinSet::new();
+    loop {
         let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
-        let client = client.clone();
-        let settings = Arc::clone(&settings);
-        let counts = Arc::clone(&counts);
+        let next = pop_most_severe(&mut queue.pending.lock().expect("webhook queue lock"));
+        let Some(delivery) = next else {
+            drop(permit);
+            if inner.closed.load(Ordering::Acquire) {
+                break;
+            }
+            queue.ready.notified().await;
+            continue;
+        };
+        let inner = Arc::clone(&inner);
         running.spawn(async move {
-            let delivered = deliver(&client, &settings, &delivery).await;
+            let delivered = deliver(&inner.client, &inner.settings, &delivery).await;
             let counter = if delivered {
-                &counts.delivered
+                &inner.counts.delivered
             } else {
-                &counts.failed
+                &inner.counts.failed
             };
             counter.fetch_add(1, Ordering::Relaxed);
             drop(permit);

@@ -35,7 +35,7 @@ async fn fixture(config: &str) -> Fixture {
 impl Fixture {
     async fn monitor(&self) -> Monitor {
         let config = Arc::clone(&self.config);
-        let (dispatcher, _task) = Dispatcher::spawn(DeliverySettings::default());
+        let dispatcher = Dispatcher::new(DeliverySettings::default());
         Monitor::start(
             self.store.clone(),
             Arc::new(MasterKey::generate()),

@@ -192,7 +192,8 @@ pub enum SecretCommand {
 #[derive(Debug, Subcommand)]
 pub enum RotationCommand {
     /// List every secret with its version, age, rotation period, due time
-    /// and state: ok, due soon (within 7 days), overdue, missing or unused.
+    /// and state: ok, due soon (within [gateway] remind_before, 7 days by
+    /// default), overdue, missing or unused.
     Status {
         #[arg(long)]
         json: bool,

@@ -403,6 +403,18 @@ webhooks = ["ops"]
         stored.iter().any(|alert| alert["kind"] == "canary_token"),
         "{stored:?}"
     );
-    let outputs = format!("{}\n{body}\n{stored:?}", server.logs());
-    assert_no_secret(&outputs, &canary, "logs, webhook and alerts");
+    // Other commands know a canary for what it is.
+    let findings = castellan.cli(&["findings", "--json"]);
+    let findings = String::from_utf8_lossy(&findings.stdout).into_owned();
+    assert!(!findings.contains("backup-admin"), "{findings}");
+    let tokens = castellan.cli_ok(&["agent", "token", "list", "--json"]);
+    assert!(tokens.contains("\"canary\":true"), "{tokens}");
+    let events = castellan.cli_ok(&["audit", "events", "--json"]);
+    assert!(events.contains("token.issue_canary"), "{events}");
+
+    let outputs = format!(
+        "{}\n{body}\n{stored:?}\n{findings}\n{tokens}\n{events}",
+        server.logs()
+    );
+    assert_no_secret(&outputs, &canary, "logs, webhook, alerts and commands");
 }

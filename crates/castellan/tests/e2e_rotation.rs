@@ -422,7 +422,7 @@ secret = "api-key"
 [connections.api.rotation]
 command = ["{command}"]
 verify = "GET /v1/models"
-revoke_command = ["/bin/sh", "-c", "cat > '{revoked}'"]
+revoke_command = ["/bin/sh", "-c", "cat >> '{revoked}'; echo >> '{revoked}'"]
 timeout = "10s"
 
 [roles.reader]
@@ -445,10 +445,13 @@ fn command_rotation_verifies_switches_and_revokes() {
     let script = key_script(&castellan, "new-key.sh", PROVIDED_KEY);
     castellan.write_config(&provider_config(&upstream.base_url(), &script, &revoked));
     castellan.set_secret("api-key", FIRST_KEY);
+    // A rotation by hand first: both older versions get revoked later.
+    let by_hand = cli_with_stdin(&castellan, &["secret", "rotate", "api-key"], SECOND_KEY);
+    assert!(by_hand.status.success(), "{}", text(&by_hand));
 
     let rotated = castellan.cli(&["secret", "rotate", "api-key", "--command"]);
     assert!(rotated.status.success(), "{}", text(&rotated));
-    assert_eq!(row(&status_rows(&castellan), "api-key")["version"], 2);
+    assert_eq!(row(&status_rows(&castellan), "api-key")["version"], 3);
 
     // The grace period is one second: once it is over, serve's first
     // rotation check runs the revoke command with the old key on stdin.
@@ -462,11 +465,12 @@ fn command_rotation_verifies_switches_and_revokes() {
         reply.body
     );
     let revoked_now = poll_until(Duration::from_secs(10), || {
-        std::fs::read_to_string(&revoked).is_ok_and(|text| text == FIRST_KEY)
+        std::fs::read_to_string(&revoked)
+            .is_ok_and(|text| text == format!("{FIRST_KEY}\n{SECOND_KEY}\n"))
     });
     assert!(
         revoked_now.is_some(),
-        "old key not revoked\n{}",
+        "old keys not revoked\n{}",
         server.logs()
     );
     let events = castellan.cli_ok(&["audit", "events", "--json"]);
@@ -474,7 +478,7 @@ fn command_rotation_verifies_switches_and_revokes() {
     assert!(events.contains("secret.revoke"), "{events}");
 
     let outputs = format!("{}\n{events}\n{}", server.logs(), text(&rotated));
-    for key in [FIRST_KEY, PROVIDED_KEY] {
+    for key in [FIRST_KEY, SECOND_KEY, PROVIDED_KEY] {
         assert_no_secret(&outputs, key, "logs, events and CLI output");
     }
 }

@@ -7,6 +7,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use castellan_model::Severity;
+
 use super::*;
 
 /// One request as the loopback receiver saw it.
@@ -25,7 +27,9 @@ struct Receiver {
 
 impl Receiver {
     async fn start(script: &[u16], delay: Duration) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let address = listener.local_addr().expect("local address");
         let received = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
@@ -38,23 +42,24 @@ impl Receiver {
                 let log = Arc::clone(&log);
                 let script = Arc::clone(&script);
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let log = Arc::clone(&log);
-                        let script = Arc::clone(&script);
-                        async move {
-                            let (parts, body) = request.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes().to_vec());
-                            log.lock().unwrap().push(Received {
-                                headers: parts.headers,
-                                body: body.unwrap_or_default(),
-                            });
-                            tokio::time::sleep(delay).await;
-                            let status = script.lock().unwrap().pop_front().unwrap_or(200);
-                            http::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(b"ok")))
-                        }
-                    });
+                    let service =
+                        service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                            let log = Arc::clone(&log);
+                            let script = Arc::clone(&script);
+                            async move {
+                                let (parts, body) = request.into_parts();
+                                let body = body.collect().await.map(|b| b.to_bytes().to_vec());
+                                log.lock().unwrap().push(Received {
+                                    headers: parts.headers,
+                                    body: body.unwrap_or_default(),
+                                });
+                                tokio::time::sleep(delay).await;
+                                let status = script.lock().unwrap().pop_front().unwrap_or(200);
+                                http::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from_static(b"ok")))
+                            }
+                        });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -90,6 +95,7 @@ fn fast() -> DeliverySettings {
 
 fn notification() -> Notification {
     Notification {
+        severity: Severity::Critical,
         json: serde_json::json!({ "type": "alert", "alert": { "id": 7, "kind": "canary_token" } }),
         text: "[critical] canary_token: decoy (alert 7)".to_owned(),
     }
@@ -99,8 +105,7 @@ fn notification() -> Notification {
 async fn finished(dispatcher: &Dispatcher, count: u64) {
     for _ in 0..500 {
         let counts = dispatcher.counts();
-        let done =
-            counts.delivered.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
+        let done = counts.delivered.load(Ordering::Relaxed) + counts.failed.load(Ordering::Relaxed);
         if done >= count {
             return;
         }
@@ -112,7 +117,7 @@ async fn finished(dispatcher: &Dispatcher, count: u64) {
 #[tokio::test]
 async fn generic_body_is_posted_and_signed() {
     let receiver = Receiver::start(&[], Duration::ZERO).await;
-    let (dispatcher, _task) = Dispatcher::spawn(fast());
+    let dispatcher = Dispatcher::new(fast());
     dispatcher.send(
         &receiver.target(WebhookFormat::Json, Some(b"signing key")),
         notification(),
@@ -126,7 +131,10 @@ async fn generic_body_is_posted_and_signed() {
     assert_eq!(body["alert"]["kind"], "canary_token");
     let timestamp = request.headers[TIMESTAMP_HEADER].to_str().unwrap();
     let expected = sign(b"signing key", timestamp, &request.body);
-    assert_eq!(request.headers[SIGNATURE_HEADER].to_str().unwrap(), expected);
+    assert_eq!(
+        request.headers[SIGNATURE_HEADER].to_str().unwrap(),
+        expected
+    );
     assert_eq!(
         request.headers[http::header::CONTENT_TYPE],
         "application/json"
@@ -136,20 +144,23 @@ async fn generic_body_is_posted_and_signed() {
 #[tokio::test]
 async fn slack_body_carries_the_text() {
     let receiver = Receiver::start(&[], Duration::ZERO).await;
-    let (dispatcher, _task) = Dispatcher::spawn(fast());
+    let dispatcher = Dispatcher::new(fast());
     dispatcher.send(&receiver.target(WebhookFormat::Slack, None), notification());
     finished(&dispatcher, 1).await;
 
     let received = receiver.received();
     let body: serde_json::Value = serde_json::from_slice(&received[0].body).expect("JSON body");
-    assert_eq!(body, serde_json::json!({ "text": "[critical] canary_token: decoy (alert 7)" }));
+    assert_eq!(
+        body,
+        serde_json::json!({ "text": "[critical] canary_token: decoy (alert 7)" })
+    );
     assert!(!received[0].headers.contains_key(SIGNATURE_HEADER));
 }
 
 #[tokio::test]
 async fn server_errors_are_retried_with_one_delivery_id() {
     let receiver = Receiver::start(&[500, 503, 429], Duration::ZERO).await;
-    let (dispatcher, _task) = Dispatcher::spawn(fast());
+    let dispatcher = Dispatcher::new(fast());
     dispatcher.send(&receiver.target(WebhookFormat::Json, None), notification());
     finished(&dispatcher, 1).await;
 
@@ -163,7 +174,7 @@ async fn server_errors_are_retried_with_one_delivery_id() {
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let receiver = Receiver::start(&[404], Duration::ZERO).await;
-    let (dispatcher, _task) = Dispatcher::spawn(fast());
+    let dispatcher = Dispatcher::new(fast());
     dispatcher.send(&receiver.target(WebhookFormat::Json, None), notification());
     finished(&dispatcher, 1).await;
 
@@ -179,7 +190,7 @@ async fn slow_receiver_times_out_and_gives_up() {
         attempts: 2,
         ..fast()
     };
-    let (dispatcher, _task) = Dispatcher::spawn(settings);
+    let dispatcher = Dispatcher::new(settings);
     dispatcher.send(&receiver.target(WebhookFormat::Json, None), notification());
     finished(&dispatcher, 1).await;
 
@@ -190,14 +201,18 @@ async fn slow_receiver_times_out_and_gives_up() {
 #[tokio::test]
 async fn refused_connection_is_retried_then_counted() {
     // Bind and drop a listener so the port is very likely closed.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let target = ResolvedWebhook {
         name: "ops".to_owned(),
         url: Zeroizing::new(format!("http://{closed}/hook")),
         format: WebhookFormat::Json,
         signing_key: None,
     };
-    let (dispatcher, _task) = Dispatcher::spawn(fast());
+    let dispatcher = Dispatcher::new(fast());
     dispatcher.send(&target, notification());
     finished(&dispatcher, 1).await;
     assert_eq!(dispatcher.counts().failed.load(Ordering::Relaxed), 1);
@@ -211,7 +226,7 @@ async fn full_queue_drops_without_waiting() {
         concurrency: 1,
         ..fast()
     };
-    let (dispatcher, _task) = Dispatcher::spawn(settings);
+    let dispatcher = Dispatcher::new(settings);
     let target = receiver.target(WebhookFormat::Json, None);
     for _ in 0..20 {
         dispatcher.send(&target, notification());
@@ -230,4 +245,86 @@ fn debug_output_hides_url_and_key() {
     let shown = format!("{target:?}");
     assert!(!shown.contains("secretpath"), "{shown}");
     assert!(!shown.contains("key-material"), "{shown}");
+}
+
+fn queued(severity: Severity, order: u64) -> Delivery {
+    Delivery {
+        target: ResolvedWebhook {
+            name: "ops".to_owned(),
+            url: Zeroizing::new("http://127.0.0.1:9/hook".to_owned()),
+            format: WebhookFormat::Json,
+            signing_key: None,
+        },
+        notification: Notification {
+            severity,
+            ..notification()
+        },
+        order,
+    }
+}
+
+#[test]
+fn full_queue_drops_the_least_severe() {
+    let mut pending = vec![queued(Severity::High, 0), queued(Severity::Low, 1)];
+    let dropped = push_bounded(&mut pending, queued(Severity::Critical, 2), 2).expect("full");
+    assert_eq!(dropped.notification.severity, Severity::Low);
+    assert_eq!(pending.len(), 2);
+
+    // Nothing queued is less severe than a new high one: the new one goes.
+    let dropped = push_bounded(&mut pending, queued(Severity::High, 3), 2).expect("full");
+    assert_eq!(dropped.order, 3);
+}
+
+#[test]
+fn most_severe_then_oldest_goes_first() {
+    let mut pending = vec![
+        queued(Severity::Low, 0),
+        queued(Severity::Critical, 1),
+        queued(Severity::Critical, 2),
+        queued(Severity::Medium, 3),
+    ];
+    let order: Vec<u64> = std::iter::from_fn(|| pop_most_severe(&mut pending))
+        .map(|delivery| delivery.order)
+        .collect();
+    assert_eq!(order, [1, 2, 3, 0]);
+}
+
+#[tokio::test]
+async fn hanging_webhook_does_not_delay_another() {
+    let hanging = Receiver::start(&[], Duration::from_secs(30)).await;
+    let healthy = Receiver::start(&[], Duration::ZERO).await;
+    let settings = DeliverySettings {
+        timeout: Duration::from_secs(20),
+        concurrency: 1,
+        ..fast()
+    };
+    let dispatcher = Dispatcher::new(settings);
+    let mut stuck = hanging.target(WebhookFormat::Json, None);
+    stuck.name = "stuck".to_owned();
+    for _ in 0..50 {
+        dispatcher.send(&stuck, notification());
+    }
+    dispatcher.send(&healthy.target(WebhookFormat::Slack, None), notification());
+    finished(&dispatcher, 1).await;
+    assert_eq!(healthy.received().len(), 1);
+    assert_eq!(dispatcher.counts().delivered.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn shutdown_reports_unsent_notifications() {
+    let hanging = Receiver::start(&[], Duration::from_secs(30)).await;
+    let settings = DeliverySettings {
+        timeout: Duration::from_secs(20),
+        concurrency: 1,
+        ..fast()
+    };
+    let dispatcher = Dispatcher::new(settings);
+    let target = hanging.target(WebhookFormat::Json, None);
+    for _ in 0..3 {
+        dispatcher.send(&target, notification());
+    }
+    let unsent = dispatcher.shutdown(Duration::from_millis(300)).await;
+    assert_eq!(unsent, 2, "one was in flight, two still queued");
+    dispatcher.send(&target, notification());
+    assert_eq!(dispatcher.counts().dropped.load(Ordering::Relaxed), 1);
 }

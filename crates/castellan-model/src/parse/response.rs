@@ -325,6 +325,14 @@ pub(super) fn build_token_file(
             );
             return None;
         }
+        Some(path) if !std::path::Path::new(path.get_ref()).is_absolute() => {
+            checker.error_with_hint(
+                path,
+                format!("token_file {:?} of agent {agent:?} is a relative path", path.get_ref()),
+                "write an absolute path, such as \"/run/castellan/AGENT.token\", so it does not depend on the directory castellan serve starts in",
+            );
+            return None;
+        }
         Some(path) => Some(path.get_ref().into()),
     };
     let Some(lifetime) = lifetime else {

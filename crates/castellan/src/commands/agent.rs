@@ -24,7 +24,18 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
             }
             let default_ttl = if canary { "never" } else { "30d" };
             let ttl = parse_ttl(ttl.as_deref().unwrap_or(default_ttl))?;
+            if canary && data_dir.load_config()?.agents.contains_key(&agent) {
+                eprintln!(
+                    "warning: {agent:?} is a declared agent. When this canary is used, a response rule with suspend = true suspends {agent:?} itself; give the canary a decoy name if that is not what you want."
+                );
+            }
             let (token, record) = insert_token(&store, &agent, ttl, canary).await?;
+            let action = if canary {
+                "token.issue_canary"
+            } else {
+                "token.issue"
+            };
+            events::record(&store, action, &agent, Some(format!("token {}", record.id))).await?;
             if canary {
                 println!("{}", token.expose());
                 eprintln!(
@@ -48,6 +59,7 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
         }
         AgentCommand::Token(TokenCommand::Revoke { id }) => match store.revoke_token(&id).await {
             Ok(true) => {
+                events::record(&store, "token.revoke", &id, None).await?;
                 eprintln!("Revoked token {id}; running gateways reject it within a second.")
             }
             Ok(false) => eprintln!("Token {id} was already revoked."),
@@ -149,6 +161,7 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
                 "revoked_ms": token.revoked_ms,
                 "last_used_ms": token.last_used_ms,
                 "active": token.is_active_at(now),
+                "canary": token.canary,
             });
             println!("{line}");
         }
@@ -156,7 +169,9 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
     }
     let mut table = output::table(&["id", "agent", "status", "created", "age", "expires"]);
     for token in &tokens {
-        let status = if token.revoked_ms.is_some() {
+        let status = if token.canary && token.is_active_at(now) {
+            "canary"
+        } else if token.revoked_ms.is_some() {
             "revoked"
         } else if token.is_active_at(now) {
             "active"
@@ -191,7 +206,10 @@ async fn list_agents(data_dir: &DataDir, store: &Store, json: bool) -> Result<()
         } else {
             "active"
         };
-        let count = tokens.iter().filter(|t| t.agent == agent.name).count();
+        let count = tokens
+            .iter()
+            .filter(|t| t.agent == agent.name && !t.canary)
+            .count();
         if json {
             let line = serde_json::json!({
                 "agent": agent.name,

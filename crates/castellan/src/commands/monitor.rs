@@ -14,10 +14,10 @@ use castellan_store::Store;
 use castellan_vault::MasterKey;
 use tokio::task::JoinHandle;
 
-/// The running monitor and webhook delivery tasks.
+/// The running monitor and the webhook dispatcher it shares with the
+/// rotation jobs.
 pub struct Detection {
     pub monitor: JoinHandle<()>,
-    pub deliveries: JoinHandle<()>,
     pub dispatcher: Dispatcher,
 }
 
@@ -35,7 +35,7 @@ pub async fn start(
     let config = Arc::clone(&gateway.snapshot.load().config.config);
     let locator = open_locator(&config.detect)?;
     let engine = Engine::new(detector_settings(&config.detect), locator);
-    let (dispatcher, deliveries) = Dispatcher::spawn(DeliverySettings::default());
+    let dispatcher = Dispatcher::new(DeliverySettings::default());
     let view = Box::new(move || Arc::clone(&gateway.snapshot.load().config.config));
     let monitor = Monitor::start(
         store,
@@ -50,7 +50,6 @@ pub async fn start(
     let monitor = tokio::spawn(monitor.run(shutdown));
     Ok(Detection {
         monitor,
-        deliveries,
         dispatcher,
     })
 }
@@ -87,6 +86,9 @@ mod tests {
         assert_eq!(mapped.learning_period, defaults.learning_period);
         assert_eq!(mapped.dormant_after, defaults.dormant_after);
         assert_eq!(mapped.max_travel_speed_kmh, defaults.max_travel_speed_kmh);
-        assert_eq!(mapped.min_travel_distance_km, defaults.min_travel_distance_km);
+        assert_eq!(
+            mapped.min_travel_distance_km,
+            defaults.min_travel_distance_km
+        );
     }
 }

@@ -81,7 +81,13 @@ impl Posture {
     }
 
     fn summarize<'a>(&'a self, name: &'a str, agent: Option<&'a Agent>) -> AgentSummary<'a> {
-        let tokens: Vec<&TokenRecord> = self.tokens.iter().filter(|t| t.agent == name).collect();
+        // Canary tokens are decoys that authenticate nothing: they are no
+        // agent's credential and get no findings.
+        let tokens: Vec<&TokenRecord> = self
+            .tokens
+            .iter()
+            .filter(|t| t.agent == name && !t.canary)
+            .collect();
         let active_tokens: Vec<&TokenRecord> = tokens
             .iter()
             .copied()

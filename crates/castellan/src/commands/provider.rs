@@ -4,7 +4,8 @@
 //! prints a new key on stdout. Castellan runs it, sends the connection's
 //! `verify` request to the upstream with the new key, and stores the key as
 //! the next version only when the upstream responds with a 2xx status. After the rotation
-//! grace period, `revoke_command` receives the old key on stdin. Every
+//! grace period, `revoke_command` runs once for each older version not yet
+//! revoked, oldest first, with that key on stdin. Every
 //! outcome is recorded as an event; a failure keeps the current version and
 //! opens a `rotation_failed` alert.
 
@@ -17,7 +18,7 @@ use castellan_gateway::{probe, ConfigState};
 use castellan_model::{AlertKind, Config, RotationProvider, Severity};
 use castellan_store::{now_ms, Event, NewSignal, Store};
 use castellan_vault::{MasterKey, SealedSecret};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use zeroize::Zeroizing;
 
@@ -156,47 +157,61 @@ pub async fn revoke_due(
         let Some(pending) = store.get_meta(&key).await? else {
             continue;
         };
-        let Some((version, at)) = parse_pending(&pending) else {
+        let Some((newest_old, at)) = parse_pending(&pending) else {
             continue;
         };
         if now_ms() < at {
             continue;
         }
-        let Some(row) = store.secret_version(secret, version).await? else {
-            store.set_meta(&key, "done").await?;
-            continue;
+        let done_key = revoked_key(secret);
+        let mut revoked: u32 = match store.get_meta(&done_key).await? {
+            Some(text) => text.parse().unwrap_or(0),
+            None => 0,
         };
-        let sealed = SealedSecret {
-            name: row.name,
-            version: row.version,
-            wrapped_key: row.wrapped_key,
-            ciphertext: row.ciphertext,
-        };
-        let old = castellan_vault::open(master_key, &sealed)?;
-        match run_command(revoke, Some(old.expose()), provider.timeout).await {
-            Ok(_) => {
-                store.set_meta(&key, "done").await?;
-                let detail = format!(
-                    "version {version} revoked by the revoke command of connection {connection:?}"
-                );
-                record(store, actor, "secret.revoke", secret, detail).await?;
-            }
-            Err(error) => {
+        // Every older version gets its own revoke, oldest first; a failure
+        // stops here so the next check retries from the same version.
+        for version in revoked + 1..=newest_old {
+            let Some(row) = store.secret_version(secret, version).await? else {
+                revoked = version;
+                store.set_meta(&done_key, &revoked.to_string()).await?;
+                continue;
+            };
+            let sealed = SealedSecret {
+                name: row.name,
+                version: row.version,
+                wrapped_key: row.wrapped_key,
+                ciphertext: row.ciphertext,
+            };
+            let old = castellan_vault::open(master_key, &sealed)?;
+            if let Err(error) = run_command(revoke, Some(old.expose()), provider.timeout).await {
                 let reason = format!("{error:#}");
-                record(store, actor, "secret.revoke_failed", secret, reason.clone()).await?;
+                let detail = format!("version {version}: {reason}");
+                record(store, actor, "secret.revoke_failed", secret, detail).await?;
                 alert(store, secret, &format!("revoking version {version} of {secret:?} failed; it may still work upstream: {reason}")).await?;
+                break;
             }
+            revoked = version;
+            store.set_meta(&done_key, &revoked.to_string()).await?;
+            let detail = format!(
+                "version {version} revoked by the revoke command of connection {connection:?}"
+            );
+            record(store, actor, "secret.revoke", secret, detail).await?;
         }
     }
     Ok(())
 }
 
+/// Meta key of the newest version whose revocation is due, with its time.
 fn revoke_key(secret: &str) -> String {
     format!("rotation.revoke.{secret}")
 }
 
-/// Parses `VERSION@UNIX_MS`; `done` and anything else mean nothing is
-/// pending.
+/// Meta key of the newest version already revoked.
+fn revoked_key(secret: &str) -> String {
+    format!("rotation.revoked.{secret}")
+}
+
+/// Parses `VERSION@UNIX_MS`; anything else means nothing is pending.
 fn parse_pending(text: &str) -> Option<(u32, i64)> {
     let (version, at) = text.split_once('@')?;
     Some((version.parse().ok()?, at.parse().ok()?))
@@ -260,6 +275,7 @@ async fn run_command(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     for name in PASSED_ENVIRONMENT {
         if let Some(value) = std::env::var_os(name) {
@@ -269,28 +285,130 @@ async fn run_command(
     let mut child = command.spawn().with_context(|| {
         format!("cannot start {program:?}; check the path and that it is executable")
     })?;
+    let group = child.id();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let result = collect(&mut child, stdin, deadline).await;
+    if !matches!(result, Ok(Collected::Exited { .. })) {
+        kill_group(group).await;
+    }
+    match result? {
+        Collected::TimedOut => {
+            bail!("{program:?} did not finish within {timeout:?} and was killed with its child processes")
+        }
+        Collected::TooLong => {
+            bail!("{program:?} printed more than {MAX_OUTPUT_BYTES} bytes and was killed; it must print only the key")
+        }
+        Collected::Exited {
+            status,
+            stdout,
+            stderr_bytes,
+        } => {
+            if !status.success() {
+                bail!(
+                    "{program:?} exited with {status} (its stderr had {stderr_bytes} bytes, not shown because it may contain keys)"
+                );
+            }
+            if stdout.is_empty() && stderr_bytes > 0 {
+                bail!(
+                    "{program:?} printed nothing on stdout and {stderr_bytes} bytes on stderr; it must print the key on stdout"
+                );
+            }
+            Ok(stdout)
+        }
+    }
+}
+
+/// What a command left behind.
+enum Collected {
+    Exited {
+        status: std::process::ExitStatus,
+        stdout: Zeroizing<Vec<u8>>,
+        stderr_bytes: usize,
+    },
+    TimedOut,
+    TooLong,
+}
+
+/// Feeds `stdin`, reads at most [`MAX_OUTPUT_BYTES`] of stdout, counts
+/// stderr and waits for the exit, all before `deadline`.
+async fn collect(
+    child: &mut tokio::process::Child,
+    stdin: Option<&[u8]>,
+    deadline: tokio::time::Instant,
+) -> Result<Collected> {
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let input = Zeroizing::new(input.to_vec());
         // A command that exits without reading its stdin is not an error.
-        let _ = pipe.write_all(&input).await;
+        let _ = tokio::time::timeout_at(deadline, pipe.write_all(&input)).await;
         drop(pipe);
     }
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
-        .map_err(|_| anyhow!("{program:?} did not finish within {timeout:?} and was killed"))?
-        .with_context(|| format!("cannot wait for {program:?}"))?;
-    let stdout = Zeroizing::new(output.stdout);
-    if !output.status.success() {
-        bail!(
-            "{program:?} exited with {} (its stderr had {} bytes, not shown because it may contain keys)",
-            output.status,
-            output.stderr.len()
+    let stdout = child
+        .stdout
+        .take()
+        .context("the command's stdout is not piped")?;
+    let stderr = child
+        .stderr
+        .take()
+        .context("the command's stderr is not piped")?;
+    let stderr_bytes = tokio::spawn(count_bytes(stderr));
+    let mut output = Zeroizing::new(Vec::new());
+    let limit = u64::try_from(MAX_OUTPUT_BYTES + 1).unwrap_or(u64::MAX);
+    let mut limited = stdout.take(limit);
+    let read = limited.read_to_end(&mut output);
+    match tokio::time::timeout_at(deadline, read).await {
+        Err(_) => return Ok(Collected::TimedOut),
+        Ok(result) => {
+            result.context("cannot read the command's stdout")?;
+        }
+    }
+    if output.len() > MAX_OUTPUT_BYTES {
+        return Ok(Collected::TooLong);
+    }
+    let Ok(status) = tokio::time::timeout_at(deadline, child.wait()).await else {
+        return Ok(Collected::TimedOut);
+    };
+    let status = status.context("cannot wait for the command")?;
+    // A child process that keeps stderr open must not hold the caller.
+    let stderr_bytes = match tokio::time::timeout_at(deadline, stderr_bytes).await {
+        Ok(Ok(count)) => count,
+        _ => 0,
+    };
+    Ok(Collected::Exited {
+        status,
+        stdout: output,
+        stderr_bytes,
+    })
+}
+
+/// Reads `stream` to its end and returns only how many bytes it had.
+async fn count_bytes(mut stream: tokio::process::ChildStderr) -> usize {
+    let mut chunk = [0_u8; 4096];
+    let mut total = 0;
+    while let Ok(read) = stream.read(&mut chunk).await {
+        if read == 0 {
+            break;
+        }
+        total += read;
+    }
+    total
+}
+
+/// Kills the process group the command leads, so programs it started die
+/// with it.
+async fn kill_group(group: Option<u32>) {
+    let Some(group) = group else { return };
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    if !killed.is_ok_and(|status| status.success()) {
+        tracing::warn!(
+            group,
+            "cannot kill the rotation command's process group; its children may still run"
         );
     }
-    if stdout.len() > MAX_OUTPUT_BYTES {
-        bail!("{program:?} printed more than {MAX_OUTPUT_BYTES} bytes; it must print only the key");
-    }
-    Ok(stdout)
 }
 
 async fn record(
@@ -358,7 +476,7 @@ mod tests {
             parse_pending("3@1700000000000"),
             Some((3, 1_700_000_000_000))
         );
-        assert_eq!(parse_pending("done"), None);
+        assert_eq!(parse_pending("none"), None);
         assert_eq!(parse_pending("x@1"), None);
     }
 
@@ -390,6 +508,17 @@ mod tests {
             .unwrap_err();
         assert!(slow.to_string().contains("did not finish"), "{slow}");
 
+        let flood = run_command(&argv("exec yes sk-flood"), None, timeout)
+            .await
+            .unwrap_err();
+        assert!(flood.to_string().contains("printed more than"), "{flood}");
+
+        let quiet = run_command(&argv("echo sk-only-on-stderr >&2"), None, timeout)
+            .await
+            .unwrap_err();
+        assert!(quiet.to_string().contains("on stderr"), "{quiet}");
+        assert!(!quiet.to_string().contains("sk-only"), "{quiet}");
+
         let missing = run_command(&["/nonexistent/key-tool".to_owned()], None, timeout)
             .await
             .unwrap_err();
@@ -397,6 +526,31 @@ mod tests {
             missing.to_string().contains("/nonexistent/key-tool"),
             "{missing}"
         );
+    }
+
+    #[tokio::test]
+    async fn timed_out_command_takes_its_children_along() {
+        let marker = tempfile::tempdir().expect("temporary directory");
+        let pid_file = marker.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let error = run_command(&argv, None, Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("did not finish"), "{error}");
+        let child = std::fs::read_to_string(&pid_file).expect("the script wrote its child's pid");
+        let stat_path = format!("/proc/{}/stat", child.trim());
+        // SIGKILL lands asynchronously, and a killed child may stay a zombie
+        // for a moment, so wait up to two seconds for it to stop running.
+        let mut stat = String::new();
+        for _ in 0..200 {
+            stat = std::fs::read_to_string(&stat_path).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the command's child still runs: {stat}");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use castellan_detect::monitor::{resolve_webhooks, MONITOR_ACTOR};
 use castellan_detect::webhook::{Dispatcher, Notification};
 use castellan_gateway::{ConfigState, Gateway};
-use castellan_model::Config;
+use castellan_model::{Config, Severity};
 use castellan_store::{now_ms, utc_day, Event, Store, StoreError};
 use castellan_vault::MasterKey;
 
@@ -96,7 +96,16 @@ pub fn notification(reminder: &Reminder, now_ms: i64) -> Notification {
         "overdue": reminder.overdue,
         "text": text,
     });
-    Notification { json, text }
+    let severity = if reminder.overdue {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    Notification {
+        severity,
+        json,
+        text,
+    }
 }
 
 /// Checks due dates every hour until `shutdown` resolves.
@@ -122,8 +131,8 @@ pub async fn run(
     }
 }
 
-/// Rotates the overdue secrets that have a rotation command, then runs the
-/// revoke commands whose grace period ended. Failures are recorded and
+/// Runs the revoke commands whose grace period ended, then rotates the
+/// overdue secrets that have a rotation command. Failures are recorded and
 /// alerted by the provider and retried at the next check.
 async fn rotate_due(store: &Store, master_key: &MasterKey, state: &ConfigState) {
     let config = &state.config;
@@ -134,18 +143,20 @@ async fn rotate_due(store: &Store, master_key: &MasterKey, state: &ConfigState) 
             return;
         }
     };
+    // Revocations first: a rotation below moves the pending revocation on,
+    // and versions already due must not wait for its grace period.
+    if let Err(error) = revoke_due(store, master_key, config, MONITOR_ACTOR).await {
+        tracing::error!(
+            error = format!("{error:#}"),
+            "revoking old upstream keys failed; retrying in an hour"
+        );
+    }
     for row in rotation_report(config, &secrets, now_ms()) {
         if row.state != RotationState::Overdue || provider_for(config, &row.name).is_none() {
             continue;
         }
         // The provider records, logs and alerts every failure itself.
         let _ = rotate(store, master_key, state, &row.name, MONITOR_ACTOR).await;
-    }
-    if let Err(error) = revoke_due(store, master_key, config, MONITOR_ACTOR).await {
-        tracing::error!(
-            error = format!("{error:#}"),
-            "revoking old upstream keys failed; retrying in an hour"
-        );
     }
 }
 

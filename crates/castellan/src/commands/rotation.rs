@@ -18,9 +18,6 @@ use crate::cli::RotationCommand;
 use crate::data_dir::DataDir;
 use crate::output;
 
-/// A secret whose rotation falls due within this time is "due soon".
-const DUE_SOON: Duration = Duration::from_secs(7 * 24 * 60 * 60);
-
 /// Rotation state of one secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,7 +145,7 @@ pub fn rotation_report(
                     created_ms: Some(info.created_ms),
                     rotate_every_secs: Some(period.as_secs()),
                     due_ms: Some(due_ms),
-                    state: state_at(due_ms, now_ms),
+                    state: state_at(due_ms, now_ms, config.gateway.remind_before),
                 }
             }
         };
@@ -171,12 +168,13 @@ pub fn rotation_report(
     rows
 }
 
-/// Returns the state of a used secret whose rotation is due at `due_ms`.
-/// The due time itself still counts as due soon, not overdue.
-fn state_at(due_ms: i64, now_ms: i64) -> RotationState {
+/// Returns the state of a used secret whose rotation is due at `due_ms`:
+/// due soon within `remind_before` of it. The due time itself still counts
+/// as due soon, not overdue.
+fn state_at(due_ms: i64, now_ms: i64, remind_before: Duration) -> RotationState {
     if now_ms > due_ms {
         RotationState::Overdue
-    } else if due_ms - now_ms <= duration_ms(DUE_SOON) {
+    } else if due_ms - now_ms <= duration_ms(remind_before) {
         RotationState::DueSoon
     } else {
         RotationState::Ok
@@ -267,9 +265,15 @@ mod tests {
     #[test]
     fn state_boundaries() {
         let due = 100 * DAY_MS;
-        assert_eq!(state_at(due, due + 1), RotationState::Overdue);
-        assert_eq!(state_at(due, due), RotationState::DueSoon);
-        assert_eq!(state_at(due, due - 7 * DAY_MS), RotationState::DueSoon);
-        assert_eq!(state_at(due, due - 7 * DAY_MS - 1), RotationState::Ok);
+        let week = Duration::from_secs(7 * 24 * 60 * 60);
+        assert_eq!(state_at(due, due + 1, week), RotationState::Overdue);
+        assert_eq!(state_at(due, due, week), RotationState::DueSoon);
+        assert_eq!(
+            state_at(due, due - 7 * DAY_MS, week),
+            RotationState::DueSoon
+        );
+        assert_eq!(state_at(due, due - 7 * DAY_MS - 1, week), RotationState::Ok);
+        let day = Duration::from_secs(24 * 60 * 60);
+        assert_eq!(state_at(due, due - 2 * DAY_MS, day), RotationState::Ok);
     }
 }

@@ -25,6 +25,8 @@ pub async fn run(data_dir: &DataDir, command: SecretCommand) -> Result<ExitCode>
             let master_key = data_dir.master_key(&store).await?;
             let value = read_value(&name)?;
             let version = store_secret(&store, &master_key, &name, &value).await?;
+            let detail = format!("version {version}");
+            events::record(&store, "secret.set", &name, Some(detail)).await?;
             eprintln!("Stored secret {name:?} version {version}. Running gateways use it within a second.");
         }
         SecretCommand::List { json } => list(&store, json).await?,

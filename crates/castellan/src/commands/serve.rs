@@ -77,6 +77,7 @@ pub async fn run_gateway(
     let token_files = tokio::spawn(super::token_files::run(
         store.clone(),
         Arc::clone(&gateway),
+        vec![data_dir.root.clone(), data_dir.config.clone()],
         wait_for(stopped.clone()),
     ));
     let listener = bind(args.listen, "agent", "--listen").await?;
@@ -114,9 +115,17 @@ pub async fn run_gateway(
     }
     let _ = reminders.await;
     let _ = token_files.await;
-    // Webhooks already queued get their first attempt; retries end here.
-    drop(detection.dispatcher);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), detection.deliveries).await;
+    // Queued webhooks get a few seconds; their retries end here.
+    let unsent = detection
+        .dispatcher
+        .shutdown(std::time::Duration::from_secs(5))
+        .await;
+    if unsent > 0 {
+        tracing::warn!(
+            unsent,
+            "webhook notifications were not sent before shutdown"
+        );
+    }
     store.close().await;
     tracing::info!("castellan stopped");
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,9 +57,12 @@ pub fn needs_new_token(
 }
 
 /// Keeps every configured token file fresh until `shutdown` resolves.
+/// `protected` lists the data directory and the configuration file, which
+/// a token file must never replace.
 pub async fn run(
     store: Store,
     gateway: Arc<Gateway>,
+    protected: Vec<PathBuf>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -91,11 +94,11 @@ pub async fn run(
         }
         last_version = version;
         last_check = tokio::time::Instant::now();
-        refresh_all(&store, &config).await;
+        refresh_all(&store, &config, &protected).await;
     }
 }
 
-async fn refresh_all(store: &Store, config: &Config) {
+async fn refresh_all(store: &Store, config: &Config, protected: &[PathBuf]) {
     let tokens: HashMap<String, TokenRecord> = match store.list_tokens(None).await {
         Ok(tokens) => tokens
             .into_iter()
@@ -107,7 +110,11 @@ async fn refresh_all(store: &Store, config: &Config) {
         }
     };
     for agent in config.agents.values() {
-        if agent.token_file.is_none() {
+        let Some(path) = &agent.token_file else {
+            continue;
+        };
+        if let Some(kept) = overlaps(path, protected) {
+            tracing::error!(agent = %agent.name, path = %path.display(), protected = %kept.display(), "token_file would replace castellan's own data; choose a path outside the data directory and the configuration file");
             continue;
         }
         if let Err(error) = refresh(store, agent, &tokens).await {
@@ -148,6 +155,34 @@ async fn refresh(
         .await?;
     tracing::info!(agent = %agent.name, token = %record.id, path = %path.display(), "wrote a new agent token file");
     Ok(())
+}
+
+/// Returns the entry of `protected` that `path` is, or lies inside, after
+/// resolving links in the directories that exist.
+pub fn overlaps<'a>(path: &Path, protected: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    let resolved = resolve(path);
+    protected
+        .iter()
+        .find(|kept| resolved.starts_with(resolve(kept)))
+}
+
+/// Resolves `path` as far as it exists: the longest existing ancestor is
+/// canonicalized and the rest appended.
+fn resolve(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut current = path.to_path_buf();
+    loop {
+        if let Ok(real) = fs::canonicalize(&current) {
+            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (current.parent(), current.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                current = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// Replaces `path` with `token` and a newline: a new file of mode 0600 in
@@ -242,6 +277,22 @@ mod tests {
         assert_eq!(mode, 0o600);
         let leftovers = fs::read_dir(directory.path()).unwrap().count();
         assert_eq!(leftovers, 1, "no temporary file is left behind");
+    }
+
+    #[test]
+    fn data_directory_and_config_are_protected() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let data = directory.path().join("data");
+        fs::create_dir(&data).unwrap();
+        let config = directory.path().join("castellan.toml");
+        fs::write(&config, "").unwrap();
+        let protected = vec![data.clone(), config.clone()];
+        assert!(overlaps(&data.join("master.key"), &protected).is_some());
+        assert!(overlaps(&data.join("new/dir/x.token"), &protected).is_some());
+        assert!(overlaps(&config, &protected).is_some());
+        let sneaky = directory.path().join("data/../castellan.toml");
+        assert!(overlaps(&sneaky, &protected).is_some());
+        assert!(overlaps(&directory.path().join("bot.token"), &protected).is_none());
     }
 
     #[test]
