@@ -1,7 +1,10 @@
 //! The sending side of the audit queue, cloned into every request task.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use castellan_store::AuditRecord;
 use tokio::sync::mpsc::error::TrySendError;
@@ -16,12 +19,59 @@ use crate::metrics::BACKPRESSURE_TOTAL;
     reason = "nearly every message is a record, so boxing it would only add an allocation"
 )]
 pub(crate) enum Command {
-    Record(AuditRecord),
+    /// A record, with the sender of its commit acknowledgement when the
+    /// caller waits for one.
+    Record(AuditRecord, Option<CommitSender>),
     /// Reply once everything queued before is handled, with the total number
     /// of records dropped so far.
     Flush(oneshot::Sender<u64>),
     /// Like `Flush`, then close the queue and stop once it is drained.
     Shutdown(oneshot::Sender<u64>),
+}
+
+/// The writer's side of a [`CommitAck`].
+pub(crate) type CommitSender = oneshot::Sender<Result<(), CommitError>>;
+
+/// Reason a record sent with [`AuditSlot::send_acknowledged`] was not
+/// committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The store kept failing until the writer's retry window ran out, so
+    /// the writer dropped the record's batch.
+    #[error("the audit writer gave up retrying the record's batch; see the error log for the store failure")]
+    GaveUp,
+    /// The writer task ended before committing the record.
+    #[error("the audit writer stopped before committing the record")]
+    Stopped,
+}
+
+/// Future of the commit of one record: resolves once the transaction that
+/// contains the record has committed, or with the reason it never will.
+///
+/// Dropping it does not withdraw the record, which is still committed.
+#[derive(Debug)]
+#[must_use = "the acknowledgement is the only sign that the record was committed"]
+pub struct CommitAck {
+    receiver: oneshot::Receiver<Result<(), CommitError>>,
+}
+
+impl CommitAck {
+    fn channel() -> (CommitSender, CommitAck) {
+        let (sender, receiver) = oneshot::channel();
+        (sender, CommitAck { receiver })
+    }
+}
+
+impl Future for CommitAck {
+    type Output = Result<(), CommitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The writer drops the sender without a reply only when it ends
+        // with the record unhandled (its task panicked or was aborted).
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|reply| reply.unwrap_or(Err(CommitError::Stopped)))
+    }
 }
 
 /// Counters shared by the writer and its handles.
@@ -86,7 +136,22 @@ impl AuditSlot {
     /// NOTE: if the writer task has died (it only stops after a shutdown or
     /// when every handle is dropped), the record is lost with the queue.
     pub fn send(self, record: AuditRecord) {
-        drop(self.permit.send(Command::Record(record)));
+        drop(self.permit.send(Command::Record(record, None)));
+    }
+
+    /// Queues `record` in the reserved place and returns the future of its
+    /// commit.
+    ///
+    /// The record is batched with others as usual and acknowledged right
+    /// after its transaction commits. A writer that waits for a batch to
+    /// fill stops waiting as soon as it holds a record with an
+    /// acknowledgement, so waiting callers add no linger delay.
+    pub fn send_acknowledged(self, record: AuditRecord) -> CommitAck {
+        let (sender, ack) = CommitAck::channel();
+        // If the writer task has died, the command is dropped with the
+        // sender inside, and the acknowledgement resolves to `Stopped`.
+        drop(self.permit.send(Command::Record(record, Some(sender))));
+        ack
     }
 }
 
@@ -116,6 +181,12 @@ impl AuditHandle {
     pub fn record_now(&self, record: AuditRecord) -> Result<(), AuditBackpressure> {
         self.try_reserve()?.send(record);
         Ok(())
+    }
+
+    /// Reserves a place, queues `record` in it and returns the future of its
+    /// commit; see [`AuditSlot::send_acknowledged`].
+    pub fn record_acknowledged(&self, record: AuditRecord) -> Result<CommitAck, AuditBackpressure> {
+        Ok(self.try_reserve()?.send_acknowledged(record))
     }
 
     /// Waits until every record queued before this call is committed.

@@ -11,7 +11,9 @@ mod writer;
 
 pub use castellan_store::{AuditDecision, AuditQuery, AuditRecord, AuditWindow};
 pub use format::{format_line, format_time, write_json_line};
-pub use handle::{AuditBackpressure, AuditError, AuditHandle, AuditSlot, WriterStats};
+pub use handle::{
+    AuditBackpressure, AuditError, AuditHandle, AuditSlot, CommitAck, CommitError, WriterStats,
+};
 pub use metrics::{
     BACKPRESSURE_TOTAL, BATCH_DURATION_SECONDS, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL,
     RECORDS_WRITTEN_TOTAL,

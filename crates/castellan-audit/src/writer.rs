@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{self, Receiver};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::handle::{AuditHandle, Command, Counters};
+use crate::handle::{AuditHandle, Command, CommitError, CommitSender, Counters};
 use crate::metrics::{
     describe, BATCH_DURATION_SECONDS, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
@@ -58,6 +58,9 @@ pub struct AuditWriter<S> {
     config: WriterConfig,
     counters: Arc<Counters>,
     pending: Vec<AuditRecord>,
+    /// Acknowledgements owed for records in `pending`, sent once their
+    /// batch is committed or dropped.
+    pending_acks: Vec<CommitSender>,
     shutdown_replies: Vec<oneshot::Sender<u64>>,
     shutting_down: bool,
     /// Set once a batch was dropped after shutdown was requested: later
@@ -84,6 +87,7 @@ impl<S: AuditSink> AuditWriter<S> {
             sink,
             receiver,
             pending: Vec::with_capacity(config.max_batch),
+            pending_acks: Vec::new(),
             config,
             counters: Arc::clone(&counters),
             shutdown_replies: Vec::new(),
@@ -136,12 +140,15 @@ impl<S: AuditSink> AuditWriter<S> {
     }
 
     /// Waits up to `flush_interval` for a partial batch to fill, unless a
-    /// flush or shutdown request is waiting.
+    /// flush or shutdown request or a record with an acknowledgement is
+    /// waiting. Callers that wait for acknowledgements thus get group
+    /// commit: records that arrive while a transaction runs form the next
+    /// batch, without a fixed delay.
     async fn linger(&mut self, commands: &mut Vec<Command>) {
         let deadline = tokio::time::Instant::now() + self.config.flush_interval;
         let mut checked = 0;
         while commands.len() < self.config.max_batch {
-            if commands[checked..].iter().any(is_control) {
+            if commands[checked..].iter().any(ends_linger) {
                 return;
             }
             checked = commands.len();
@@ -156,8 +163,9 @@ impl<S: AuditSink> AuditWriter<S> {
 
     async fn handle(&mut self, command: Command) {
         match command {
-            Command::Record(record) => {
+            Command::Record(record, ack) => {
                 self.pending.push(record);
+                self.pending_acks.extend(ack);
                 if self.pending.len() >= self.config.max_batch {
                     self.write_pending().await;
                 }
@@ -190,12 +198,14 @@ impl<S: AuditSink> AuditWriter<S> {
             let error = match self.sink.write_batch(&self.pending).await {
                 Ok(()) => {
                     self.count_written(attempt, attempt_started.elapsed());
+                    self.acknowledge(Ok(()));
                     break;
                 }
                 Err(error) => error,
             };
             if started.elapsed() + backoff > self.retry_window() {
                 self.count_dropped(attempt, &error);
+                self.acknowledge(Err(CommitError::GaveUp));
                 break;
             }
             tracing::warn!(
@@ -210,6 +220,15 @@ impl<S: AuditSink> AuditWriter<S> {
             attempt += 1;
         }
         self.pending.clear();
+    }
+
+    /// Sends `outcome` to every caller waiting on a record of the batch.
+    fn acknowledge(&mut self, outcome: Result<(), CommitError>) {
+        for ack in self.pending_acks.drain(..) {
+            // A caller that stopped waiting (its agent went away) needs no
+            // reply; its record is committed all the same.
+            let _ = ack.send(outcome);
+        }
     }
 
     fn retry_window(&self) -> Duration {
@@ -250,8 +269,10 @@ impl<S: AuditSink> AuditWriter<S> {
     }
 }
 
-fn is_control(command: &Command) -> bool {
-    !matches!(command, Command::Record(_))
+/// Tells whether `command` makes the writer commit now instead of waiting
+/// for a fuller batch.
+fn ends_linger(command: &Command) -> bool {
+    !matches!(command, Command::Record(_, None))
 }
 
 /// Displays an error followed by its sources, separated by ": ".

@@ -1,12 +1,19 @@
 //! The audit stage: every request ends in exactly one audit record, written
 //! when the response is complete so it carries the final byte counts.
+//!
+//! Under `audit_durability = "strict"`, submitting a record also returns a
+//! [`PendingCommit`] that the response body waits on before its final frame.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use castellan_audit::{AuditHandle, AuditSlot};
+use castellan_audit::{AuditBackpressure, AuditHandle, AuditSlot, CommitAck, CommitError};
+use castellan_model::AuditDurability;
 use castellan_store::{now_ms, AuditDecision, AuditRecord};
 use castellan_vault::token::TOKEN_PREFIX;
 use http::header::USER_AGENT;
@@ -204,6 +211,7 @@ pub struct Completion {
     finished: bool,
     /// Holds the agent's concurrency slot until the record is written.
     in_flight: Option<Arc<InFlight>>,
+    durability: AuditDurability,
 }
 
 /// Status recorded when the agent closed the connection before any
@@ -218,6 +226,7 @@ impl Completion {
         rule: Option<String>,
         sent: Arc<AtomicU64>,
         in_flight: Option<Arc<InFlight>>,
+        durability: AuditDurability,
     ) -> Self {
         Completion {
             facts,
@@ -228,6 +237,7 @@ impl Completion {
             sent,
             finished: false,
             in_flight,
+            durability,
         }
     }
 
@@ -251,12 +261,13 @@ impl Completion {
     }
 
     /// Writes the record; `failure` describes a response that did not end
-    /// normally.
-    pub fn finish(mut self, received: u64, failure: Option<&str>) {
-        self.write(received, failure);
+    /// normally. Returns the commit that the end of the response must wait
+    /// for under `audit_durability = "strict"`.
+    pub fn finish(mut self, received: u64, failure: Option<&str>) -> Option<PendingCommit> {
+        self.write(received, failure)
     }
 
-    fn write(&mut self, received: u64, failure: Option<&str>) {
+    fn write(&mut self, received: u64, failure: Option<&str>) -> Option<PendingCommit> {
         self.finished = true;
         let decision = if failure.is_some() {
             AuditDecision::Error
@@ -271,15 +282,18 @@ impl Completion {
             self.sent.load(Ordering::Relaxed),
             received,
         );
-        submit(&self.audit, self.slot.take(), record);
+        let commit = submit(&self.audit, self.slot.take(), record, self.durability);
         self.in_flight = None;
+        commit
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
         if !self.finished {
-            self.write(
+            // Nobody is left to receive a response, so nothing waits for
+            // the commit.
+            let _ = self.write(
                 0,
                 Some("agent closed the connection before the upstream responded"),
             );
@@ -289,7 +303,29 @@ impl Drop for Completion {
 
 /// Sends a record through a reserved slot, or tries to queue it when the
 /// connection runs fail-open and no slot was reserved.
-pub fn submit(audit: &AuditHandle, slot: Option<AuditSlot>, record: AuditRecord) {
+///
+/// Under [`AuditDurability::Strict`] it returns the commit that the response
+/// must wait for. That includes a record of a fail-open connection that
+/// could not be queued: the request was forwarded, but its response must
+/// still not end cleanly without a record.
+pub fn submit(
+    audit: &AuditHandle,
+    slot: Option<AuditSlot>,
+    record: AuditRecord,
+    durability: AuditDurability,
+) -> Option<PendingCommit> {
+    if durability == AuditDurability::Strict {
+        let request_id = record.request_id.clone();
+        let ack = match slot {
+            Some(slot) => Ok(slot.send_acknowledged(record)),
+            None => audit.record_acknowledged(record),
+        };
+        if ack.is_err() {
+            metrics::counter!("castellan_audit_records_unqueued_total").increment(1);
+            log_unqueued();
+        }
+        return Some(PendingCommit { request_id, ack });
+    }
     match slot {
         Some(slot) => slot.send(record),
         None => {
@@ -299,6 +335,75 @@ pub fn submit(audit: &AuditHandle, slot: Option<AuditSlot>, record: AuditRecord)
             }
         }
     }
+    None
+}
+
+/// The commit of one request's audit record, which the final frame of its
+/// response waits for under `audit_durability = "strict"`.
+///
+/// Resolves to an error when the record was not committed; the response is
+/// then aborted, and the error is logged and counted in
+/// `castellan_audit_responses_aborted_total`.
+pub struct PendingCommit {
+    request_id: String,
+    ack: Result<CommitAck, AuditBackpressure>,
+}
+
+/// Reason a response under `audit_durability = "strict"` was aborted.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordNotCommitted {
+    #[error("the audit record could not be queued: {0}")]
+    Unqueued(AuditBackpressure),
+    #[error("the audit record was not committed: {0}")]
+    Commit(CommitError),
+}
+
+impl Future for PendingCommit {
+    type Output = Result<(), RecordNotCommitted>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let result = match &mut this.ack {
+            Ok(ack) => match Pin::new(ack).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result.map_err(RecordNotCommitted::Commit),
+            },
+            Err(backpressure) => Err(RecordNotCommitted::Unqueued(*backpressure)),
+        };
+        if let Err(error) = &result {
+            metrics::counter!("castellan_audit_responses_aborted_total").increment(1);
+            log_aborted(&this.request_id, error);
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Logs a response aborted for its audit record at most once a second,
+/// with the count since the last line. A store outage aborts every
+/// response, and the writer already logs each failed batch.
+fn log_aborted(request_id: &str, error: &RecordNotCommitted) {
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
+    UNLOGGED.fetch_add(1, Ordering::Relaxed);
+    if claim_log_second(&LAST_LOG_SECOND) {
+        let aborted = UNLOGGED.swap(0, Ordering::Relaxed);
+        tracing::error!(
+            responses = aborted,
+            request_id,
+            %error,
+            "responses aborted because their audit records were not committed (audit_durability = \"strict\")"
+        );
+    }
+}
+
+/// Returns true for the first caller in each new second of `last_second`.
+fn claim_log_second(last_second: &AtomicU64) -> bool {
+    let second = u64::try_from(now_ms() / 1000).unwrap_or_default();
+    let last = last_second.load(Ordering::Relaxed);
+    second > last
+        && last_second
+            .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Logs lost records at most once a second, with the count since the last
@@ -307,13 +412,7 @@ fn log_unqueued() {
     static UNLOGGED: AtomicU64 = AtomicU64::new(0);
     static LAST_LOG_SECOND: AtomicU64 = AtomicU64::new(0);
     UNLOGGED.fetch_add(1, Ordering::Relaxed);
-    let second = u64::try_from(now_ms() / 1000).unwrap_or_default();
-    let last = LAST_LOG_SECOND.load(Ordering::Relaxed);
-    if second > last
-        && LAST_LOG_SECOND
-            .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if claim_log_second(&LAST_LOG_SECOND) {
         let lost = UNLOGGED.swap(0, Ordering::Relaxed);
         tracing::error!(
             records = lost,

@@ -3,7 +3,7 @@
 //! finish the audit record when they end.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use crate::audit::Completion;
+use crate::audit::{Completion, PendingCommit};
 use crate::credential::Injector;
 use crate::framing::RequestBodyError;
 use crate::limits::InFlight;
@@ -188,6 +188,44 @@ pub enum ResponseBody {
     Full(Option<Bytes>),
     /// An upstream response streaming through redaction.
     Upstream(Box<UpstreamStream>),
+    /// A body that Castellan wrote itself, sent once its audit record is
+    /// committed (`audit_durability = "strict"`).
+    Held(Box<HeldFinal>),
+}
+
+/// The final frame of a response, held until its audit record is
+/// committed.
+///
+/// When the commit fails, the body ends with an error instead. hyper then
+/// closes the connection (HTTP/1.1) or resets the stream (HTTP/2) before
+/// the response is complete, so the agent gets an error, never a clean end.
+pub struct HeldFinal {
+    frame: Option<Frame<Bytes>>,
+    commit: PendingCommit,
+}
+
+impl HeldFinal {
+    fn new(frame: Option<Frame<Bytes>>, commit: PendingCommit) -> Self {
+        HeldFinal { frame, commit }
+    }
+
+    fn size(&self) -> u64 {
+        let data = self.frame.as_ref().and_then(Frame::data_ref);
+        data.map_or(0, |data| data.len() as u64)
+    }
+
+    /// Returns the held frame (or the end of the body when there is no
+    /// data) once the commit succeeds, or an error once it fails.
+    fn poll_release(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.commit).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(self.frame.take().map(Ok)),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(Box::new(error)))),
+        }
+    }
 }
 
 /// State of a streaming upstream response.
@@ -199,6 +237,11 @@ pub struct UpstreamStream {
     stream: StreamRedactor,
     received: u64,
     completion: Option<Completion>,
+    /// The last frame, once the upstream body has ended, while it waits for
+    /// the audit commit.
+    held: Option<HeldFinal>,
+    /// Trailers that wait for the bytes redaction held back to go first.
+    trailers: Option<Frame<Bytes>>,
     finished: bool,
 }
 
@@ -222,19 +265,70 @@ impl ResponseBody {
             stream: StreamRedactor::default(),
             received: 0,
             completion: Some(completion),
+            held: None,
+            trailers: None,
             finished: false,
         }))
+    }
+
+    /// Returns this body with its data held until `commit` succeeds.
+    ///
+    /// Only a body that Castellan wrote itself is converted. An upstream
+    /// body keeps its own last frame back, in [`UpstreamStream`].
+    pub fn hold_until(self, commit: PendingCommit) -> Self {
+        match self {
+            ResponseBody::Full(data) => {
+                let frame = data.map(Frame::data);
+                ResponseBody::Held(Box::new(HeldFinal::new(frame, commit)))
+            }
+            other => other,
+        }
     }
 }
 
 impl UpstreamStream {
-    fn finish(&mut self, error: Option<&hyper::Error>) {
+    /// Writes the audit record of a body that failed. The agent gets the
+    /// failure anyway, so nothing waits for the commit.
+    fn finish_failed(&mut self) {
         if let Some(completion) = self.completion.take() {
-            completion.finish(
-                self.received,
-                error.map(|_| "upstream response body failed"),
-            );
+            let _ = completion.finish(self.received, Some("upstream response body failed"));
         }
+    }
+
+    /// Writes the audit record of a body that ended normally and returns
+    /// its last frame, or holds that frame until the record is committed
+    /// under `audit_durability = "strict"`.
+    fn finish_with(
+        &mut self,
+        last: Option<Frame<Bytes>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let commit = self
+            .completion
+            .take()
+            .and_then(|completion| completion.finish(self.received, None));
+        match commit {
+            None => {
+                self.finished = true;
+                Poll::Ready(last.map(Ok))
+            }
+            Some(commit) => {
+                self.held = Some(HeldFinal::new(last, commit));
+                self.poll_held(cx)
+            }
+        }
+    }
+
+    fn poll_held(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(held) = self.held.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let released = held.poll_release(cx);
+        if released.is_ready() {
+            self.held = None;
+            self.finished = true;
+        }
+        released
     }
 
     fn flush_pending(&mut self) -> Option<Bytes> {
@@ -252,9 +346,17 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(stream) => poll_upstream(stream, cx),
+            ResponseBody::Held(held) => {
+                let released = held.poll_release(cx);
+                if released.is_ready() {
+                    *this = ResponseBody::Full(None);
+                }
+                released
+            }
         }
     }
 
@@ -262,6 +364,9 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
             ResponseBody::Upstream(stream) => stream.finished,
+            // Even an empty held body is not at its end: hyper must poll
+            // it, so the response waits for the commit.
+            ResponseBody::Held(_) => false,
         }
     }
 
@@ -271,6 +376,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(None) => SizeHint::with_exact(0),
             // Masking keeps lengths, so the upstream's hint stays exact.
             ResponseBody::Upstream(stream) => stream.inner.size_hint(),
+            ResponseBody::Held(held) => SizeHint::with_exact(held.size()),
         }
     }
 }
@@ -282,18 +388,22 @@ fn poll_upstream(
     if stream.finished {
         return Poll::Ready(None);
     }
+    if stream.held.is_some() {
+        return stream.poll_held(cx);
+    }
+    if let Some(trailers) = stream.trailers.take() {
+        return stream.finish_with(Some(trailers), cx);
+    }
     loop {
         match Pin::new(&mut stream.inner).poll_frame(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
-                stream.finished = true;
-                let rest = stream.flush_pending();
-                stream.finish(None);
-                return Poll::Ready(rest.map(|bytes| Ok(Frame::data(bytes))));
+                let rest = stream.flush_pending().map(Frame::data);
+                return stream.finish_with(rest, cx);
             }
             Poll::Ready(Some(Err(error))) => {
                 stream.finished = true;
-                stream.finish(Some(&error));
+                stream.finish_failed();
                 return Poll::Ready(Some(Err(Box::new(error))));
             }
             Poll::Ready(Some(Ok(frame))) => {
@@ -308,16 +418,12 @@ fn poll_upstream(
                         // last byte arrives, so the body ends here when the
                         // upstream reports that no more data follows.
                         if stream.inner.is_end_stream() {
-                            stream.finished = true;
                             let data = match stream.flush_pending() {
                                 Some(rest) => [data, rest].concat().into(),
                                 None => data,
                             };
-                            stream.finish(None);
-                            if data.is_empty() {
-                                return Poll::Ready(None);
-                            }
-                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                            let last = (!data.is_empty()).then(|| Frame::data(data));
+                            return stream.finish_with(last, cx);
                         }
                         // A chunk held back entirely waits for the next one.
                         if data.is_empty() {
@@ -325,7 +431,18 @@ fn poll_upstream(
                         }
                         Frame::data(data)
                     }
-                    Err(frame) => redact_trailers(frame, stream.injector.as_deref()),
+                    Err(frame) => {
+                        // Trailers complete the response (the last chunk in
+                        // HTTP/1.1, the end of the stream in HTTP/2), so
+                        // they are the frame held for the audit commit.
+                        let trailers = redact_trailers(frame, stream.injector.as_deref());
+                        // Bytes that redaction still holds back go first.
+                        if let Some(rest) = stream.flush_pending() {
+                            stream.trailers = Some(trailers);
+                            return Poll::Ready(Some(Ok(Frame::data(rest))));
+                        }
+                        return stream.finish_with(Some(trailers), cx);
+                    }
                 };
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -357,6 +474,151 @@ impl Drop for UpstreamStream {
         // Content-Length: 0), so an ended upstream body here is a success.
         let failure = (!self.inner.is_end_stream())
             .then_some("agent closed the connection before the response ended");
-        completion.finish(self.received, failure);
+        // The response is over, so nothing waits for the commit.
+        let _ = completion.finish(self.received, failure);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use castellan_audit::{AuditHandle, AuditSink, AuditWriter, WriterConfig};
+    use castellan_model::AuditDurability;
+    use castellan_store::{AuditDecision, AuditRecord, StoreError};
+    use http_body_util::BodyExt;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::audit::submit;
+
+    /// Sink whose commits wait for a permit, or always fail.
+    struct TestSink {
+        gate: Arc<Semaphore>,
+        fail: bool,
+    }
+
+    impl AuditSink for TestSink {
+        async fn write_batch(&self, _: &[AuditRecord]) -> Result<(), StoreError> {
+            self.gate.acquire().await.expect("gate open").forget();
+            if self.fail {
+                return Err(StoreError::Busy {
+                    operation: "test write",
+                    source: None,
+                });
+            }
+            Ok(())
+        }
+    }
+
+    fn writer(fail: bool) -> (AuditHandle, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        let sink = TestSink {
+            gate: Arc::clone(&gate),
+            fail,
+        };
+        let config = WriterConfig {
+            max_backoff: Duration::from_millis(1),
+            give_up_after: Duration::from_millis(20),
+            ..WriterConfig::default()
+        };
+        let (handle, _task) = AuditWriter::spawn(sink, config);
+        (handle, gate)
+    }
+
+    fn record() -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time_ms: 0,
+            request_id: "0123".to_string(),
+            agent: None,
+            token_id: None,
+            source: "127.0.0.1:1".to_string(),
+            connection: None,
+            method: "GET".to_string(),
+            path: "/".to_string(),
+            decision: AuditDecision::Deny,
+            rule: None,
+            reason: None,
+            status: 403,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_us: 0,
+            findings: Vec::new(),
+            user_agent: None,
+        }
+    }
+
+    fn held_body(audit: &AuditHandle) -> ResponseBody {
+        let slot = audit.try_reserve().expect("queue has room");
+        let commit = submit(audit, Some(slot), record(), AuditDurability::Strict)
+            .expect("strict durability returns a commit to wait for");
+        ResponseBody::full("denied").hold_until(commit)
+    }
+
+    #[tokio::test]
+    async fn held_body_released_after_commit() {
+        let (audit, gate) = writer(false);
+        let mut body = held_body(&audit);
+        assert_eq!(body.size_hint().exact(), Some(6), "length stays declared");
+        assert!(!body.is_end_stream());
+
+        let early = tokio::time::timeout(Duration::from_millis(100), body.frame()).await;
+        assert!(early.is_err(), "the body ended before its record committed");
+
+        gate.add_permits(1);
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from("denied")));
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn empty_held_body_waits_too() {
+        let (audit, gate) = writer(false);
+        let slot = audit.try_reserve().unwrap();
+        let commit = submit(&audit, Some(slot), record(), AuditDurability::Strict).unwrap();
+        let mut body = ResponseBody::empty().hold_until(commit);
+        assert!(!body.is_end_stream(), "hyper must poll an empty held body");
+
+        gate.add_permits(1);
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn failed_commit_aborts_body() {
+        let (audit, gate) = writer(true);
+        gate.add_permits(1_000);
+        let mut body = held_body(&audit);
+
+        let frame = body.frame().await.expect("an error frame");
+        let error = frame.expect_err("the body must fail, not end cleanly");
+        assert!(
+            error.to_string().contains("gave up"),
+            "the error names the cause: {error}"
+        );
+        assert!(body.frame().await.is_none(), "nothing follows the error");
+    }
+
+    #[tokio::test]
+    async fn unqueued_record_aborts_body() {
+        let (audit, _gate) = writer(false);
+        audit.shutdown().await.expect("empty queue shuts down");
+
+        let commit = submit(&audit, None, record(), AuditDurability::Strict).unwrap();
+        let mut body = ResponseBody::full("denied").hold_until(commit);
+
+        let frame = body.frame().await.expect("an error frame");
+        let error = frame.expect_err("the body must fail");
+        assert!(error.to_string().contains("could not be queued"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn batched_durability_holds_nothing() {
+        let (audit, _gate) = writer(false);
+        let slot = audit.try_reserve().unwrap();
+        let commit = submit(&audit, Some(slot), record(), AuditDurability::Batched);
+        assert!(commit.is_none());
     }
 }

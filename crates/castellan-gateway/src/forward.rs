@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use castellan_model::{AuditFailure, TokenLocation};
+use castellan_model::{AuditDurability, AuditFailure, TokenLocation};
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri, Version};
@@ -86,6 +86,7 @@ pub async fn forward(
         authorized.rule.clone(),
         Arc::clone(&sent),
         in_flight.clone(),
+        snapshot.config.config.gateway.audit_durability,
     );
     let reject = |completion: Completion, rejection: Rejection| {
         let (facts, slot) = completion.take_slot();
@@ -226,8 +227,33 @@ pub async fn forward(
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
     completion.set_status(response_parts.status.as_u16());
+    let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
+    if strict && http_body::Body::is_end_stream(&upstream_body) {
+        // hyper never polls the body of a HEAD, 204, 304 or Content-Length:
+        // 0 response, so the head itself waits for the commit.
+        let request_id = completion.facts().request_id.clone();
+        if let Some(commit) = completion.finish(0, None) {
+            if commit.await.is_err() {
+                return withheld(&request_id);
+            }
+        }
+        return Response::from_parts(response_parts, ResponseBody::empty());
+    }
     let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
     Response::from_parts(response_parts, body)
+}
+
+/// Builds the response that replaces a bodiless upstream response whose
+/// audit record failed to commit under strict durability.
+///
+/// NOTE: a response without a body cannot be aborted halfway, so the agent
+/// gets this 503 instead of a reset connection. No second record is
+/// written: the first one, with the upstream's status, already failed.
+fn withheld(request_id: &str) -> Response<ResponseBody> {
+    Rejection::unavailable(
+        "the upstream answered, but the audit record of this request could not be committed, so the answer was withheld; the upstream may have acted on the request",
+    )
+    .to_response(request_id)
 }
 
 /// Returns the response's content coding unless it is absent or identity.

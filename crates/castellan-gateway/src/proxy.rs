@@ -175,8 +175,13 @@ impl Gateway {
             0,
             0,
         );
-        submit(&self.audit, slot, record);
-        rejection.to_response(&facts.request_id)
+        let durability = self.snapshot.load().config.config.gateway.audit_durability;
+        let commit = submit(&self.audit, slot, record, durability);
+        let response = rejection.to_response(&facts.request_id);
+        match commit {
+            Some(commit) => response.map(|body| body.hold_until(commit)),
+            None => response,
+        }
     }
 }
 

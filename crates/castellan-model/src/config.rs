@@ -65,6 +65,35 @@ pub struct GatewaySettings {
     /// Names of the `[webhooks.*]` entries that rotation reminders are sent
     /// to; empty for none.
     pub reminder_webhooks: Vec<String>,
+    /// When an agent may see the end of a response relative to the commit
+    /// of its audit record.
+    pub audit_durability: AuditDurability,
+}
+
+/// When the end of a response is released relative to the commit of its
+/// audit record, from `[gateway] audit_durability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditDurability {
+    /// The record is queued and committed within about 10 ms, usually after
+    /// the agent has its response. A killed gateway loses the records of
+    /// requests that it responded to but had not yet committed.
+    #[default]
+    Batched,
+    /// The final frame of each response waits until its record is
+    /// committed. If the commit fails, the response is aborted (the
+    /// connection is closed mid-body, or a response without a body becomes
+    /// a 503), so no agent receives a complete response without a record.
+    Strict,
+}
+
+impl AuditDurability {
+    /// Returns the name used in `castellan.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDurability::Batched => "batched",
+            AuditDurability::Strict => "strict",
+        }
+    }
 }
 
 impl GatewaySettings {
@@ -88,6 +117,7 @@ impl Default for GatewaySettings {
             rotation_grace: DEFAULT_ROTATION_GRACE,
             remind_before: DEFAULT_REMIND_BEFORE,
             reminder_webhooks: Vec::new(),
+            audit_durability: AuditDurability::Batched,
         }
     }
 }

@@ -17,11 +17,12 @@ mod response;
 
 pub use alert::{AlertKind, Severity};
 pub use config::{
-    canonical_ip, Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
-    DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, RotationProvider,
-    Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_DLP_MAX_BYTES,
-    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REMIND_BEFORE, DEFAULT_ROTATE_EVERY, DEFAULT_ROTATION_GRACE,
-    DEFAULT_ROTATION_TIMEOUT, DEFAULT_TOKEN_LIFETIME, DEFAULT_TOKEN_LOCATIONS, MIN_TOKEN_LIFETIME,
+    canonical_ip, Agent, AgentLimits, AuditDurability, AuditFailure, AuthMethod, ClientIdentity,
+    Config, Connection, DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role,
+    RotationProvider, Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream,
+    DEFAULT_DLP_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_REMIND_BEFORE, DEFAULT_ROTATE_EVERY,
+    DEFAULT_ROTATION_GRACE, DEFAULT_ROTATION_TIMEOUT, DEFAULT_TOKEN_LIFETIME,
+    DEFAULT_TOKEN_LOCATIONS, MIN_TOKEN_LIFETIME,
 };
 pub use diagnostic::{ConfigError, Diagnostic, Location};
 pub use names::check_name;

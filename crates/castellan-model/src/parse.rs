@@ -11,10 +11,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{
-    Agent, AgentLimits, AuditFailure, AuthMethod, ClientIdentity, Config, Connection,
-    DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role, RotationProvider,
-    Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream, DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_ROTATION_TIMEOUT, DEFAULT_TOKEN_LOCATIONS,
+    Agent, AgentLimits, AuditDurability, AuditFailure, AuthMethod, ClientIdentity, Config,
+    Connection, DataLossCheck, DlpMode, GatewaySettings, HeaderTemplate, MethodSet, Role,
+    RotationProvider, Rule, RuleEffect, RuleId, Timeouts, TokenLocation, Upstream,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_ROTATION_TIMEOUT, DEFAULT_TOKEN_LOCATIONS,
 };
 use crate::diagnostic::{ConfigError, Diagnostic, Location};
 use crate::names::{check_name, closest};
@@ -117,6 +117,7 @@ struct RawGateway {
     remind_before: Option<Spanned<String>>,
     #[serde(default)]
     reminder_webhooks: Vec<Spanned<String>>,
+    audit_durability: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -285,6 +286,7 @@ fn build(checker: &mut Checker<'_>, raw: RawConfig) -> Config {
         }
     }
     check_unique_certificates(checker, &config);
+    check_unique_token_files(checker, &config);
     config
 }
 
@@ -309,6 +311,33 @@ fn check_unique_certificates(checker: &mut Checker<'_>, config: &Config) {
             ),
             None => {
                 seen.insert(identity.to_string(), &agent.name);
+            }
+        }
+    }
+}
+
+/// Rejects two agents sharing a token file: each would overwrite the
+/// other's token, and one agent would act with the other's roles.
+fn check_unique_token_files(checker: &mut Checker<'_>, config: &Config) {
+    let mut seen: BTreeMap<&std::path::Path, &str> = BTreeMap::new();
+    for agent in config.agents.values() {
+        let Some(path) = &agent.token_file else {
+            continue;
+        };
+        match seen.get(path.as_path()) {
+            Some(first) => checker.diagnostics.push(
+                Diagnostic::new(
+                    agent.location,
+                    format!(
+                        "agents {first:?} and {:?} have the same token_file {}",
+                        agent.name,
+                        path.display()
+                    ),
+                )
+                .with_hint("give each agent its own token_file, or the agents would read each other's tokens"),
+            ),
+            None => {
+                seen.insert(path, &agent.name);
             }
         }
     }
@@ -362,7 +391,26 @@ fn build_gateway(
         webhooks,
     )
     .unwrap_or_default();
+    if let Some(value) = &raw.audit_durability {
+        settings.audit_durability = parse_audit_durability(checker, value);
+    }
     settings
+}
+
+fn parse_audit_durability(checker: &mut Checker<'_>, value: &Spanned<String>) -> AuditDurability {
+    match value.get_ref().as_str() {
+        "batched" => AuditDurability::Batched,
+        "strict" => AuditDurability::Strict,
+        other => {
+            checker.error_with_hint(
+                value,
+                format!("invalid audit_durability {other:?}"),
+                "use \"batched\" (the default: records commit within about 10 ms of the response) \
+                 or \"strict\" (each response ends only after its record is committed)",
+            );
+            AuditDurability::Batched
+        }
+    }
 }
 
 /// Parses a period key such as `rotate_every`, `rotation_grace` or
