@@ -7,18 +7,32 @@ use tempfile::TempDir;
 /// Records per batch, the gateway audit writer's maximum batch size.
 pub const BATCH_SIZE: usize = 512;
 
+/// Records written before the measurement, so every measured batch goes
+/// into a log with indexes of a steady shape rather than an empty one.
+pub const PREFILL_RECORDS: usize = 100 * BATCH_SIZE;
+
 /// Returns `count` records of allowed and denied requests with the field
 /// sizes of the `bench/run` load test: a 1 KiB response, a request id, a
 /// token id and a user agent.
 pub fn records(count: usize) -> Vec<AuditRecord> {
-    let start = now_ms();
-    (0..count)
-        .map(|i| {
+    records_from(0, count, now_ms())
+}
+
+/// Returns records `first .. first + count` of a stream that starts at
+/// `start_ms` with one request per millisecond, like [`records`] but
+/// continuing it: times and request ids keep increasing from batch to batch
+/// as in the gateway's log. Agent, connection and path depend only on the
+/// position in a batch of [`BATCH_SIZE`], so the same summary rows are
+/// updated batch after batch.
+pub fn records_from(first: usize, count: usize, start_ms: i64) -> Vec<AuditRecord> {
+    (first..first + count)
+        .map(|n| {
+            let i = n % BATCH_SIZE;
             let denied = i % 10 == 9;
             AuditRecord {
                 seq: None,
-                time_ms: start + i64::try_from(i).unwrap_or(i64::MAX),
-                request_id: format!("req_{i:016x}"),
+                time_ms: start_ms + i64::try_from(n).unwrap_or(i64::MAX),
+                request_id: format!("req_{n:016x}"),
                 agent: Some(format!("agent-{:04}", i % 1_000)),
                 token_id: Some("tok_4fQx81LmZt0B".to_string()),
                 source: format!("127.0.0.1:{}", 40_000 + i % 20_000),
@@ -95,5 +109,16 @@ mod tests {
         assert_eq!(stored.len(), BATCH_SIZE);
         assert_eq!(stored[9].decision, AuditDecision::Deny);
         assert_eq!(stored[0].path, "/v1/items/0/details");
+    }
+
+    #[test]
+    fn stream_continues_across_batches() {
+        let first = records_from(0, BATCH_SIZE, 1_000);
+        let second = records_from(BATCH_SIZE, BATCH_SIZE, 1_000);
+
+        assert_eq!(first[BATCH_SIZE - 1].time_ms + 1, second[0].time_ms);
+        assert_ne!(first[0].request_id, second[0].request_id);
+        assert_eq!(first[3].agent, second[3].agent);
+        assert_eq!(first[3].path, second[3].path);
     }
 }

@@ -8,11 +8,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use sqlx::SqliteConnection;
 
-use crate::audit::{audit_from_row, SELECT_OLDEST};
+use crate::audit::{audit_from_row, execute_multi_row, MultiRowSql, SqliteQuery, SELECT_OLDEST};
 use crate::audit_record::{AuditDecision, AuditRecord};
 use crate::error::{db_error, StoreError};
 use crate::rows::to_i64;
-use crate::tokens::touch_token_used;
 
 /// Milliseconds in one UTC day. Unix time has no leap seconds, so every
 /// day has exactly this many.
@@ -175,7 +174,7 @@ impl<'a> UsageBatch<'a> {
         }
     }
 
-    /// Returns the number of statements [`UsageBatch::apply`] runs.
+    /// Returns the number of summary rows [`UsageBatch::apply`] writes.
     #[cfg(test)]
     pub(crate) fn statement_count(&self) -> usize {
         self.tokens.len()
@@ -186,76 +185,40 @@ impl<'a> UsageBatch<'a> {
             + self.user_agents.len()
     }
 
-    /// Adds the batch to the stored summaries inside the caller's transaction.
+    /// Adds the batch to the stored summaries inside the caller's transaction,
+    /// with one multi-row statement per table and chunk of rows.
     pub(crate) async fn apply(
         &self,
         conn: &mut SqliteConnection,
         operation: &'static str,
     ) -> Result<(), StoreError> {
-        for (id, used_ms) in &self.tokens {
-            touch_token_used(conn, id, *used_ms, operation).await?;
-        }
-        for (agent, span) in &self.agents {
-            sqlx::query(UPSERT_AGENT)
-                .bind(agent)
-                .bind(span.first_ms)
-                .bind(span.last_ms)
-                .bind(span.requests)
-                .execute(&mut *conn)
-                .await
-                .map_err(|error| db_error(operation, error))?;
-        }
-        for ((agent, connection, day), counts) in &self.daily {
-            sqlx::query(UPSERT_DAILY)
-                .bind(agent)
-                .bind(connection)
-                .bind(day)
-                .bind(counts.requests)
-                .bind(counts.denied)
-                .bind(counts.errors)
-                .bind(counts.bytes_in)
-                .bind(counts.bytes_out)
-                .execute(&mut *conn)
-                .await
-                .map_err(|error| db_error(operation, error))?;
-        }
-        for ((agent, connection, method, path), span) in &self.routes {
-            sqlx::query(UPSERT_ROUTE)
-                .bind(agent)
-                .bind(connection)
-                .bind(method)
-                .bind(path)
-                .bind(span.first_ms)
-                .bind(span.last_ms)
-                .bind(span.requests)
-                .execute(&mut *conn)
-                .await
-                .map_err(|error| db_error(operation, error))?;
-        }
-        for ((token_id, network), (agent, span)) in &self.networks {
-            upsert_sighting(
-                conn,
-                UPSERT_NETWORK,
-                token_id,
-                agent,
-                network,
-                span,
-                operation,
-            )
-            .await?;
-        }
-        for ((token_id, user_agent), (agent, span)) in &self.user_agents {
-            upsert_sighting(
-                conn,
-                UPSERT_USER_AGENT,
-                token_id,
-                agent,
-                user_agent,
-                span,
-                operation,
-            )
-            .await?;
-        }
+        let tokens: Vec<_> = self.tokens.iter().collect();
+        execute_multi_row(conn, &TOUCH_TOKENS, &tokens, bind_token, operation).await?;
+        let agents: Vec<_> = self.agents.iter().collect();
+        execute_multi_row(conn, &UPSERT_AGENTS, &agents, bind_agent, operation).await?;
+        let daily: Vec<_> = self.daily.iter().collect();
+        execute_multi_row(conn, &UPSERT_DAILY, &daily, bind_daily, operation).await?;
+        let routes: Vec<_> = self.routes.iter().collect();
+        execute_multi_row(conn, &UPSERT_ROUTES, &routes, bind_route, operation).await?;
+        let networks: Vec<_> = self
+            .networks
+            .iter()
+            .map(|((token_id, network), (agent, span))| (*token_id, *agent, network.as_str(), span))
+            .collect();
+        execute_multi_row(conn, &UPSERT_NETWORKS, &networks, bind_sighting, operation).await?;
+        let user_agents: Vec<_> = self
+            .user_agents
+            .iter()
+            .map(|((token_id, user_agent), (agent, span))| (*token_id, *agent, *user_agent, span))
+            .collect();
+        execute_multi_row(
+            conn,
+            &UPSERT_USER_AGENTS,
+            &user_agents,
+            bind_sighting,
+            operation,
+        )
+        .await?;
         Ok(())
     }
 }
@@ -296,66 +259,123 @@ macro_rules! merge_span_sql {
     };
 }
 
-const UPSERT_AGENT: &str = concat!(
-    "INSERT INTO agent_usage (agent, first_used_ms, last_used_ms, requests) \
-     VALUES ($1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET ",
-    merge_span_sql!("agent_usage")
+/// Moves each token's last use forward, as `touch_token_used` does for one.
+/// `column1` and `column2` are the names SQLite and PostgreSQL both give
+/// the columns of a `VALUES` list.
+static TOUCH_TOKENS: MultiRowSql = MultiRowSql::new(
+    "UPDATE tokens SET last_used_ms = used.column2 FROM (",
+    2,
+    ") AS used WHERE tokens.id = used.column1 \
+     AND (tokens.last_used_ms IS NULL OR tokens.last_used_ms < used.column2)",
 );
 
-const UPSERT_DAILY: &str = "INSERT INTO usage_daily \
-     (agent, connection, day, requests, denied, errors, bytes_in, bytes_out) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (agent, connection, day) DO UPDATE SET \
+static UPSERT_AGENTS: MultiRowSql = MultiRowSql::new(
+    "INSERT INTO agent_usage (agent, first_used_ms, last_used_ms, requests) ",
+    4,
+    concat!(
+        " ON CONFLICT (agent) DO UPDATE SET ",
+        merge_span_sql!("agent_usage")
+    ),
+);
+
+static UPSERT_DAILY: MultiRowSql = MultiRowSql::new(
+    "INSERT INTO usage_daily \
+     (agent, connection, day, requests, denied, errors, bytes_in, bytes_out) ",
+    8,
+    " ON CONFLICT (agent, connection, day) DO UPDATE SET \
      requests = usage_daily.requests + excluded.requests, \
      denied = usage_daily.denied + excluded.denied, \
      errors = usage_daily.errors + excluded.errors, \
      bytes_in = usage_daily.bytes_in + excluded.bytes_in, \
-     bytes_out = usage_daily.bytes_out + excluded.bytes_out";
+     bytes_out = usage_daily.bytes_out + excluded.bytes_out",
+);
 
-const UPSERT_ROUTE: &str = concat!(
+static UPSERT_ROUTES: MultiRowSql = MultiRowSql::new(
     "INSERT INTO route_usage \
-     (agent, connection, method, path, first_used_ms, last_used_ms, requests) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (agent, connection, method, path) DO UPDATE SET ",
-    merge_span_sql!("route_usage")
+     (agent, connection, method, path, first_used_ms, last_used_ms, requests) ",
+    7,
+    concat!(
+        " ON CONFLICT (agent, connection, method, path) DO UPDATE SET ",
+        merge_span_sql!("route_usage")
+    ),
 );
 
-const UPSERT_NETWORK: &str = concat!(
+static UPSERT_NETWORKS: MultiRowSql = MultiRowSql::new(
     "INSERT INTO credential_networks \
-     (token_id, agent, network, first_used_ms, last_used_ms, requests) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (token_id, network) DO UPDATE SET ",
-    merge_span_sql!("credential_networks")
+     (token_id, agent, network, first_used_ms, last_used_ms, requests) ",
+    6,
+    concat!(
+        " ON CONFLICT (token_id, network) DO UPDATE SET ",
+        merge_span_sql!("credential_networks")
+    ),
 );
 
-const UPSERT_USER_AGENT: &str = concat!(
+static UPSERT_USER_AGENTS: MultiRowSql = MultiRowSql::new(
     "INSERT INTO credential_user_agents \
-     (token_id, agent, user_agent, first_used_ms, last_used_ms, requests) \
-     VALUES ($1, $2, $3, $4, $5, $6) \
-     ON CONFLICT (token_id, user_agent) DO UPDATE SET ",
-    merge_span_sql!("credential_user_agents")
+     (token_id, agent, user_agent, first_used_ms, last_used_ms, requests) ",
+    6,
+    concat!(
+        " ON CONFLICT (token_id, user_agent) DO UPDATE SET ",
+        merge_span_sql!("credential_user_agents")
+    ),
 );
 
-async fn upsert_sighting(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    token_id: &str,
-    agent: &str,
-    value: &str,
-    span: &Span,
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    sqlx::query(sql)
+fn bind_token<'q>(query: SqliteQuery<'q>, row: &'q (&&str, &i64)) -> SqliteQuery<'q> {
+    let (id, used_ms) = *row;
+    query.bind(*id).bind(*used_ms)
+}
+
+fn bind_agent<'q>(query: SqliteQuery<'q>, row: &'q (&&str, &Span)) -> SqliteQuery<'q> {
+    let (agent, span) = *row;
+    query
+        .bind(*agent)
+        .bind(span.first_ms)
+        .bind(span.last_ms)
+        .bind(span.requests)
+}
+
+fn bind_daily<'q>(
+    query: SqliteQuery<'q>,
+    row: &'q (&DailyKey<'_>, &DailyCounts),
+) -> SqliteQuery<'q> {
+    let ((agent, connection, day), counts) = *row;
+    query
+        .bind(*agent)
+        .bind(*connection)
+        .bind(*day)
+        .bind(counts.requests)
+        .bind(counts.denied)
+        .bind(counts.errors)
+        .bind(counts.bytes_in)
+        .bind(counts.bytes_out)
+}
+
+fn bind_route<'q>(query: SqliteQuery<'q>, row: &'q (&RouteKey<'_>, &Span)) -> SqliteQuery<'q> {
+    let ((agent, connection, method, path), span) = *row;
+    query
+        .bind(*agent)
+        .bind(*connection)
+        .bind(*method)
+        .bind(*path)
+        .bind(span.first_ms)
+        .bind(span.last_ms)
+        .bind(span.requests)
+}
+
+/// Binds a credential sighting: token id, agent, the value seen (network or
+/// user agent) and its span.
+fn bind_sighting<'q>(
+    query: SqliteQuery<'q>,
+    row: &'q (&str, &str, &str, &Span),
+) -> SqliteQuery<'q> {
+    let (token_id, agent, value, span) = *row;
+    query
         .bind(token_id)
         .bind(agent)
         .bind(value)
         .bind(span.first_ms)
         .bind(span.last_ms)
         .bind(span.requests)
-        .execute(conn)
-        .await
-        .map_err(|error| db_error(operation, error))?;
-    Ok(())
 }
 
 /// Summarizes the audit records stored before the usage tables existed,
