@@ -99,7 +99,7 @@ impl Reloader {
                 return false;
             }
         };
-        match self.loader.snapshot(state).await {
+        match self.loader.snapshot_for_config(state, &current).await {
             Ok(snapshot) => {
                 warn_missing_credentials(&snapshot);
                 let config = &snapshot.config.config;

@@ -23,9 +23,28 @@ impl Location {
         Location { line, column }
     }
 
+    /// Returns the same location as [`Location::from_offset`], using the
+    /// byte offsets where the lines of `source` start ([`line_starts`]).
+    pub(crate) fn from_line_starts(source: &str, line_starts: &[usize], offset: usize) -> Self {
+        let offset = offset.min(source.len());
+        let line = line_starts.partition_point(|&start| start <= offset).max(1);
+        let line_start = line_starts.get(line - 1).copied().unwrap_or(0);
+        let column = source
+            .get(line_start..offset)
+            .map_or(1, |text| text.chars().count() + 1);
+        Location { line, column }
+    }
+
     pub(crate) fn from_span(source: &str, span: Range<usize>) -> Self {
         Self::from_offset(source, span.start)
     }
+}
+
+/// Returns the byte offset where each line of `source` starts.
+pub(crate) fn line_starts(source: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(source.match_indices('\n').map(|(index, _)| index + 1))
+        .collect()
 }
 
 /// One problem found in a configuration file.
@@ -120,5 +139,21 @@ mod tests {
             Location { line: 2, column: 3 }
         );
         assert_eq!(Location::from_offset(source, 999).line, 3);
+    }
+
+    #[test]
+    fn line_index_matches_scan() {
+        let source = "a = 1\n\nname = \"é\"\n[t]\r\nx = 2";
+        let starts = line_starts(source);
+        for offset in 0..=source.len() + 2 {
+            if !source.is_char_boundary(offset.min(source.len())) {
+                continue;
+            }
+            assert_eq!(
+                Location::from_line_starts(source, &starts, offset),
+                Location::from_offset(source, offset),
+                "offset {offset}"
+            );
+        }
     }
 }

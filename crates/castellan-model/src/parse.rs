@@ -140,12 +140,15 @@ struct RawAgent {
 /// Accumulates diagnostics while the file is checked.
 struct Checker<'a> {
     source: &'a str,
+    /// Byte offsets where each line starts, so a location costs a binary
+    /// search rather than a scan from the start of a large file.
+    line_starts: Vec<usize>,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
     fn at<T>(&self, spanned: &Spanned<T>) -> Location {
-        Location::from_span(self.source, spanned.span())
+        Location::from_line_starts(self.source, &self.line_starts, spanned.span().start)
     }
 
     fn error<T>(&mut self, spanned: &Spanned<T>, message: impl Into<String>) {
@@ -198,6 +201,7 @@ impl Config {
             .map_err(|error| ConfigError::new(path, vec![syntax_diagnostic(source, &error)]))?;
         let mut checker = Checker {
             source,
+            line_starts: crate::diagnostic::line_starts(source),
             diagnostics: Vec::new(),
         };
         let config = build(&mut checker, raw);

@@ -176,7 +176,10 @@ impl Policy {
                 ),
             ),
             (cedar_policy::Decision::Allow, Some(policy), None)
-                if policy.cedar.effect() == Effect::Permit =>
+                if policy
+                    .cedar
+                    .as_ref()
+                    .is_some_and(|cedar| cedar.effect() == Effect::Permit) =>
             {
                 Decision {
                     allowed: true,

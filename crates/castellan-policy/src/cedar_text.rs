@@ -263,6 +263,24 @@ mod tests {
         assert_eq!(network_literal(mapped, 104), "0:0:0:0:0:ffff:a01:203/104");
     }
 
+    /// `Policy::compile` keeps network policies as text without parsing
+    /// them, so this checks that Cedar accepts what the generator writes.
+    #[test]
+    fn network_policies_parse_in_cedar() {
+        let text = r#"
+[agents.bot_v2-x]
+owner = "jay@example.com"
+networks = ["10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1", "::ffff:192.0.2.0/120", "0.0.0.0/0"]
+"#;
+        let config = castellan_model::Config::parse(text, std::path::Path::new("castellan.toml"))
+            .expect("valid configuration");
+        let agent = &config.agents["bot_v2-x"];
+        let policy = network_policy(agent).expect("the agent declares networks");
+        let id = cedar_policy::PolicyId::new(network_policy_id(&agent.name));
+        let parsed = cedar_policy::Policy::parse(Some(id), &policy);
+        assert!(parsed.is_ok(), "Cedar rejects {policy}: {parsed:?}");
+    }
+
     #[test]
     fn pattern_conditions_guard_on_depth() {
         let cases = [

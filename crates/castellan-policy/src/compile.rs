@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::cedar_text::{network_policy, network_policy_id, rule_policy, ContextShape};
 use crate::error::PolicyError;
-use crate::rule_sets::{RuleScope, RuleSets};
+use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
 
 /// The roles and agents of a configuration compiled to Cedar.
 ///
@@ -64,7 +64,12 @@ impl SegmentKeys {
 pub(crate) struct CompiledPolicy {
     pub(crate) origin: PolicyOrigin,
     pub(crate) text: String,
-    pub(crate) cedar: cedar_policy::Policy,
+    /// The parsed policy of a rule, or `None` for a network policy.
+    /// Networks are checked in Rust ([`NetworkRestriction`]) and Cedar never
+    /// evaluates a network policy, so only its text is kept. A parsed Cedar
+    /// policy takes kilobytes, and there is one per agent with networks.
+    /// Boxed so that network policies do not pay its inline size.
+    pub(crate) cedar: Option<Box<cedar_policy::Policy>>,
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
     /// The connection and methods of a rule; `None` for a network policy.
@@ -137,7 +142,8 @@ pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
 
 impl Policy {
     /// Compiles every rule of every role and every agent's network
-    /// restriction into one Cedar policy each.
+    /// restriction into one Cedar policy each. Network policies are kept
+    /// as text only, because they are checked in Rust.
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
         let types = EntityTypes::new()?;
         let mut builder = Builder::default();
@@ -152,7 +158,7 @@ impl Policy {
             role_rules.insert(role.name.as_str(), builder.add_role(role)?);
         }
         let mut agents = HashMap::new();
-        let mut shared: HashMap<Vec<usize>, Arc<RuleSets>> = HashMap::new();
+        let mut rule_sets = RuleSetCache::default();
         for agent in config.agents.values() {
             let rules = agent_rules(agent, &role_rules)?;
             let network = networks
@@ -161,20 +167,12 @@ impl Policy {
                     position,
                     networks: agent.networks.iter().map(IpNet::trunc).collect(),
                 });
-            let rule_sets = match shared.get(&rules) {
-                Some(sets) => Arc::clone(sets),
-                None => {
-                    let sets = Arc::new(RuleSets::new(&builder.compiled, &rules)?);
-                    shared.insert(rules.clone(), Arc::clone(&sets));
-                    sets
-                }
-            };
             let entry = AgentEntry {
                 uid: uid(&types.agent, &agent.name),
                 roles: agent.roles.clone(),
                 #[cfg(test)]
                 policies: crate::rule_sets::policy_set(&builder.compiled, &rules)?,
-                rule_sets,
+                rule_sets: rule_sets.rule_sets(&builder.compiled, &rules)?,
                 rules,
                 network,
             };
@@ -182,10 +180,14 @@ impl Policy {
         }
         let entities = build_entities(config, &agents, &types)?;
         let uids = request_uids(config, &types);
+        // The policy lives until the next reload, so give back the spare
+        // capacity that growing the vector left.
+        let mut compiled = builder.compiled;
+        compiled.shrink_to_fit();
         Ok(Policy {
             entities,
             authorizer: Authorizer::new(),
-            compiled: builder.compiled,
+            compiled,
             positions: builder.positions,
             agents,
             segment_keys: SegmentKeys::new(builder.shape),
@@ -267,8 +269,13 @@ impl Builder {
             message,
         };
         let policy_id = PolicyId::new(&id);
-        let cedar = cedar_policy::Policy::parse(Some(policy_id.clone()), &text)
-            .map_err(|error| generated(error.to_string()))?;
+        let cedar = match origin {
+            PolicyOrigin::Network => None,
+            PolicyOrigin::Rule { .. } => Some(Box::new(
+                cedar_policy::Policy::parse(Some(policy_id.clone()), &text)
+                    .map_err(|error| generated(error.to_string()))?,
+            )),
+        };
         let position = self.compiled.len();
         if self.positions.insert(policy_id, position).is_some() {
             return Err(generated("another policy has the same id".to_string()));

@@ -68,14 +68,15 @@ impl Policy {
         let PolicyOrigin::Rule { id, location } = &compiled.origin else {
             return None;
         };
+        let cedar = compiled.cedar.as_ref()?;
         let mut single = PolicySet::new();
-        let matched = match single.add(compiled.cedar.clone()) {
+        let matched = match single.add(cedar.as_ref().clone()) {
             Ok(()) => {
                 let response = self.evaluate(request, &single);
                 let satisfied = response
                     .diagnostics()
                     .reason()
-                    .any(|reason| reason == compiled.cedar.id());
+                    .any(|reason| reason == cedar.id());
                 satisfied && response.diagnostics().errors().next().is_none()
             }
             Err(_) => false,

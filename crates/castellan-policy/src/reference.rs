@@ -62,8 +62,17 @@ fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) -> Decision
     positions.extend(agent.network.as_ref().map(|network| network.position));
     let mut set = PolicySet::new();
     for position in positions {
-        set.add(policy.compiled[position].cedar.clone())
-            .expect("policy ids are unique");
+        // Network policies are compiled as text only, so parse them here.
+        let compiled = &policy.compiled[position];
+        let cedar = match &compiled.cedar {
+            Some(cedar) => cedar.as_ref().clone(),
+            None => {
+                let id = cedar_policy::PolicyId::new(&compiled.id);
+                cedar_policy::Policy::parse(Some(id), &compiled.text)
+                    .expect("generated network policy parses")
+            }
+        };
+        set.add(cedar).expect("policy ids are unique");
     }
     let cedar = reference_request(policy, request, true);
     let response = policy.evaluate(&cedar, &set);

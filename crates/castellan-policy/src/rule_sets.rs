@@ -7,8 +7,14 @@
 //! fail to evaluate. Leaving such rules out gives the same decision with
 //! less work. Action entities have no parents, so `action in [...]` is true
 //! exactly when the method is in the list.
+//!
+//! A configuration with many agents has many combinations of roles, but few
+//! distinct groups of rules per connection. [`RuleSetCache`] builds each
+//! distinct group, and each distinct Cedar policy set, once and shares it,
+//! because a Cedar `PolicySet` takes kilobytes even for one policy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use castellan_model::MethodSet;
 use cedar_policy::PolicySet;
@@ -24,105 +30,166 @@ pub(crate) struct RuleScope {
 
 /// The rules of one combination of roles, by connection and method. Agents
 /// with the same roles share one instance.
-#[derive(Default)]
 pub(crate) struct RuleSets {
-    connections: HashMap<String, ConnectionRules>,
+    /// One entry per connection that a rule names, sorted by connection
+    /// name for binary search.
+    connections: Box<[Arc<ConnectionRules>]>,
 }
 
 /// The rules that name one connection.
 struct ConnectionRules {
+    connection: String,
     /// For each method that a rule lists by name, the rules covering it.
-    by_method: HashMap<String, PolicySet>,
+    /// A list rather than a map, because a connection's rules name few methods.
+    by_method: Box<[(String, Arc<PolicySet>)]>,
     /// The rules covering every method, for a method no rule lists; `None`
     /// when there are none.
-    any_method: Option<PolicySet>,
+    any_method: Option<Arc<PolicySet>>,
 }
 
 impl RuleSets {
-    /// Groups the rules at `positions` of `compiled`. Network policies
-    /// among them are skipped.
-    pub(crate) fn new(
-        compiled: &[CompiledPolicy],
-        positions: &[usize],
-    ) -> Result<Self, PolicyError> {
-        let mut grouped: HashMap<&str, Vec<(usize, &MethodSet)>> = HashMap::new();
-        for &position in positions {
-            if let Some(scope) = &compiled[position].scope {
-                grouped
-                    .entry(&scope.connection)
-                    .or_default()
-                    .push((position, &scope.methods));
-            }
-        }
-        let mut connections = HashMap::with_capacity(grouped.len());
-        for (connection, rules) in grouped {
-            connections.insert(
-                connection.to_string(),
-                ConnectionRules::new(compiled, &rules)?,
-            );
-        }
-        Ok(RuleSets { connections })
-    }
-
     /// Returns the rules that can match a request with `method` to
     /// `connection`, or `None` when no rule can.
     pub(crate) fn select(&self, connection: &str, method: &str) -> Option<&PolicySet> {
-        let rules = self.connections.get(connection)?;
-        match rules.by_method.get(method) {
-            Some(set) => Some(set),
-            None => rules.any_method.as_ref(),
-        }
+        let index = self
+            .connections
+            .binary_search_by(|rules| rules.connection.as_str().cmp(connection))
+            .ok()?;
+        let rules = &self.connections[index];
+        let listed = rules
+            .by_method
+            .iter()
+            .find(|(listed, _)| listed == method)
+            .map(|(_, set)| set);
+        listed.or(rules.any_method.as_ref()).map(Arc::as_ref)
     }
 }
 
-impl ConnectionRules {
-    fn new(
+/// Builds [`RuleSets`] during one compilation and shares every part that
+/// two agents, connections or methods have in common.
+#[derive(Default)]
+pub(crate) struct RuleSetCache {
+    /// By the positions of all rules of a combination of roles.
+    combinations: HashMap<Vec<usize>, Arc<RuleSets>>,
+    /// By the positions of the rules that name one connection.
+    connections: HashMap<Vec<usize>, Arc<ConnectionRules>>,
+    /// By the positions of the policies in the set.
+    sets: HashMap<Vec<usize>, Arc<PolicySet>>,
+}
+
+impl RuleSetCache {
+    /// Returns the rule sets of the rules at `positions` of `compiled`,
+    /// which must be sorted and free of duplicates. Network policies among
+    /// them are skipped.
+    pub(crate) fn rule_sets(
+        &mut self,
         compiled: &[CompiledPolicy],
-        rules: &[(usize, &MethodSet)],
-    ) -> Result<Self, PolicyError> {
-        let named: BTreeSet<&str> = rules
+        positions: &[usize],
+    ) -> Result<Arc<RuleSets>, PolicyError> {
+        if let Some(sets) = self.combinations.get(positions) {
+            return Ok(Arc::clone(sets));
+        }
+        // Each rule names one connection, so the positions of a group
+        // identify the connection too.
+        let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for &position in positions {
+            if let Some(scope) = &compiled[position].scope {
+                grouped.entry(&scope.connection).or_default().push(position);
+            }
+        }
+        let mut connections = Vec::with_capacity(grouped.len());
+        for (connection, group) in grouped {
+            connections.push(self.connection_rules(compiled, connection, group)?);
+        }
+        let sets = Arc::new(RuleSets {
+            connections: connections.into_boxed_slice(),
+        });
+        self.combinations
+            .insert(positions.to_vec(), Arc::clone(&sets));
+        Ok(sets)
+    }
+
+    fn connection_rules(
+        &mut self,
+        compiled: &[CompiledPolicy],
+        connection: &str,
+        positions: Vec<usize>,
+    ) -> Result<Arc<ConnectionRules>, PolicyError> {
+        if let Some(rules) = self.connections.get(&positions) {
+            return Ok(Arc::clone(rules));
+        }
+        let methods_of = |position: usize| {
+            compiled[position]
+                .scope
+                .as_ref()
+                .map(|scope| &scope.methods)
+        };
+        let named: BTreeSet<&str> = positions
             .iter()
-            .filter_map(|(_, methods)| match methods {
-                MethodSet::Any => None,
-                MethodSet::Only(list) => Some(list.iter().map(String::as_str)),
+            .filter_map(|&position| match methods_of(position) {
+                Some(MethodSet::Only(list)) => Some(list.iter().map(String::as_str)),
+                _ => None,
             })
             .flatten()
             .collect();
-        let mut by_method = HashMap::with_capacity(named.len());
+        let mut by_method = Vec::with_capacity(named.len());
         for method in named {
-            let covering = rules.iter().filter(|(_, methods)| match methods {
-                MethodSet::Any => true,
-                MethodSet::Only(list) => list.iter().any(|listed| listed == method),
-            });
-            let positions: Vec<usize> = covering.map(|(position, _)| *position).collect();
-            by_method.insert(method.to_string(), policy_set(compiled, &positions)?);
+            let covering: Vec<usize> = positions
+                .iter()
+                .copied()
+                .filter(|&position| match methods_of(position) {
+                    Some(MethodSet::Any) => true,
+                    Some(MethodSet::Only(list)) => list.iter().any(|listed| listed == method),
+                    None => false,
+                })
+                .collect();
+            by_method.push((method.to_string(), self.policy_set(compiled, covering)?));
         }
-        let any: Vec<usize> = rules
+        let any: Vec<usize> = positions
             .iter()
-            .filter(|(_, methods)| matches!(methods, MethodSet::Any))
-            .map(|(position, _)| *position)
+            .copied()
+            .filter(|&position| matches!(methods_of(position), Some(MethodSet::Any)))
             .collect();
         let any_method = if any.is_empty() {
             None
         } else {
-            Some(policy_set(compiled, &any)?)
+            Some(self.policy_set(compiled, any)?)
         };
-        Ok(ConnectionRules {
-            by_method,
+        let rules = Arc::new(ConnectionRules {
+            connection: connection.to_string(),
+            by_method: by_method.into_boxed_slice(),
             any_method,
-        })
+        });
+        self.connections.insert(positions, Arc::clone(&rules));
+        Ok(rules)
+    }
+
+    fn policy_set(
+        &mut self,
+        compiled: &[CompiledPolicy],
+        positions: Vec<usize>,
+    ) -> Result<Arc<PolicySet>, PolicyError> {
+        if let Some(set) = self.sets.get(&positions) {
+            return Ok(Arc::clone(set));
+        }
+        let set = Arc::new(policy_set(compiled, &positions)?);
+        self.sets.insert(positions, Arc::clone(&set));
+        Ok(set)
     }
 }
 
-/// Collects the policies at `positions` into one set.
+/// Collects the rule policies at `positions` into one set. Network
+/// policies among them are skipped, because they are checked before Cedar.
 pub(crate) fn policy_set(
     compiled: &[CompiledPolicy],
     positions: &[usize],
 ) -> Result<PolicySet, PolicyError> {
     let mut set = PolicySet::new();
     for position in positions {
-        let policy = &compiled[*position].cedar;
-        set.add(policy.clone())
+        let Some(policy) = &compiled[*position].cedar else {
+            continue;
+        };
+        set.add(policy.as_ref().clone())
             .map_err(|error| PolicyError::Generated {
                 id: policy.id().to_string(),
                 message: error.to_string(),

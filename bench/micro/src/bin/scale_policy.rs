@@ -47,7 +47,7 @@ impl CountingAllocator {
 }
 
 // SAFETY: every call forwards to `System` with the caller's arguments, so
-// the layout contract of `GlobalAlloc` holds as it does for `System`. The
+// the layout contract of `GlobalAlloc` is met as it is for `System`. The
 // counters only observe sizes.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -148,9 +148,30 @@ fn main() -> ExitCode {
 
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let cases = [
-        ("allowed", "conn-0000", "GET", "/v1/items/42/details", loopback, true),
-        ("denied_by_rule", "conn-0000", "DELETE", "/v1/items/42", loopback, false),
-        ("denied_no_rule", "conn-0500", "GET", "/v1/items/42", loopback, false),
+        (
+            "allowed",
+            "conn-0000",
+            "GET",
+            "/v1/items/42/details",
+            loopback,
+            true,
+        ),
+        (
+            "denied_by_rule",
+            "conn-0000",
+            "DELETE",
+            "/v1/items/42",
+            loopback,
+            false,
+        ),
+        (
+            "denied_no_rule",
+            "conn-0500",
+            "GET",
+            "/v1/items/42",
+            loopback,
+            false,
+        ),
         (
             "denied_network",
             "conn-0000",
