@@ -4,10 +4,10 @@
 //! Each webhook has its own bounded queue and its own delivery slots, so a
 //! receiver that hangs or fails delays only its own notifications, never
 //! requests, detection or other webhooks. A queue hands out its most severe
-//! notification first. When it is full, a new notification pushes out the
-//! least severe queued one if it is more severe, and is dropped otherwise,
-//! with an error log and a counter: a flood of low-severity alerts cannot
-//! keep a critical one from being sent.
+//! notification first. When it is full, a new notification replaces the
+//! least severe queued one if it is more severe; otherwise the new one is
+//! dropped. Each drop is logged and counted. So a flood of low-severity
+//! alerts cannot keep a critical one from being sent.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,8 +1,9 @@
-//! Detection end to end: the real gateway called from two loopback source
+//! Detection end to end. The real gateway is called from two loopback
 //! addresses that a test geolocation database places on two continents,
-//! the impossible-travel alert, its webhook delivery to a loopback
-//! receiver, the automatic suspension and its lifting; canary tokens; and
-//! startup with a missing or corrupt geolocation database.
+//! and the tests check the impossible-travel alert, its webhook delivery to
+//! a loopback receiver, the automatic suspension and its lifting. Other
+//! tests cover canary tokens, rotation reminders, and startup with a
+//! missing or corrupt geolocation database.
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +21,7 @@ use support::http::raw_status;
 use support::leak::assert_no_secret;
 use support::peers::{spawn_httpbin, write_geo_database};
 
-/// Longest wait for the monitor to judge a record and act on it: one poll
+/// Maximum wait for the monitor to judge a record and act on it: one poll
 /// interval, an alert, a suspension and the gateway's reload, with margin
 /// for a loaded machine.
 const DETECTION_LIMIT: Duration = Duration::from_secs(15);
@@ -30,7 +31,7 @@ const UPSTREAM_KEY: &str = "sk-e2e-detect-upstream-Vb7Qp2Lm9Xr4";
 const SYDNEY: &str = "127.0.0.2";
 const LONDON: &str = "127.0.0.3";
 
-/// A loopback webhook receiver that answers 200 and keeps each body.
+/// A loopback webhook receiver that responds 200 and keeps each body.
 struct Receiver {
     address: SocketAddr,
     bodies: Arc<Mutex<Vec<String>>>,
@@ -66,7 +67,7 @@ impl Receiver {
 }
 
 /// Reads HTTP/1.1 requests with a Content-Length from `stream` until it
-/// closes, answering each with 200.
+/// closes, responding to each with 200.
 fn serve_connection(stream: TcpStream, log: &Mutex<Vec<String>>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone the stream"));
     let mut writer = stream;

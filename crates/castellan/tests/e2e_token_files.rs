@@ -17,7 +17,7 @@ use support::peers::spawn_httpbin;
 
 const UPSTREAM_KEY: &str = "sk-e2e-token-files-upstream-Rt5Nw8Kx";
 
-/// Longest wait for the token file task: a one-second poll, a store write
+/// Maximum wait for the token file task: a one-second poll, a store write
 /// and a file write, with margin for a loaded machine.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
 

@@ -318,7 +318,7 @@ async fn run_command(
     }
 }
 
-/// What a command left behind.
+/// The outcome of running a command.
 enum Collected {
     Exited {
         status: std::process::ExitStatus,
