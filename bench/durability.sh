@@ -70,7 +70,7 @@ wait_for_http() {
     curl -s -o /dev/null "$url" && return 0
     sleep 0.1
   done
-  die "$what did not answer on $url within 30 s; see the logs in $WORK"
+  die "$what did not respond on $url within 30 s; see the logs in $WORK"
 }
 
 # Writes each complete response's request id to ids-<thread>.txt, line

@@ -14,7 +14,7 @@
 #      stores one secret per connection (read from stdin), and
 #      bench/scale_data.py inserts the tokens straight into the `tokens` table
 #      with the token and hash format of castellan-vault.
-#   3. A Python upstream on UPSTREAM_PORT answers 200 for conn-0000; every
+#   3. A Python upstream on UPSTREAM_PORT responds 200 for conn-0000; every
 #      other connection points at IDLE_PORT, where nothing listens and which
 #      no request reaches.
 #   4. `castellan serve --log-json` on AGENT_PORT and ADMIN_PORT, then the

@@ -144,7 +144,7 @@ impl AuditSlot {
     ///
     /// The record is batched with others as usual and acknowledged right
     /// after its transaction commits. A writer that waits for a batch to
-    /// fill stops waiting as soon as it holds a record with an
+    /// fill stops waiting as soon as it has received a record with an
     /// acknowledgement, so waiting callers add no linger delay.
     pub fn send_acknowledged(self, record: AuditRecord) -> CommitAck {
         let (sender, ack) = CommitAck::channel();

@@ -1,6 +1,6 @@
 //! Streaming anomaly detection over the audit stream.
 //!
-//! The gateway audits every request; a task outside the request path turns
+//! The gateway audits every request. A task outside the request path turns
 //! each audit record into an [`Observation`] and feeds it to an [`Engine`],
 //! which keeps per-agent state and returns [`Signal`]s. The caller stores
 //! signals as alerts and runs the configured responses. The engine touches

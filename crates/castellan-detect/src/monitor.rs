@@ -276,13 +276,7 @@ impl Monitor {
                 return Ok(false);
             }
         }
-        let already = self
-            .store
-            .suspended_agents()
-            .await?
-            .iter()
-            .any(|suspended| suspended.agent == agent);
-        if already {
+        if self.store.suspension(agent).await?.is_some() {
             return Ok(false);
         }
         let reason = format!("alert {} ({}): {}", raised.id, signal.kind, signal.summary);

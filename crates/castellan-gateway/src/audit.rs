@@ -291,7 +291,7 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         if !self.finished {
-            // Nobody is left to receive a response, so nothing waits for
+            // The response is gone with the body, so no caller waits for
             // the commit.
             let _ = self.write(
                 0,

@@ -296,8 +296,8 @@ impl UpstreamStream {
     }
 
     /// Writes the audit record of a body that ended normally and returns
-    /// its last frame, or holds that frame until the record is committed
-    /// under `audit_durability = "strict"`.
+    /// its last frame. Under `audit_durability = "strict"` the frame is
+    /// released only once the record is committed.
     fn finish_with(
         &mut self,
         last: Option<Frame<Bytes>>,

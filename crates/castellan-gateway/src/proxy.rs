@@ -224,8 +224,8 @@ fn checkpoint<'a>(
             Ok(found) => check_certificate_agrees(snapshot, certificate, found.agent)
                 .map(|()| (Some(token), found)),
             Err(rejection) => {
-                // The agent sees an invalid token; the audit record names the
-                // canary so its use raises an alert.
+                // The agent gets the invalid-token rejection, and the audit
+                // record names the canary so its use raises an alert.
                 if let Some(canary) = canary(snapshot, &token) {
                     facts.agent = Some(canary.agent.clone());
                     facts.token_id = Some(canary.id.clone());

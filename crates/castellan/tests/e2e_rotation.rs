@@ -484,7 +484,7 @@ fn command_rotation_verifies_switches_and_revokes() {
 }
 
 #[test]
-fn failed_command_rotation_keeps_the_old_key_and_alerts() {
+fn failed_command_rotation_keeps_old_key() {
     let castellan = Castellan::init();
     let upstream = support::peers::spawn_openai_upstream(PROVIDED_KEY);
     let revoked = castellan.scratch_dir().join("revoked-key");

@@ -18,7 +18,7 @@ struct Received {
     body: Vec<u8>,
 }
 
-/// A loopback webhook receiver that answers with the scripted statuses in
+/// A loopback webhook receiver that responds with the scripted statuses in
 /// turn (200 once the script runs out) and keeps every request.
 struct Receiver {
     address: SocketAddr,
