@@ -315,14 +315,7 @@ impl Monitor {
     }
 
     async fn context(&self) -> Result<Context, StoreError> {
-        let canary_tokens = self
-            .store
-            .list_tokens(None)
-            .await?
-            .into_iter()
-            .filter(|token| token.canary)
-            .map(|token| token.id)
-            .collect();
+        let canary_tokens = self.store.canary_token_ids().await?.into_iter().collect();
         let declared_networks = self
             .config
             .agents

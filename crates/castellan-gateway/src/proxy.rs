@@ -227,8 +227,8 @@ fn checkpoint<'a>(
                 // The agent gets the invalid-token rejection, and the audit
                 // record names the canary so its use raises an alert.
                 if let Some(canary) = canary(snapshot, &token) {
-                    facts.agent = Some(canary.agent.clone());
-                    facts.token_id = Some(canary.id.clone());
+                    facts.agent = Some(canary.agent.to_string());
+                    facts.token_id = Some(canary.id.to_string());
                 }
                 Err(rejection)
             }

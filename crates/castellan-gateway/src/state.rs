@@ -2,7 +2,7 @@
 //! policy, tokens, suspensions and credentials, replaced whole on a reload
 //! so that each request uses one consistent version from start to end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use castellan_model::{Config, Connection};
@@ -11,7 +11,7 @@ use castellan_store::{Store, StoreError, TokenRecord};
 use castellan_vault::{MasterKey, SealedSecret, TokenHash};
 
 use crate::credential::{InjectError, Injector};
-use crate::upstream::{build_client, ClientError, HttpClient};
+use crate::upstream::{build_client, ClientError, HttpClient, TlsConfigs};
 
 /// A validated configuration with its compiled policy and upstream clients.
 pub struct ConfigState {
@@ -35,6 +35,7 @@ impl ConfigState {
     pub fn activate(config: Config, previous: Option<&ConfigState>) -> Result<Self, ActivateError> {
         let policy = Policy::compile(&config)?;
         let mut clients = HashMap::new();
+        let mut tls = TlsConfigs::default();
         for (name, connection) in &config.connections {
             let reused = previous.and_then(|state| {
                 let old = state.config.connections.get(name)?;
@@ -42,7 +43,7 @@ impl ConfigState {
             });
             let client = match reused {
                 Some(client) => client,
-                None => build_client(connection)?,
+                None => build_client(connection, &mut tls)?,
             };
             clients.insert(name.clone(), client);
         }
@@ -67,8 +68,9 @@ fn same_transport(old: &Connection, new: &Connection) -> bool {
 /// A live agent token as the gateway keeps it in memory.
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
-    pub id: String,
-    pub agent: String,
+    pub id: Box<str>,
+    /// Shared by all tokens of one agent.
+    pub agent: Arc<str>,
     pub expires_ms: Option<i64>,
     /// A decoy that authenticates nothing: presenting it is rejected like
     /// an unknown token, and the audit record names its agent and id so
@@ -159,13 +161,16 @@ impl Loader {
         config: Arc<ConfigState>,
         store_version: i64,
     ) -> Result<Snapshot, LoadError> {
-        let tokens = self
-            .store
-            .active_tokens()
-            .await?
-            .into_iter()
-            .filter_map(active_token)
-            .collect();
+        let mut tokens = HashMap::new();
+        let mut agents = AgentNames::default();
+        self.store
+            .visit_active_tokens(|record| {
+                if let Some((hash, token)) = active_token(record, &mut agents) {
+                    tokens.insert(hash, token);
+                }
+            })
+            .await?;
+        tokens.shrink_to_fit();
         let suspended = self
             .store
             .suspended_agents()
@@ -229,13 +234,29 @@ fn unusable(secret: String, error: &InjectError) -> CredentialState {
     }
 }
 
-fn active_token(record: TokenRecord) -> Option<(TokenHash, ActiveToken)> {
+/// Interns agent names while tokens load, so that an agent's tokens share
+/// one allocation of its name.
+#[derive(Default)]
+struct AgentNames(HashSet<Arc<str>>);
+
+impl AgentNames {
+    fn intern(&mut self, name: String) -> Arc<str> {
+        if let Some(known) = self.0.get(name.as_str()) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = name.into();
+        self.0.insert(Arc::clone(&name));
+        name
+    }
+}
+
+fn active_token(record: TokenRecord, agents: &mut AgentNames) -> Option<(TokenHash, ActiveToken)> {
     let hash = TokenHash::from_hex(&record.hash).ok()?;
     Some((
         hash,
         ActiveToken {
-            id: record.id,
-            agent: record.agent,
+            id: record.id.into_boxed_str(),
+            agent: agents.intern(record.agent),
             expires_ms: record.expires_ms,
             canary: record.canary,
         },
@@ -306,6 +327,10 @@ mod tests {
             .await
             .expect("snapshot loads");
         assert_eq!(changed.tokens.len(), 2);
+        let mut agents = changed.tokens.values().map(|token| &token.agent);
+        let (a, b) = (agents.next().unwrap(), agents.next().unwrap());
+        assert_eq!(&**a, "bot");
+        assert!(Arc::ptr_eq(a, b), "tokens of one agent share its name");
         assert!(changed.store_version > reloaded.store_version);
     }
 }

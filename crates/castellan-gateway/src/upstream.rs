@@ -1,7 +1,9 @@
 //! HTTP clients for upstreams: pooled, TLS through rustls, one per
-//! connection so each keeps its own trust roots, timeouts and address check.
+//! connection so each keeps its own timeouts and address check. Connections
+//! with the same trust roots share one TLS configuration.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use castellan_model::Connection;
@@ -25,8 +27,37 @@ pub enum ClientError {
     },
 }
 
-/// Builds the pooled client for `connection`.
-pub fn build_client(connection: &Connection) -> Result<HttpClient, ClientError> {
+/// TLS client configurations shared by the connections that trust the same
+/// roots.
+///
+/// A rustls configuration with the web PKI roots takes about 200 KiB, so one
+/// per connection costs hundreds of MiB with a thousand connections. All
+/// connections without `ca_file` share one configuration, and connections
+/// naming the same `ca_file` share another. Only connections with the same
+/// trust share one, because a configuration also holds the TLS session cache
+/// and a resumed session skips certificate verification.
+#[derive(Default)]
+pub struct TlsConfigs {
+    by_ca_file: HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>,
+}
+
+impl TlsConfigs {
+    /// Returns the configuration for `connection`, building it on first use.
+    fn for_connection(
+        &mut self,
+        connection: &Connection,
+    ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+        if let Some(config) = self.by_ca_file.get(&connection.ca_file) {
+            return Ok(Arc::clone(config));
+        }
+        let config = Arc::new(tls_config(connection)?);
+        self.by_ca_file
+            .insert(connection.ca_file.clone(), Arc::clone(&config));
+        Ok(config)
+    }
+}
+
+fn tls_config(connection: &Connection) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &connection.ca_file {
@@ -37,7 +68,7 @@ pub fn build_client(connection: &Connection) -> Result<HttpClient, ClientError> 
         })?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|error| ClientError::CaFile {
             connection: connection.name.clone(),
@@ -46,18 +77,25 @@ pub fn build_client(connection: &Connection) -> Result<HttpClient, ClientError> 
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
 
+/// Builds the pooled client for `connection`, taking its TLS configuration
+/// from `tls`.
+pub fn build_client(
+    connection: &Connection,
+    tls: &mut TlsConfigs,
+) -> Result<HttpClient, ClientError> {
+    let tls = tls.for_connection(connection)?;
     let mut tcp = CheckedConnector::new(&connection.name, connection.allow_private);
     let http = tcp.http_mut();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connection.timeouts.connect));
     http.set_nodelay(true);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(tcp);
+    // Plain http upstreams are allowed (force_https stays off), and ALPN
+    // offers HTTP/2 and HTTP/1.1 as set in `tls_config`.
+    let connector = HttpsConnector::from((tcp, tls));
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
         .build(connector))

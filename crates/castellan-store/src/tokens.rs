@@ -1,5 +1,6 @@
 //! Agent tokens, stored only as SHA-256 hashes.
 
+use futures_util::TryStreamExt;
 use sqlx::sqlite::SqliteRow;
 use sqlx::SqliteConnection;
 
@@ -89,6 +90,41 @@ impl Store {
             .await
             .map_err(|error| db_error("list active agent tokens", error))?;
         rows.iter().map(token_from_row).collect()
+    }
+
+    /// Calls `visit` with each token that is neither revoked nor expired
+    /// now, in no particular order, reading rows one at a time.
+    ///
+    /// The gateway loads every active token this way: with 100,000 tokens,
+    /// reading them into one `Vec` first would add tens of MiB to the peak
+    /// memory of each load.
+    pub async fn visit_active_tokens(
+        &self,
+        mut visit: impl FnMut(TokenRecord),
+    ) -> Result<(), StoreError> {
+        let operation = "list active agent tokens";
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE revoked_ms IS NULL \
+             AND (expires_ms IS NULL OR expires_ms > $1)"
+        );
+        let mut rows = sqlx::query(&sql).bind(now_ms()).fetch(&self.pool);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|error| db_error(operation, error))?
+        {
+            visit(token_from_row(&row)?);
+        }
+        Ok(())
+    }
+
+    /// Lists the ids of every canary token, revoked and expired ones
+    /// included, since presenting any of them is still a signal.
+    pub async fn canary_token_ids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT id FROM tokens WHERE canary != 0 ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|error| db_error("list canary token ids", error))
     }
 
     /// Revokes the token `id` and moves the change counter.

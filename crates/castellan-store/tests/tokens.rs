@@ -72,9 +72,35 @@ async fn active_tokens_exclude_revoked_and_expired() {
     db.store.revoke_token("tok-revoked").await.unwrap();
 
     let active = db.store.active_tokens().await.unwrap();
+    let mut visited = Vec::new();
+    db.store
+        .visit_active_tokens(|token| visited.push(token))
+        .await
+        .unwrap();
 
     let ids: Vec<_> = active.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(ids, ["tok-later", "tok-plain"]);
+    visited.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(visited, [expiring, plain], "the visit sees the same tokens");
+}
+
+#[tokio::test]
+async fn canary_token_ids_include_revoked_and_expired_canaries() {
+    let db = create_db().await;
+    let mut expired = token("tok-c-expired", "alpha", 1);
+    expired.canary = true;
+    expired.expires_ms = Some(now_ms() - 1_000);
+    let mut revoked = token("tok-c-revoked", "alpha", 2);
+    revoked.canary = true;
+    let plain = token("tok-plain", "alpha", 3);
+    for record in [&expired, &revoked, &plain] {
+        db.store.insert_token(record).await.unwrap();
+    }
+    db.store.revoke_token("tok-c-revoked").await.unwrap();
+
+    let ids = db.store.canary_token_ids().await.unwrap();
+
+    assert_eq!(ids, ["tok-c-expired", "tok-c-revoked"]);
 }
 
 #[tokio::test]
