@@ -13,6 +13,12 @@ use crate::secret::{redacted_preview, SecretValue};
 /// Markers that suppress findings on their line, for reviewed test fixtures.
 const ALLOW_MARKERS: [&[u8]; 2] = [b"castellan:allow", b"gitleaks:allow"];
 
+/// Maximum number of bytes between two keyword lines for which a
+/// line-local rule searches both, and the lines between, in one regex call.
+/// Each call has a fixed cost, so a short gap is cheaper to search than to
+/// skip with a second call. The value is a guess and was not tuned.
+const LINE_LOCAL_MAX_GAP: usize = 4096;
+
 /// A match before line numbers and previews: rule index and secret span.
 #[derive(Debug, Clone, Copy)]
 struct Hit {
@@ -70,11 +76,16 @@ impl Scanner {
                 continue;
             }
             if rule.generic && !rule.keywords.is_empty() {
-                for (start, end) in keyword_lines(data, &candidates.hits[index]) {
+                for (start, end) in keyword_lines(data, &candidates.hits[index], 0) {
                     let filter = rule.matcher().line_filter.as_ref();
                     if filter.is_some_and(|filter| !filter.is_match(&data[start..end])) {
                         continue;
                     }
+                    match_rule(index, rule, data, start, end, &mut hits);
+                }
+            } else if rule.searches_keyword_lines() {
+                let offsets = &candidates.hits[index];
+                for (start, end) in keyword_lines(data, offsets, LINE_LOCAL_MAX_GAP) {
                     match_rule(index, rule, data, start, end, &mut hits);
                 }
             } else {
@@ -174,8 +185,10 @@ fn match_rule(index: usize, rule: &Rule, data: &[u8], from: usize, to: usize, hi
     }
 }
 
-/// Merges the lines around keyword offsets into non-overlapping ranges.
-fn keyword_lines(data: &[u8], offsets: &[usize]) -> Vec<(usize, usize)> {
+/// Merges the lines around keyword offsets into non-overlapping ranges,
+/// also joining two ranges when at most `max_gap` bytes lie between them.
+/// Each range starts at the start of a line and ends at the end of one.
+fn keyword_lines(data: &[u8], offsets: &[usize], max_gap: usize) -> Vec<(usize, usize)> {
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     for &offset in offsets {
         if ranges.last().is_some_and(|&(_, end)| offset < end) {
@@ -183,7 +196,7 @@ fn keyword_lines(data: &[u8], offsets: &[usize]) -> Vec<(usize, usize)> {
         }
         let (start, end) = line_around(data, offset);
         match ranges.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            Some(last) if start <= last.1.saturating_add(max_gap) => last.1 = last.1.max(end),
             _ => ranges.push((start, end)),
         }
     }
@@ -219,4 +232,115 @@ fn is_allowed_line(line: &[u8]) -> bool {
     ALLOW_MARKERS
         .iter()
         .any(|marker| line.windows(marker.len()).any(|window| window == *marker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns every corpus file, whole.
+    fn corpus_files() -> Vec<Vec<u8>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+        let mut files = Vec::new();
+        for directory in ["positive", "negative"] {
+            let entries = std::fs::read_dir(root.join(directory)).expect("corpus directory");
+            for entry in entries {
+                let path = entry.expect("corpus entry").path();
+                files.push(std::fs::read(&path).expect("corpus file"));
+            }
+        }
+        files
+    }
+
+    /// Builds inputs with URL credentials and keys at line starts and ends,
+    /// next to CR, tabs and quotes, several on one line, and far apart.
+    fn edge_case_inputs() -> Vec<Vec<u8>> {
+        let url = "https://deploy:Zq8vN3xK2pL7@git.internal.acme.io/repo";
+        let postgres = "postgresql://app:Pg9rT4wQ7zK1@db.acme.io:5432/main";
+        let aws = "AKIAQ7XZ4KD2N5R3W6YB";
+        let mailgun = "key-3f9a1c7e5b2d4086a9c1e7f3b5d20468";
+        let filler = "let value = compute(input);\n".repeat(300);
+        [
+            format!("{url}\n{postgres}\r\n{aws}\n{mailgun}"),
+            format!("\"{url}\" '{postgres}'\t{aws},{mailgun};{url} {url}\n"),
+            format!("a {url}\r\n{filler}b {postgres} {filler}\n{aws}{filler}{mailgun}"),
+            format!("{filler}mysql://root:My5qlR00tPw9@localhost/app\n{filler}"),
+            "x=ASIAQ7XZ4KD2N5R3W6YB\ny=redis://:R3disPassw0rd9@cache:6379\n".to_string(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect()
+    }
+
+    /// Checks that a line-local rule finds the same spans in the lines
+    /// around its keywords as in the whole input.
+    #[test]
+    fn line_local_rules_match_as_on_whole_input() {
+        let scanner = Scanner::builtin().expect("built-in rules compile");
+        let rules = scanner.rules().rules();
+        let line_local: Vec<usize> = (0..rules.len())
+            .filter(|&index| rules[index].line_local)
+            .collect();
+        assert!(
+            line_local.len() >= 8,
+            "{} line-local rules",
+            line_local.len()
+        );
+        let mut inputs = corpus_files();
+        inputs.extend(edge_case_inputs());
+        let mut total = 0;
+        for data in &inputs {
+            let candidates = scanner.rules().candidates(data);
+            for &index in &line_local {
+                let rule = &rules[index];
+                let mut whole = Vec::new();
+                match_rule(index, rule, data, 0, data.len(), &mut whole);
+                let mut local = Vec::new();
+                let offsets = &candidates.hits[index];
+                for (start, end) in keyword_lines(data, offsets, LINE_LOCAL_MAX_GAP) {
+                    match_rule(index, rule, data, start, end, &mut local);
+                }
+                let spans = |hits: &[Hit]| -> Vec<(usize, usize)> {
+                    hits.iter().map(|hit| (hit.start, hit.end)).collect()
+                };
+                assert_eq!(spans(&local), spans(&whole), "rule {}", rule.id);
+                total += whole.len();
+            }
+        }
+        assert!(
+            total >= 15,
+            "only {total} matches: the inputs test too little"
+        );
+    }
+
+    #[test]
+    fn keyword_lines_join_close_lines() {
+        let data = b"one key\ntwo\nthree key\n\nfour\nfive key";
+        let offsets = [4, 18, 34];
+        assert_eq!(
+            keyword_lines(data, &offsets, 0),
+            vec![(0, 7), (12, 21), (28, 36)]
+        );
+        assert_eq!(keyword_lines(data, &offsets, 5), vec![(0, 21), (28, 36)]);
+        assert_eq!(keyword_lines(data, &offsets, 100), vec![(0, 36)]);
+    }
+
+    #[test]
+    fn changed_keywords_turn_off_line_local() {
+        let mut specs = crate::rules::builtin_specs();
+        let url = specs
+            .iter_mut()
+            .find(|spec| spec.id == "url-credentials")
+            .expect("url-credentials rule exists");
+        url.keywords = vec!["deploy".into()];
+        let set = RuleSet::from_specs(specs).expect("compiles");
+        let rule = set.rules().iter().find(|rule| rule.id == "url-credentials");
+        assert!(rule.is_some_and(|rule| !rule.line_local));
+        let builtin = RuleSet::builtin().expect("built-in rules compile");
+        let rule = builtin
+            .rules()
+            .iter()
+            .find(|rule| rule.id == "url-credentials");
+        assert!(rule.is_some_and(|rule| rule.line_local));
+    }
 }

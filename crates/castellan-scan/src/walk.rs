@@ -245,10 +245,14 @@ fn read_file<'a>(
 ///
 /// `buffer` is scratch space that keeps its length between files: it only
 /// grows, so each byte of it is zeroed once instead of once per file, and
-/// bytes past the returned slice are left over from earlier files. A file
-/// of `expected` bytes takes two `read` calls, the second one finding the
-/// end of the file, and a file that grew since its size was taken is still
-/// read to its end.
+/// bytes past the returned slice are left over from earlier files.
+///
+/// Each `read` requests more than the `expected` bytes. A file of that size
+/// takes one `read` call, which returns fewer bytes than requested and
+/// exactly `expected` in total, and that ends the read without a second
+/// call that returns 0. A file that grew since its size was taken fills the
+/// request and is read on to its end, and so is a file that reports a size
+/// of 0 but has contents, as files in `/proc` do.
 fn read_to_end_into<'a>(
     file: &mut File,
     expected: usize,
@@ -264,9 +268,20 @@ fn read_to_end_into<'a>(
             let grown = buffer.len().saturating_mul(2);
             buffer.resize(grown, 0);
         }
+        let requested = buffer.len() - filled;
         match file.read(&mut buffer[filled..]) {
             Ok(0) => return Ok(&buffer[..filled]),
-            Ok(count) => filled += count,
+            Ok(count) => {
+                filled += count;
+                // NOTE: a short read that ends at the size from `fstat` is
+                // taken as the end of the file. Local Linux file systems
+                // return short reads of regular files only at the end. A
+                // network or FUSE file system that returned one earlier, at
+                // exactly that offset, would leave the rest unscanned.
+                if count < requested && filled == expected {
+                    return Ok(&buffer[..filled]);
+                }
+            }
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
             Err(error) => return Err(error),
         }
@@ -333,6 +348,44 @@ mod tests {
         let mut buffer = Vec::new();
         let data = read_to_end_into(&mut file, 10, &mut buffer).expect("read test file");
         assert_eq!(data, &contents[..]);
+    }
+
+    #[test]
+    fn file_of_expected_size_is_read_whole() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let contents: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();
+        let path = write(dir.path(), "exact.bin", &contents);
+        // A buffer left larger by an earlier file, with stale bytes in it.
+        let mut buffer = vec![7u8; 20_000];
+        let mut file = File::open(&path).expect("open test file");
+        let data = read_to_end_into(&mut file, contents.len(), &mut buffer).expect("read");
+        assert_eq!(data, &contents[..]);
+    }
+
+    #[test]
+    fn file_shorter_than_expected_is_read_to_end() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = write(dir.path(), "shrunk.txt", b"token = abc\n");
+        let mut file = File::open(&path).expect("open test file");
+        let mut buffer = Vec::new();
+        let data = read_to_end_into(&mut file, 100, &mut buffer).expect("read test file");
+        assert_eq!(data, b"token = abc\n");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn file_reporting_size_zero_is_read_to_end() {
+        let path = Path::new("/proc/self/status");
+        let reported = std::fs::metadata(path)
+            .expect("stat /proc/self/status")
+            .len();
+        assert_eq!(reported, 0, "procfs reports a size of 0");
+        let mut buffer = Vec::new();
+        match read_file(path, DEFAULT_MAX_FILE_SIZE, &mut buffer) {
+            Ok(FileRead::Data(data)) => assert!(data.starts_with(b"Name:"), "{data:?}"),
+            Ok(FileRead::TooLarge) => panic!("/proc/self/status reported as too large"),
+            Err(error) => panic!("/proc/self/status: {error}"),
+        }
     }
 
     #[test]

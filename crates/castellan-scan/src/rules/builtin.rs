@@ -23,6 +23,11 @@ pub(crate) struct Builtin {
     /// full regex runs. It must match a contiguous part of every match of
     /// `regex`, with the same flags, so that skipping loses no finding.
     pub line_filter: Option<&'static str>,
+    /// Every match of `regex` contains one of `keywords` and lies within one
+    /// line, except for a boundary character after the secret that may be
+    /// a newline. The regex then runs only on the lines around keyword
+    /// occurrences instead of the whole input, with the same matches.
+    pub line_local: bool,
 }
 
 /// Declares a provider rule whose secret is capture group 1 (or the
@@ -42,6 +47,7 @@ pub(crate) const fn rule(
         validator: Validator::None,
         generic: false,
         line_filter: None,
+        line_local: false,
     }
 }
 
@@ -58,6 +64,11 @@ impl Builtin {
 
     pub(crate) const fn generic(mut self) -> Self {
         self.generic = true;
+        self
+    }
+
+    pub(crate) const fn line_local(mut self) -> Self {
+        self.line_local = true;
         self
     }
 

@@ -64,6 +64,10 @@ pub struct Rule {
     pub(crate) min_entropy: f64,
     pub(crate) validator: Validator,
     pub(crate) generic: bool,
+    /// The regex runs only on the lines around keyword occurrences (see
+    /// `Builtin::line_local`). Set for built-in rules whose regex and
+    /// keywords a spec leaves unchanged.
+    pub(crate) line_local: bool,
     pub(crate) allow: Vec<Regex>,
     pub(crate) stopwords: Vec<Vec<u8>>,
 }
@@ -83,6 +87,16 @@ impl Rule {
             let compiled = Matcher::compile(&spec.id, &spec.regex, spec.secret_group)?;
             matcher.get_or_init(|| compiled);
         }
+        let keywords: Vec<String> = spec
+            .keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
+        // A changed keyword list could leave matches without a keyword in
+        // them, which a search of keyword lines alone would miss.
+        let line_local = builtin::find(&spec.id, &spec.regex).is_some_and(|builtin| {
+            builtin.line_local && builtin.keywords.iter().eq(keywords.iter())
+        });
         let allow = spec
             .allow
             .iter()
@@ -94,14 +108,11 @@ impl Rule {
             pattern: spec.regex.clone(),
             secret_group: spec.secret_group,
             matcher,
-            keywords: spec
-                .keywords
-                .iter()
-                .map(|k| k.to_ascii_lowercase())
-                .collect(),
+            keywords,
             min_entropy: spec.entropy,
             validator: spec.validator,
             generic: spec.generic,
+            line_local,
             allow,
             stopwords: spec
                 .stopwords
@@ -109,6 +120,12 @@ impl Rule {
                 .map(|word| word.to_ascii_lowercase().into_bytes())
                 .collect(),
         })
+    }
+
+    /// Returns whether the regex runs on the lines around keyword
+    /// occurrences only, instead of the whole input.
+    pub(crate) fn searches_keyword_lines(&self) -> bool {
+        (self.generic || self.line_local) && !self.keywords.is_empty()
     }
 
     /// Returns the compiled regex, compiling it on first use.
@@ -201,7 +218,7 @@ impl RuleSet {
         self.prefilter.for_each_match(data, |pattern, start| {
             for &index in &self.keyword_rules[pattern] {
                 active[index] = true;
-                if self.rules[index].generic {
+                if self.rules[index].searches_keyword_lines() {
                     hits[index].push(start);
                 }
             }
@@ -213,7 +230,8 @@ impl RuleSet {
 /// Rules that may match one input.
 pub(crate) struct Candidates {
     pub active: Vec<bool>,
-    /// Keyword offsets per rule, recorded for generic rules only.
+    /// Keyword offsets per rule, recorded only for rules that search
+    /// keyword lines.
     pub hits: Vec<Vec<usize>>,
 }
 

@@ -9,7 +9,8 @@ pub(super) const RULES: &[Builtin] = &[
         &["akia", "asia", "abia", "acca"],
         concat!(r"\b((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})", end!()),
     )
-    .entropy(3.0),
+    .entropy(3.0)
+    .line_local(),
     rule(
         "aws-secret-access-key",
         "AWS secret access key",

@@ -164,7 +164,8 @@ pub(super) const RULES: &[Builtin] = &[
         &["key-"],
         concat!(r"\b(key-[0-9a-f]{32})", end!()),
     )
-    .entropy(3.0),
+    .entropy(3.0)
+    .line_local(),
     rule(
         "mailchimp-api-key",
         "Mailchimp API key",

@@ -118,31 +118,36 @@ pub(super) const RULES: &[Builtin] = &[
         "PostgreSQL connection URI with a password",
         &["postgres"],
         uri!("postgres|postgresql"),
-    ),
+    )
+    .line_local(),
     rule(
         "mysql-uri-password",
         "MySQL or MariaDB connection URI with a password",
         &["mysql", "mariadb"],
         uri!("mysql|mariadb"),
-    ),
+    )
+    .line_local(),
     rule(
         "mongodb-uri-password",
         "MongoDB connection URI with a password",
         &["mongodb"],
         uri!(r"mongodb|mongodb\+srv"),
-    ),
+    )
+    .line_local(),
     rule(
         "redis-uri-password",
         "Redis connection URI with a password",
         &["redis"],
         uri!("redis|rediss"),
-    ),
+    )
+    .line_local(),
     rule(
         "amqp-uri-password",
         "AMQP (RabbitMQ) connection URI with a password",
         &["amqp"],
         uri!("amqp|amqps"),
-    ),
+    )
+    .line_local(),
     rule(
         "sqlserver-connection-string-password",
         "SQL Server / ADO.NET connection string with a password",
@@ -154,5 +159,6 @@ pub(super) const RULES: &[Builtin] = &[
         "Password in the user information part of an HTTP, FTP, SMTP or LDAP URL",
         &["://"],
         uri!("https?|ftps?|smtps?|ldaps?|sftp|ssh"),
-    ),
+    )
+    .line_local(),
 ];
