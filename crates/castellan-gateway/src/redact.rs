@@ -70,25 +70,33 @@ impl Redactor {
     pub fn mask_in_place(&self, buffer: &mut [u8]) -> bool {
         let mut found = false;
         let mut position = 0;
-        while position < buffer.len() {
-            match self.longest_full_match(buffer, position) {
+        while let Some(candidate) = self.next_start(buffer, position) {
+            match self.longest_full_match(buffer, candidate) {
                 Some(end) => {
-                    buffer[position..end].fill(MASK);
+                    buffer[candidate..end].fill(MASK);
                     found = true;
                     position = end;
                 }
-                None => position += 1,
+                None => position = candidate + 1,
             }
         }
         found
     }
 
+    /// Returns the first offset at or after `from` whose byte can begin a
+    /// match. Response bodies rarely contain one, so this loop is where
+    /// redaction spends most of its time.
+    fn next_start(&self, buffer: &[u8], from: usize) -> Option<usize> {
+        let rest = buffer.get(from..)?;
+        rest.iter()
+            .position(|&byte| self.starts[usize::from(byte)])
+            .map(|offset| from + offset)
+    }
+
     fn longest_full_match(&self, buffer: &[u8], position: usize) -> Option<usize> {
-        if !self.starts[usize::from(buffer[position])] {
-            return None;
-        }
         self.forms
             .iter()
+            .filter(|form| first_byte_may_match(form[0], &buffer[position..]))
             .filter_map(|form| match match_form(form, buffer, position) {
                 Match::Full(end) => Some(end),
                 Match::Partial | Match::None => None,
@@ -99,21 +107,30 @@ impl Redactor {
     /// Returns the length of the longest suffix of `buffer` that could still
     /// grow into a match once the next chunk arrives.
     fn pending_suffix(&self, buffer: &[u8]) -> usize {
-        let first = buffer.len().saturating_sub(self.max_match);
-        (first..buffer.len())
-            .find(|&position| {
-                self.starts[usize::from(buffer[position])]
-                    && self
-                        .forms
-                        .iter()
-                        .any(|form| matches!(match_form(form, buffer, position), Match::Partial))
-            })
-            .map_or(0, |position| buffer.len() - position)
+        let mut position = buffer.len().saturating_sub(self.max_match);
+        while let Some(candidate) = self.next_start(buffer, position) {
+            let partial = self.forms.iter().any(|form| {
+                first_byte_may_match(form[0], &buffer[candidate..])
+                    && matches!(match_form(form, buffer, candidate), Match::Partial)
+            });
+            if partial {
+                return buffer.len() - candidate;
+            }
+            position = candidate + 1;
+        }
+        0
     }
 
     /// Tells whether `buffer` contains a complete match anywhere.
     pub fn is_match(&self, buffer: &[u8]) -> bool {
-        (0..buffer.len()).any(|position| self.longest_full_match(buffer, position).is_some())
+        let mut position = 0;
+        while let Some(candidate) = self.next_start(buffer, position) {
+            if self.longest_full_match(buffer, candidate).is_some() {
+                return true;
+            }
+            position = candidate + 1;
+        }
+        false
     }
 
     /// Returns `value` with every occurrence masked, or `None` if it had none.
@@ -179,6 +196,18 @@ fn json_unicode_escaped(form: &[u8]) -> Option<Vec<u8>> {
         }
     }
     Some(escaped.into_bytes())
+}
+
+/// Tells whether some encoding of `byte` matches the start of `rest`, or
+/// all of `rest` when it is shorter. A cheap test that spares
+/// [`match_form`] and its allocations at offsets where a form cannot begin.
+fn first_byte_may_match(byte: u8, rest: &[u8]) -> bool {
+    let mut may = false;
+    for_each_encoding(byte, |encoding| {
+        let length = encoding.len().min(rest.len());
+        may |= eq_ignore_hex_case(&rest[..length], &encoding[..length]);
+    });
+    may
 }
 
 /// Calls `visit` with each way `byte` may be written in an echo.
@@ -284,6 +313,59 @@ mod tests {
                     "secret leaked with splits at {split}/{second}"
                 );
             }
+        }
+    }
+
+    /// Masks as the scan did before it skipped ahead to candidate bytes:
+    /// the longest full match of any form, tried at every offset.
+    fn mask_at_every_offset(redactor: &Redactor, buffer: &mut [u8]) -> bool {
+        let mut found = false;
+        let mut position = 0;
+        while position < buffer.len() {
+            let end = redactor
+                .forms
+                .iter()
+                .filter(|_| redactor.starts[usize::from(buffer[position])])
+                .filter_map(|form| match match_form(form, buffer, position) {
+                    Match::Full(end) => Some(end),
+                    Match::Partial | Match::None => None,
+                })
+                .max();
+            match end {
+                Some(end) => {
+                    buffer[position..end].fill(MASK);
+                    found = true;
+                    position = end;
+                }
+                None => position += 1,
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn skipping_to_candidates_masks_as_every_offset_does() {
+        use rand::{Rng, SeedableRng};
+        let redactor =
+            Redactor::new([b"a/b+c%".to_vec(), b"Bearer a/b+c%".to_vec()]).expect("forms");
+        // Pieces of the forms, raw and escaped, and noise, so that random
+        // buffers hold many full, partial and failed matches.
+        let pieces: [&[u8]; 18] = [
+            b"a", b"/", b"b", b"+", b"c", b"%", b"%2F", b"%2f", b"\\/", b"%2B", b" ", b"%25",
+            b"\\u0025", b"\\u0061", b"Bearer ", b"a/b+c%", b"x", b"B",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let count = rng.gen_range(0..16);
+            let input: Vec<u8> = (0..count)
+                .flat_map(|_| pieces[rng.gen_range(0..pieces.len())].iter().copied())
+                .collect();
+            let mut fast = input.clone();
+            let mut slow = input.clone();
+            let found = redactor.mask_in_place(&mut fast);
+            assert_eq!(found, mask_at_every_offset(&redactor, &mut slow));
+            assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&input));
+            assert_eq!(redactor.is_match(&input), found);
         }
     }
 
