@@ -23,36 +23,39 @@ use crate::state::Snapshot;
 /// Headers that carry credentials. All of them are removed from forwarded
 /// requests, whichever the connection uses: the injected credential is the
 /// only one an upstream ever receives.
-const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
+const CREDENTIAL_HEADERS: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
 ];
 
 /// Hop-by-hop headers (RFC 9110, section 7.6.1) and `host`, which the
 /// client sets from the upstream URL.
-const HOP_BY_HOP_HEADERS: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "http2-settings",
+///
+/// Names, not strings, so that removing them skips parsing each one again
+/// for every request and response.
+const HOP_BY_HOP_HEADERS: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Forwarding headers from the agent are not trusted and not passed on.
-const FORWARDING_HEADERS: [&str; 6] = [
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-real-ip",
+const FORWARDING_HEADERS: [HeaderName; 6] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-real-ip"),
 ];
 
 pub async fn forward(
@@ -301,7 +304,7 @@ fn build_request(
         .chain(&CREDENTIAL_HEADERS)
         .chain(&FORWARDING_HEADERS)
     {
-        headers.remove(*name);
+        headers.remove(name);
     }
     if let Some(token) = &authorized.agent_token {
         remove_token_copies(&mut headers, token);
@@ -407,8 +410,8 @@ fn query_without(query: Option<&str>, removed: &[&str]) -> String {
 
 fn sanitize_response_headers(headers: &mut HeaderMap, authorized: &Authorized<'_>) {
     remove_connection_listed(headers);
-    for name in HOP_BY_HOP_HEADERS.iter().filter(|name| **name != "host") {
-        headers.remove(*name);
+    for name in HOP_BY_HOP_HEADERS.iter().filter(|name| **name != header::HOST) {
+        headers.remove(name);
     }
     rewrite_location(headers, authorized);
     // A header name cannot be masked and stay a valid name: drop the header.

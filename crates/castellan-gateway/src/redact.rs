@@ -135,6 +135,10 @@ impl Redactor {
 
     /// Returns `value` with every occurrence masked, or `None` if it had none.
     pub fn redact_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
+        // Most values hold no credential: look before copying.
+        if !self.is_match(value.as_bytes()) {
+            return None;
+        }
         let mut bytes = value.as_bytes().to_vec();
         if !self.mask_in_place(&mut bytes) {
             return None;
