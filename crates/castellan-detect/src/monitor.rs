@@ -26,12 +26,18 @@ use crate::webhook::{Dispatcher, Notification, ResolvedWebhook};
 /// The actor recorded for changes the monitor makes itself.
 pub const MONITOR_ACTOR: &str = "castellan";
 
+/// Records judged between two yields to the runtime, about 0.3 ms of work.
+const YIELD_EVERY: usize = 16;
+
 /// Pacing and replay settings of the monitor.
 #[derive(Debug, Clone)]
 pub struct MonitorSettings {
     /// Wait between two reads of the audit log when it had nothing new.
     pub poll_interval: Duration,
-    /// Most records read at once.
+    /// Most records read at once. Turning rows into records runs on the
+    /// runtime's threads without a pause, about 5 µs a record, so a larger
+    /// batch delays requests for longer: 2,000 put the paced p99 of
+    /// `bench/run` at 4 to 5 ms, 256 at about 2 ms.
     pub batch: u32,
     /// Records before the saved position replayed into the detectors at
     /// start, so baselines survive a restart.
@@ -42,7 +48,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         MonitorSettings {
             poll_interval: Duration::from_millis(200),
-            batch: 2_000,
+            batch: 256,
             replay: 200_000,
         }
     }
@@ -140,9 +146,15 @@ impl Monitor {
             .store
             .query_audit(&AuditQuery::after(self.cursor, self.settings.batch))
             .await?;
-        for record in &records {
+        for (index, record) in records.iter().enumerate() {
             self.judge(record).await?;
             self.cursor = record.seq.unwrap_or(self.cursor);
+            if index % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Judging a full batch takes milliseconds. The monitor
+                // shares the runtime's threads with the gateway, so it steps
+                // aside between slices of records to let requests through.
+                tokio::task::yield_now().await;
+            }
         }
         if !records.is_empty() {
             self.store.set_detect_cursor(self.cursor).await?;
