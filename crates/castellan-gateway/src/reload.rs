@@ -62,9 +62,20 @@ impl Reloader {
         loader: &Loader,
         source: &ConfigSource,
     ) -> Result<Snapshot, StartError> {
-        let config = Config::load(&source.path)?;
-        let state = Arc::new(ConfigState::activate(config, None)?);
-        let snapshot = loader.snapshot(state).await?;
+        // Compiling a large configuration and reading many tokens take
+        // similar time and do not depend on each other, so the compile
+        // runs on a blocking thread while the tokens load.
+        let path = source.path.clone();
+        let compile = tokio::task::spawn_blocking(move || -> Result<ConfigState, StartError> {
+            let config = Config::load(&path)?;
+            Ok(ConfigState::activate(config, None)?)
+        });
+        let part = loader.store_part().await;
+        let state = match compile.await {
+            Ok(state) => Arc::new(state?),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
+        let snapshot = loader.assemble(state, part?).await?;
         warn_missing_credentials(&snapshot);
         Ok(snapshot)
     }

@@ -105,6 +105,13 @@ pub struct Snapshot {
     pub store_version: i64,
 }
 
+/// Tokens and suspensions read from the store at `store_version` or later.
+pub(crate) struct StorePart {
+    tokens: Arc<HashMap<TokenHash, ActiveToken>>,
+    suspended: Arc<HashMap<String, Option<String>>>,
+    store_version: i64,
+}
+
 /// Loads the store-backed part of a snapshot.
 pub struct Loader {
     pub store: Store,
@@ -161,6 +168,19 @@ impl Loader {
         config: Arc<ConfigState>,
         store_version: i64,
     ) -> Result<Snapshot, LoadError> {
+        let tokens = self.tokens_and_suspensions(store_version).await?;
+        self.assemble(config, tokens).await
+    }
+
+    /// Reads the tokens and suspensions, the part of a snapshot that does
+    /// not depend on the configuration, so that it can load while the
+    /// configuration compiles.
+    pub(crate) async fn store_part(&self) -> Result<StorePart, LoadError> {
+        let store_version = self.store.change_version().await?;
+        self.tokens_and_suspensions(store_version).await
+    }
+
+    async fn tokens_and_suspensions(&self, store_version: i64) -> Result<StorePart, LoadError> {
         let mut tokens = HashMap::new();
         let mut agents = AgentNames::default();
         self.store
@@ -178,13 +198,27 @@ impl Loader {
             .into_iter()
             .map(|agent| (agent.agent, agent.reason))
             .collect();
+        Ok(StorePart {
+            tokens: Arc::new(tokens),
+            suspended: Arc::new(suspended),
+            store_version,
+        })
+    }
+
+    /// Completes a snapshot from `config` and a [`StorePart`], adding the
+    /// credentials of the configured connections.
+    pub(crate) async fn assemble(
+        &self,
+        config: Arc<ConfigState>,
+        part: StorePart,
+    ) -> Result<Snapshot, LoadError> {
         let credentials = self.credentials(&config.config).await?;
         Ok(Snapshot {
             config,
-            tokens: Arc::new(tokens),
-            suspended: Arc::new(suspended),
+            tokens: part.tokens,
+            suspended: part.suspended,
             credentials,
-            store_version,
+            store_version: part.store_version,
         })
     }
 
