@@ -24,4 +24,3 @@ pub use engine::{Context, Engine, Signal};
 pub use geo::{GeoDatabase, GeoError, GeoPoint, Locate};
 pub use observation::{InvalidObservation, Observation, Outcome};
 pub use settings::DetectorSettings;
-

@@ -49,7 +49,9 @@ pub struct Observation {
 /// Error for an audit record the detectors cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidObservation {
-    #[error("audit record {request_id} has no sequence number; only stored records can be observed")]
+    #[error(
+        "audit record {request_id} has no sequence number; only stored records can be observed"
+    )]
     MissingSeq { request_id: String },
     #[error("audit record {seq} has source {address:?}, which is not an IP address or IP:port")]
     BadSource { seq: i64, address: String },
@@ -131,7 +133,12 @@ mod tests {
             (AuditDecision::Allow, Some("bot"), 200, Outcome::Allowed),
             (AuditDecision::Error, Some("bot"), 502, Outcome::Failed),
             (AuditDecision::Deny, None, 401, Outcome::Unauthenticated),
-            (AuditDecision::Deny, Some("bot"), 401, Outcome::Unauthenticated),
+            (
+                AuditDecision::Deny,
+                Some("bot"),
+                401,
+                Outcome::Unauthenticated,
+            ),
             (AuditDecision::Deny, Some("bot"), 403, Outcome::Denied),
         ];
         for (decision, agent, status, expected) in cases {
@@ -143,9 +150,8 @@ mod tests {
 
     #[test]
     fn mapped_source_is_unmapped() {
-        let observation =
-            Observation::from_record(&record(AuditDecision::Allow, Some("bot"), 200))
-                .expect("record converts");
+        let observation = Observation::from_record(&record(AuditDecision::Allow, Some("bot"), 200))
+            .expect("record converts");
         assert_eq!(observation.source, "203.0.113.9".parse::<IpAddr>().unwrap());
     }
 

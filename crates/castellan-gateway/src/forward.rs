@@ -410,7 +410,10 @@ fn query_without(query: Option<&str>, removed: &[&str]) -> String {
 
 fn sanitize_response_headers(headers: &mut HeaderMap, authorized: &Authorized<'_>) {
     remove_connection_listed(headers);
-    for name in HOP_BY_HOP_HEADERS.iter().filter(|name| **name != header::HOST) {
+    for name in HOP_BY_HOP_HEADERS
+        .iter()
+        .filter(|name| **name != header::HOST)
+    {
         headers.remove(name);
     }
     rewrite_location(headers, authorized);

@@ -59,10 +59,15 @@ impl ConfigState {
     }
 }
 
+/// Tells whether the client built for `old` can serve `new`: every setting
+/// that [`build_client`] reads is the same. A client built with
+/// `allow_private` would otherwise keep dialing internal addresses after a
+/// reload turned it off.
 fn same_transport(old: &Connection, new: &Connection) -> bool {
     old.upstream == new.upstream
         && old.ca_file == new.ca_file
         && old.timeouts.connect == new.timeouts.connect
+        && old.allow_private == new.allow_private
 }
 
 /// A live agent token as the gateway keeps it in memory.

@@ -117,6 +117,33 @@ fn internal_upstream_rejected_without_allow_private() {
 }
 
 #[test]
+fn reload_removing_allow_private_rejects_upstream() {
+    let upstream = CountingUpstream::start();
+    let castellan = Castellan::init();
+    let allowed = config(upstream.address.port());
+    castellan.write_config(&allowed);
+    castellan.set_secret("upstream-key", UPSTREAM_KEY);
+    let token = castellan.issue_token("bot");
+    let server = castellan.serve();
+    let reply = get_as(&server.url("/allowed/v1/models"), &token);
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    // The same file without the one `allow_private = true`.
+    castellan.write_config(&allowed.replace("allow_private = true\n", ""));
+    server.signal("HUP");
+    let reloaded = server.wait_for_stderr("configuration reloaded", Duration::from_secs(10));
+    assert!(reloaded, "the reload was not logged\n{}", server.logs());
+
+    let reply = get_as(&server.url("/allowed/v1/models"), &token);
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    let reason = reply.json()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("allow_private = true"), "{reason}");
+}
+
+#[test]
 fn rejected_upstream_audited_as_error() {
     let upstream = CountingUpstream::start();
     let castellan = Castellan::init();
