@@ -56,7 +56,14 @@ impl Redactor {
             starts[usize::from(byte)] = true;
         }
         for form in &forms {
-            starts[usize::from(form[0])] = true;
+            // Letters a to f match in either case (see `eq_ignore_hex_case`),
+            // so an upper-cased echo of a hex secret can start a match too.
+            let first = form[0];
+            starts[usize::from(first)] = true;
+            if first.is_ascii_hexdigit() && first.is_ascii_alphabetic() {
+                starts[usize::from(first.to_ascii_lowercase())] = true;
+                starts[usize::from(first.to_ascii_uppercase())] = true;
+            }
         }
         let max_match = forms.iter().map(|form| form.len() * 6).max().unwrap_or(0);
         Some(Redactor {
@@ -370,6 +377,24 @@ mod tests {
             assert_eq!(found, mask_at_every_offset(&redactor, &mut slow));
             assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&input));
             assert_eq!(redactor.is_match(&input), found);
+        }
+    }
+
+    #[test]
+    fn upper_cased_hex_secret_masked() {
+        let redactor = Redactor::new([b"deadbeef0011".to_vec()]).expect("form");
+        for echo in [
+            &b"id=DEADBEEF0011;"[..],
+            b"id=DeadBeef0011;",
+            b"id=deadbeef0011;",
+        ] {
+            let mut buffer = echo.to_vec();
+            assert!(
+                redactor.mask_in_place(&mut buffer),
+                "{}",
+                String::from_utf8_lossy(echo)
+            );
+            assert_eq!(buffer, b"id=************;");
         }
     }
 
