@@ -26,7 +26,8 @@ use crate::webhook::{Dispatcher, Notification, ResolvedWebhook};
 /// The actor recorded for changes the monitor makes itself.
 pub const MONITOR_ACTOR: &str = "castellan";
 
-/// Records judged between two yields to the runtime, about 0.3 ms of work.
+/// Records judged between two yields to the runtime, well under a
+/// millisecond of work.
 const YIELD_EVERY: usize = 16;
 
 /// Pacing and replay settings of the monitor.
@@ -34,10 +35,10 @@ const YIELD_EVERY: usize = 16;
 pub struct MonitorSettings {
     /// Wait between two reads of the audit log when it had nothing new.
     pub poll_interval: Duration,
-    /// Most records read at once. Turning rows into records runs on the
-    /// runtime's threads without a pause, about 5 µs a record, so a larger
-    /// batch delays requests for longer: 2,000 put the paced p99 of
-    /// `bench/run` at 4 to 5 ms, 256 at about 2 ms.
+    /// Most records read at once. Rows become records on the runtime's
+    /// threads without a pause, so a larger batch delays requests for
+    /// longer. With 2,000 the paced p99 of `bench/run` was 4 to 5 ms, and
+    /// with 256 about 2 ms.
     pub batch: u32,
     /// Records before the saved position replayed into the detectors at
     /// start, so baselines survive a restart.

@@ -142,7 +142,7 @@ impl Redactor {
 
     /// Returns `value` with every occurrence masked, or `None` if it had none.
     pub fn redact_header(&self, value: &HeaderValue) -> Option<HeaderValue> {
-        // Most values hold no credential: look before copying.
+        // Most values contain no credential, so look before copying.
         if !self.is_match(value.as_bytes()) {
             return None;
         }
@@ -355,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn skipping_to_candidates_masks_as_every_offset_does() {
+    fn candidate_scan_masks_like_full_scan() {
         use rand::{Rng, SeedableRng};
         let redactor =
             Redactor::new([b"a/b+c%".to_vec(), b"Bearer a/b+c%".to_vec()]).expect("forms");

@@ -34,7 +34,7 @@ pub enum ClientError {
 /// per connection costs hundreds of MiB with a thousand connections. All
 /// connections without `ca_file` share one configuration, and connections
 /// naming the same `ca_file` share another. Only connections with the same
-/// trust share one, because a configuration also holds the TLS session cache
+/// trust share one, because a configuration also contains the TLS session cache
 /// and a resumed session skips certificate verification.
 #[derive(Default)]
 pub struct TlsConfigs {

@@ -85,7 +85,7 @@ async fn active_tokens_exclude_revoked_and_expired() {
 }
 
 #[tokio::test]
-async fn canary_token_ids_include_revoked_and_expired_canaries() {
+async fn canary_ids_include_revoked_canaries() {
     let db = create_db().await;
     let mut expired = token("tok-c-expired", "alpha", 1);
     expired.canary = true;
