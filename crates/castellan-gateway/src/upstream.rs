@@ -30,12 +30,12 @@ pub enum ClientError {
 /// TLS client configurations shared by the connections that trust the same
 /// roots.
 ///
-/// A rustls configuration with the web PKI roots takes about 200 KiB, so one
-/// per connection costs hundreds of MiB with a thousand connections. All
-/// connections without `ca_file` share one configuration, and connections
-/// naming the same `ca_file` share another. Only connections with the same
-/// trust share one, because a configuration also contains the TLS session cache
-/// and a resumed session skips certificate verification.
+/// Each configuration keeps its own copy of the web PKI root store and its
+/// own session cache, so one per connection repeats both a thousand times
+/// in `bench/scale.sh`. All connections without `ca_file` share one
+/// configuration, and connections naming the same `ca_file` share another.
+/// Only connections with the same trust share one, because a resumed TLS
+/// session skips certificate verification.
 #[derive(Default)]
 pub struct TlsConfigs {
     by_ca_file: HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>,
