@@ -2,6 +2,7 @@
 //! directory, in front of a built-in echo upstream, for a first run.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -68,8 +69,29 @@ pub async fn run(args: &ServeArgs) -> Result<ExitCode> {
         print_welcome(&data_dir, echo, agents, &token);
     })
     .await;
-    drop(temp);
+    remove_data_dir(temp.keep()).await;
     result
+}
+
+/// Deletes the throwaway data directory. A removal that races with SQLite
+/// deleting its `-wal` and `-shm` files as the store closes can fail on a
+/// directory that is not empty yet, so it is tried a few times.
+async fn remove_data_dir(path: PathBuf) {
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) if attempts >= 20 => {
+                tracing::warn!(path = %path.display(), %error, "cannot delete the development data directory; delete it by hand");
+                return;
+            }
+            Err(_) => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 fn print_welcome(data_dir: &DataDir, echo: SocketAddr, agents: SocketAddr, token: &str) {

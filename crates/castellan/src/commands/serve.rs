@@ -87,7 +87,7 @@ pub async fn run_gateway(
 
     let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
     tokio::spawn(handle_signals(Arc::clone(&reloader), tls.clone(), stop));
-    tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
+    let reloads = tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
     let admin = tokio::spawn(castellan_gateway::serve_admin(
         admin_listener,
         Arc::clone(&gateway),
@@ -115,6 +115,8 @@ pub async fn run_gateway(
     }
     let _ = reminders.await;
     let _ = token_files.await;
+    // A store poll in progress finishes before the store closes.
+    let _ = reloads.await;
     // Queued webhooks get a few seconds; their retries end here.
     let unsent = detection
         .dispatcher
