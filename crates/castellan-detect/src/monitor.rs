@@ -35,7 +35,7 @@ const YIELD_EVERY: usize = 16;
 pub struct MonitorSettings {
     /// Wait between two reads of the audit log when it had nothing new.
     pub poll_interval: Duration,
-    /// Most records read at once. Rows become records on the runtime's
+    /// Maximum records read at once. Rows become records on the runtime's
     /// threads without a pause, so a larger batch delays requests for
     /// longer. With 2,000 the paced p99 of `bench/run` was 4 to 5 ms, and
     /// with 256 about 2 ms.

@@ -74,7 +74,7 @@ fn same_transport(old: &Connection, new: &Connection) -> bool {
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
     pub id: Box<str>,
-    /// Shared by all tokens of one agent.
+    /// The agent's name, shared by all of its tokens.
     pub agent: Arc<str>,
     pub expires_ms: Option<i64>,
     /// A decoy that authenticates nothing: presenting it is rejected like
