@@ -10,6 +10,7 @@ use castellan_bench::paths::{REJECTED_PATHS, REQUEST_PATHS};
 use castellan_bench::policy::{self, check_case, decision_cases, LOAD_TEST_SIZE};
 use castellan_bench::secrets::Vault;
 use castellan_bench::tokens::{unknown_token, TokenRejection, TokenTable};
+use castellan_policy::AccessRequest;
 use castellan_store::{now_ms, AuditRecord};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -98,14 +99,42 @@ fn path_normalization(c: &mut Criterion) {
     group.finish();
 }
 
+/// Times each decision case. A case that Cedar decides is timed twice: as
+/// a hit, the same request repeated, and as a miss, a request whose path
+/// the policy's decision cache has never seen. Misses continue past the
+/// cache's bound, so they include the evictions of a full cache.
 fn policy_decision(c: &mut Criterion) {
     let policy = policy::compile(LOAD_TEST_SIZE);
     let mut group = c.benchmark_group("policy_decision");
+    let mut next_id = 1_000_000;
     for case in decision_cases() {
         check_case(&policy, &case);
         let request = case.request();
-        group.bench_function(case.label, |b| {
+        if !case.cached {
+            group.bench_function(case.label, |b| {
+                b.iter(|| policy.authorize(black_box(&request)))
+            });
+            continue;
+        }
+        group.bench_function(format!("{}/hit", case.label), |b| {
             b.iter(|| policy.authorize(black_box(&request)))
+        });
+        let mut unseen_path = || {
+            next_id += 1;
+            case.path_variant(next_id)
+        };
+        group.bench_function(format!("{}/miss", case.label), |b| {
+            b.iter_batched(
+                &mut unseen_path,
+                |path| {
+                    let request = AccessRequest {
+                        path: &path,
+                        ..request
+                    };
+                    policy.authorize(black_box(&request))
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

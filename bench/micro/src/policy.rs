@@ -117,6 +117,10 @@ pub struct DecisionCase {
     pub path: NormalizedPath,
     pub source: IpAddr,
     pub allowed: bool,
+    /// Whether Cedar decides the case, so that its outcome goes through the
+    /// policy's decision cache. The network check and a connection and
+    /// method that no rule names decide before the cache.
+    pub cached: bool,
 }
 
 impl DecisionCase {
@@ -130,6 +134,30 @@ impl DecisionCase {
             source: self.source,
         }
     }
+
+    /// Returns the case's path with its third segment replaced by `id`.
+    ///
+    /// Policies of [`config_text`] read the first three segments (for
+    /// `/v1/reports/*`), so each `id` makes a request that the decision
+    /// cache has not seen. The rules that decide the cases match any third
+    /// segment, so the decision stays the same.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the case's path has fewer than three segments.
+    pub fn path_variant(&self, id: u64) -> NormalizedPath {
+        let mut segments: Vec<&str> = self.path.segments().collect();
+        assert!(
+            segments.len() >= 3,
+            "case {} has no third path segment to vary",
+            self.label
+        );
+        let id = id.to_string();
+        segments[2] = &id;
+        let raw = format!("/{}", segments.join("/"));
+        NormalizedPath::parse(&raw)
+            .unwrap_or_else(|error| panic!("varied path {raw:?} is invalid: {error}"))
+    }
 }
 
 /// Requests of agent `agent-0000` against [`LOAD_TEST_SIZE`]: one allowed
@@ -141,7 +169,7 @@ impl DecisionCase {
 /// Panics if a fixed path fails to normalize.
 pub fn decision_cases() -> Vec<DecisionCase> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let case = |label, connection, method, path: &str, source, allowed| DecisionCase {
+    let case = |label, connection, method, path: &str, source, allowed, cached| DecisionCase {
         label,
         agent: "agent-0000",
         connection,
@@ -150,6 +178,7 @@ pub fn decision_cases() -> Vec<DecisionCase> {
             .unwrap_or_else(|error| panic!("fixed path {path:?} is invalid: {error}")),
         source,
         allowed,
+        cached,
     };
     vec![
         case(
@@ -159,6 +188,7 @@ pub fn decision_cases() -> Vec<DecisionCase> {
             "/v1/items/42/details",
             loopback,
             true,
+            true,
         ),
         case(
             "denied_by_rule",
@@ -167,6 +197,7 @@ pub fn decision_cases() -> Vec<DecisionCase> {
             "/v1/items/42",
             loopback,
             false,
+            true,
         ),
         case(
             "denied_no_rule",
@@ -175,6 +206,7 @@ pub fn decision_cases() -> Vec<DecisionCase> {
             "/v1/items/42",
             loopback,
             false,
+            false,
         ),
         case(
             "denied_network",
@@ -182,6 +214,7 @@ pub fn decision_cases() -> Vec<DecisionCase> {
             "GET",
             "/v1/items/42",
             IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+            false,
             false,
         ),
     ]
@@ -229,6 +262,25 @@ mod tests {
         for (case, expected_rule) in cases.iter().zip(expected_rules) {
             let decision = check_case(&policy, case);
             assert_eq!(decision.rule.as_deref(), expected_rule, "{}", case.label);
+        }
+    }
+
+    #[test]
+    fn path_variants_decide_like_case() {
+        let policy = compile(LOAD_TEST_SIZE);
+        for case in decision_cases().iter().filter(|case| case.cached) {
+            let expected = check_case(&policy, case);
+            for id in [0, 7, 123_456] {
+                let path = case.path_variant(id);
+                assert_ne!(path, case.path, "{}", case.label);
+                let request = AccessRequest {
+                    path: &path,
+                    ..case.request()
+                };
+                let decision = policy.authorize(&request);
+                assert_eq!(decision.allowed, expected.allowed, "{} {path}", case.label);
+                assert_eq!(decision.rule, expected.rule, "{} {path}", case.label);
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-request authorization: check the source network, build the Cedar
-//! request, evaluate, report.
+//! Per-request authorization: check the source network, look up the
+//! decision cache, and on a miss build the Cedar request, evaluate and
+//! cache the outcome, then report.
 
 use std::net::IpAddr;
 
@@ -10,6 +11,7 @@ use cedar_policy::{
 };
 
 use crate::compile::{uid, AgentEntry, CompiledPolicy, Policy, PolicyOrigin};
+use crate::decision_cache::Outcome;
 
 /// One request to authorize: who calls what, from where.
 #[derive(Debug, Clone, Copy)]
@@ -64,13 +66,22 @@ impl Policy {
             // without errors.
             return Decision::deny(None, no_rule_reason(agent, request));
         };
-        match self.cedar_request(agent, request) {
-            Ok(cedar) => {
-                let response = self.evaluate(&cedar, policies);
-                self.decide(agent, request, &response)
-            }
-            Err(decision) => decision,
+        // The network check above must stay before this lookup, because the
+        // key leaves out the source address.
+        let key = self.decisions.key(request, self.shape);
+        if let Some(outcome) = key.as_ref().and_then(|key| self.decisions.get(key)) {
+            return self.decision(agent, request, &outcome);
         }
+        let cedar = match self.cedar_request(agent, request) {
+            Ok(cedar) => cedar,
+            Err(decision) => return decision,
+        };
+        let outcome = self.outcome(&self.evaluate(&cedar, policies));
+        let decision = self.decision(agent, request, &outcome);
+        if let Some(key) = key {
+            self.decisions.insert(key, outcome);
+        }
+        decision
     }
 
     /// Denies a source outside the agent's networks, naming the agent's
@@ -115,6 +126,9 @@ impl Policy {
     }
 
     pub(crate) fn evaluate(&self, request: &Request, set: &PolicySet) -> Response {
+        #[cfg(test)]
+        self.evaluations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.authorizer.is_authorized(request, set, &self.entities)
     }
 
@@ -149,52 +163,63 @@ impl Policy {
         })
     }
 
-    /// Turns a Cedar response into a decision naming the first deciding
+    /// Reduces a Cedar response to its outcome, naming the first deciding
     /// policy in reporting order. An evaluation error denies the request,
     /// because Cedar skips a failing `forbid` and would otherwise allow.
-    pub(crate) fn decide(
-        &self,
-        agent: &AgentEntry,
-        request: &AccessRequest<'_>,
-        response: &Response,
-    ) -> Decision {
+    pub(crate) fn outcome(&self, response: &Response) -> Outcome {
         let deciding = response
             .diagnostics()
             .reason()
             .filter_map(|id| self.positions.get(id).copied())
-            .min()
-            .map(|position| &self.compiled[position]);
+            .min();
         let failure = response.diagnostics().errors().next();
         match (response.decision(), deciding, failure) {
             // A satisfied forbid denies whatever else failed to evaluate.
-            (cedar_policy::Decision::Deny, Some(policy), _) => forbidden(policy, request),
-            (_, _, Some(AuthorizationError::PolicyEvaluationError(error))) => Decision::deny(
-                None,
-                format!(
-                    "policy {} could not be evaluated, so the request is denied",
-                    error.policy_id()
-                ),
-            ),
-            (cedar_policy::Decision::Allow, Some(policy), None)
-                if policy
+            (cedar_policy::Decision::Deny, Some(position), _) => Outcome::Forbidden(position),
+            (_, _, Some(AuthorizationError::PolicyEvaluationError(error))) => {
+                Outcome::EvaluationFailed(error.policy_id().clone())
+            }
+            (cedar_policy::Decision::Allow, Some(position), None)
+                if self.compiled[position]
                     .cedar
                     .as_ref()
                     .is_some_and(|cedar| cedar.effect() == Effect::Permit) =>
             {
+                Outcome::Allowed(position)
+            }
+            (cedar_policy::Decision::Allow, _, None) => Outcome::AllowedWithoutPermit,
+            (cedar_policy::Decision::Deny, None, None) => Outcome::NoRule,
+        }
+    }
+
+    /// Turns an outcome into the decision for `request`, whose path, method
+    /// and connection a default denial quotes.
+    pub(crate) fn decision(
+        &self,
+        agent: &AgentEntry,
+        request: &AccessRequest<'_>,
+        outcome: &Outcome,
+    ) -> Decision {
+        match outcome {
+            Outcome::Allowed(position) => {
+                let id = &self.compiled[*position].id;
                 Decision {
                     allowed: true,
-                    rule: Some(policy.id.clone()),
-                    reason: format!("allowed by {}", policy.id),
+                    rule: Some(id.clone()),
+                    reason: prefixed("allowed by ", id),
                 }
             }
-            (cedar_policy::Decision::Allow, _, None) => Decision::deny(
+            Outcome::Forbidden(position) => forbidden(&self.compiled[*position], request),
+            Outcome::EvaluationFailed(policy) => Decision::deny(
+                None,
+                format!("policy {policy} could not be evaluated, so the request is denied"),
+            ),
+            Outcome::AllowedWithoutPermit => Decision::deny(
                 None,
                 "Cedar allowed the request without a known permit policy, so it is denied"
                     .to_string(),
             ),
-            (cedar_policy::Decision::Deny, None, None) => {
-                Decision::deny(None, no_rule_reason(agent, request))
-            }
+            Outcome::NoRule => Decision::deny(None, no_rule_reason(agent, request)),
         }
     }
 }
@@ -223,9 +248,18 @@ fn forbidden(policy: &CompiledPolicy, request: &AccessRequest<'_>) -> Decision {
             "source address {} is outside the agent's networks",
             canonical_ip(request.source)
         ),
-        PolicyOrigin::Rule { .. } => format!("denied by {rule}"),
+        PolicyOrigin::Rule { .. } => prefixed("denied by ", &rule),
     };
     Decision::deny(Some(rule), reason)
+}
+
+/// Joins `prefix` and `id` in one allocation of the exact size, which on a
+/// cache hit costs less than `format!`.
+fn prefixed(prefix: &str, id: &str) -> String {
+    let mut text = String::with_capacity(prefix.len() + id.len());
+    text.push_str(prefix);
+    text.push_str(id);
+    text
 }
 
 fn unknown_agent(name: &str) -> Decision {

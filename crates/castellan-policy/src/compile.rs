@@ -10,13 +10,15 @@ use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, Entit
 use ipnet::IpNet;
 
 use crate::cedar_text::{network_policy, network_policy_id, rule_policy, ContextShape};
+use crate::decision_cache::DecisionCache;
 use crate::error::PolicyError;
 use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
 
 /// The roles and agents of a configuration compiled to Cedar.
 ///
-/// Compiled once per configuration and immutable afterwards, so one
-/// instance can be shared between request handlers in an `Arc`.
+/// Compiled once per configuration and immutable afterwards apart from its
+/// decision cache, which is thread-safe, so one instance can be shared
+/// between request handlers in an `Arc`.
 pub struct Policy {
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
@@ -33,6 +35,12 @@ pub struct Policy {
     /// Context attribute names `s0, s1, ...` up to `shape.from_start` and
     /// `r0, r1, ...` up to `shape.from_end`.
     pub(crate) segment_keys: SegmentKeys,
+    /// Cedar outcomes of recent requests, dropped with the policy on reload.
+    pub(crate) decisions: DecisionCache,
+    /// Number of Cedar evaluations, which tests read to tell a cache hit
+    /// from a miss.
+    #[cfg(test)]
+    pub(crate) evaluations: std::sync::atomic::AtomicUsize,
 }
 
 /// `Action` and `Connection` entity ids of every method and connection that
@@ -194,6 +202,9 @@ impl Policy {
             shape: builder.shape,
             types,
             uids,
+            decisions: DecisionCache::default(),
+            #[cfg(test)]
+            evaluations: Default::default(),
         })
     }
 

@@ -2,13 +2,15 @@
 //!
 //! [`Policy::compile`] turns the roles and agents of a configuration into one
 //! Cedar policy per rule, and [`Policy::authorize`] decides each request and
-//! names the rule that decided. Everything is denied unless an allow rule
-//! covers it, and a deny rule always wins over an allow rule.
+//! names the rule that decided, caching Cedar's outcome for repeated
+//! requests. Everything is denied unless an allow rule covers it, and a
+//! deny rule always wins over an allow rule.
 #![forbid(unsafe_code)]
 
 mod authorize;
 mod cedar_text;
 mod compile;
+mod decision_cache;
 mod error;
 mod explain;
 #[cfg(test)]

@@ -50,7 +50,7 @@ fn reference_request(policy: &Policy, request: &AccessRequest<'_>, with_source: 
 
 /// Decides the earlier way: the agent's network policy and all rules of its
 /// roles in one Cedar evaluation.
-fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) -> Decision {
+pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) -> Decision {
     let Some(agent) = policy.agents.get(request.agent) else {
         return Decision {
             allowed: false,
@@ -76,7 +76,7 @@ fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) -> Decision
     }
     let cedar = reference_request(policy, request, true);
     let response = policy.evaluate(&cedar, &set);
-    policy.decide(agent, request, &response)
+    policy.decision(agent, request, &policy.outcome(&response))
 }
 
 const ROLES: &str = r#"
@@ -150,7 +150,23 @@ const PATHS: &[&str] = &[
     "/contacts/7/notes",
     "/contacts/7",
     "/a%7Eb/c",
+    // Pairs that differ only in a segment outside the context shape (the
+    // first three segments and the last), so they share a cache key, and
+    // one that differs from them only in the last segment.
+    "/posts/1/2/x/secret",
+    "/posts/1/2/y/secret",
+    "/posts/1/2/x/public",
+    "/drafts/x/y/a/b",
+    "/drafts/x/y/c/b",
 ];
+
+/// Connections of requests: two that rules name, one in another case and
+/// one that no configuration declares.
+const CONNECTIONS: &[&str] = &["blog", "crm", "Blog", "wiki"];
+
+/// Methods of requests, with `GET` in three cases, which are three
+/// different methods to the policy.
+const METHODS: &[&str] = &["GET", "get", "Get", "POST", "DELETE", "PATCH", "PURGE"];
 
 /// Builds a configuration with three agents whose networks are `networks`
 /// (the first agent), a single entry of it (the second) and none (the third).
@@ -186,24 +202,58 @@ fn pick(items: &'static [&'static str]) -> impl Strategy<Value = &'static str> {
     prop::sample::select(items.to_vec())
 }
 
-fn request_parts(
-    agents: &'static [&'static str],
-) -> impl Strategy<
-    Value = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-    ),
-> {
+fn request_parts(agents: &'static [&'static str]) -> impl Strategy<Value = RequestParts> {
     (
         pick(agents),
-        pick(&["blog", "crm", "wiki"]),
-        pick(&["GET", "POST", "DELETE", "PATCH", "PURGE"]),
+        pick(CONNECTIONS),
+        pick(METHODS),
         pick(PATHS),
         pick(SOURCES),
     )
+}
+
+/// The parts of one generated request, in the order [`request_parts`]
+/// draws them: agent, connection, method, path and source.
+type RequestParts = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+/// A generated request with its path and source parsed.
+type ParsedRequest = (RequestParts, NormalizedPath, IpAddr);
+
+fn parse_requests(requests: &[RequestParts]) -> Vec<ParsedRequest> {
+    requests
+        .iter()
+        .map(|&parts| {
+            let path = NormalizedPath::parse(parts.3).expect("test path is valid");
+            let source = parts.4.parse().expect("test address is valid");
+            (parts, path, source)
+        })
+        .collect()
+}
+
+fn access_request(parsed: &ParsedRequest) -> AccessRequest<'_> {
+    let ((agent, connection, method, _, _), path, source) = parsed;
+    AccessRequest {
+        agent,
+        connection,
+        method,
+        path,
+        source: *source,
+    }
+}
+
+/// Up to 48 requests, some of them equal, and a shuffled list of their
+/// indexes in which each request appears twice.
+fn request_sequences() -> impl Strategy<Value = (Vec<RequestParts>, Vec<usize>)> {
+    prop::collection::vec(request_parts(ALL_AGENTS), 1..=48).prop_flat_map(|requests| {
+        let indexes: Vec<usize> = (0..requests.len()).chain(0..requests.len()).collect();
+        (Just(requests), Just(indexes).prop_shuffle())
+    })
 }
 
 /// Compiled policies for every network list used in the tests, so cases
@@ -232,7 +282,7 @@ fn network_list(start: usize, length: usize) -> Vec<&'static str> {
         .collect()
 }
 
-fn compile(networks: &[&str]) -> Policy {
+pub(crate) fn compile(networks: &[&str]) -> Policy {
     Policy::compile(&config(networks)).expect("test configuration compiles")
 }
 
@@ -255,13 +305,17 @@ proptest! {
         POLICIES.with(|policies| {
             let policy = &policies[&networks];
             let expected = reference_authorize(policy, &request);
-            let decided = policy.authorize(&request);
-            prop_assert_eq!(
-                decided,
-                expected,
-                "{} {} {} {} from {} in {:?}",
-                agent, method, connection, raw_path, source, networks
-            );
+            // The policies live across cases, so the first call may already
+            // hit an outcome that an earlier case with the same key cached.
+            for attempt in ["first", "repeated"] {
+                let decided = policy.authorize(&request);
+                prop_assert_eq!(
+                    &decided,
+                    &expected,
+                    "{} call: {} {} {} {} from {} in {:?}",
+                    attempt, agent, method, connection, raw_path, source, networks
+                );
+            }
             Ok(())
         })?;
     }
@@ -287,4 +341,53 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+proptest! {
+    // Each case decides up to 48 requests three times, so fewer cases cover
+    // as many requests as the single-request tests above.
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn repeated_requests_match_reference(
+        length in 1usize..=3,
+        start in 0..NETWORKS.len(),
+        (requests, shuffled) in request_sequences(),
+    ) {
+        thread_local! {
+            static POLICIES: HashMap<Vec<&'static str>, Policy> = policies();
+        }
+        let networks = network_list(start, length);
+        POLICIES.with(|policies| {
+            let policy = &policies[&networks];
+            // With an empty cache the first pass evaluates each distinct key
+            // once and the shuffled pass only hits.
+            policy.decisions.clear();
+            authorize_in_order_and_shuffled(policy, &requests, &shuffled)
+        })?;
+    }
+}
+
+/// Authorizes `requests` in order, then in the order of `shuffled`, and
+/// checks each decision against [`reference_authorize`].
+fn authorize_in_order_and_shuffled(
+    policy: &Policy,
+    requests: &[RequestParts],
+    shuffled: &[usize],
+) -> Result<(), TestCaseError> {
+    let parsed = parse_requests(requests);
+    let expected: Vec<Decision> = parsed
+        .iter()
+        .map(|request| reference_authorize(policy, &access_request(request)))
+        .collect();
+    for (index, request) in parsed.iter().enumerate() {
+        let decided = policy.authorize(&access_request(request));
+        prop_assert_eq!(&decided, &expected[index], "in order: {:?}", request.0);
+    }
+    for &index in shuffled {
+        let request = &parsed[index];
+        let decided = policy.authorize(&access_request(request));
+        prop_assert_eq!(&decided, &expected[index], "shuffled: {:?}", request.0);
+    }
+    Ok(())
 }
