@@ -57,6 +57,9 @@ pub struct AuditWriter<S> {
     receiver: Receiver<Command>,
     config: WriterConfig,
     counters: Arc<Counters>,
+    /// Receiver of committed batches, if one listens; see
+    /// [`AuditWriter::spawn_with_feed`].
+    feed: Option<mpsc::Sender<Vec<AuditRecord>>>,
     pending: Vec<AuditRecord>,
     /// Acknowledgements owed for records in `pending`, sent once their
     /// batch is committed or dropped.
@@ -75,6 +78,30 @@ impl<S: AuditSink> AuditWriter<S> {
     /// The task ends after [`AuditHandle::shutdown`], or once every handle is
     /// dropped; either way it commits everything queued before it ends.
     pub fn spawn(sink: S, config: WriterConfig) -> (AuditHandle, JoinHandle<()>) {
+        Self::start(sink, config, None)
+    }
+
+    /// Like [`AuditWriter::spawn`], and also sends each committed batch, with
+    /// the seqs the sink gave its records, to `feed`.
+    ///
+    /// The detection monitor reads its own gateway's records from here
+    /// instead of reading them back from the store. The writer never waits
+    /// for the feed: when it is full, the batch is not sent, and the
+    /// receiver must notice the gap in seqs and read those records from the
+    /// store.
+    pub fn spawn_with_feed(
+        sink: S,
+        config: WriterConfig,
+        feed: mpsc::Sender<Vec<AuditRecord>>,
+    ) -> (AuditHandle, JoinHandle<()>) {
+        Self::start(sink, config, Some(feed))
+    }
+
+    fn start(
+        sink: S,
+        config: WriterConfig,
+        feed: Option<mpsc::Sender<Vec<AuditRecord>>>,
+    ) -> (AuditHandle, JoinHandle<()>) {
         describe();
         let config = WriterConfig {
             capacity: config.capacity.max(1),
@@ -90,6 +117,7 @@ impl<S: AuditSink> AuditWriter<S> {
             pending_acks: Vec::new(),
             config,
             counters: Arc::clone(&counters),
+            feed,
             shutdown_replies: Vec::new(),
             shutting_down: false,
             gave_up_during_shutdown: false,
@@ -195,10 +223,11 @@ impl<S: AuditSink> AuditWriter<S> {
         let mut attempt: u32 = 1;
         loop {
             let attempt_started = Instant::now();
-            let error = match self.sink.write_batch(&self.pending).await {
+            let error = match self.sink.write_batch(&mut self.pending).await {
                 Ok(()) => {
                     self.count_written(attempt, attempt_started.elapsed());
                     self.acknowledge(Ok(()));
+                    self.send_to_feed();
                     break;
                 }
                 Err(error) => error,
@@ -220,6 +249,32 @@ impl<S: AuditSink> AuditWriter<S> {
             attempt += 1;
         }
         self.pending.clear();
+    }
+
+    /// Hands the committed pending records to the feed, if it has room.
+    fn send_to_feed(&mut self) {
+        let Some(feed) = &self.feed else { return };
+        let closed = match feed.try_reserve() {
+            Ok(permit) => {
+                let capacity = self.config.max_batch;
+                permit.send(std::mem::replace(
+                    &mut self.pending,
+                    Vec::with_capacity(capacity),
+                ));
+                false
+            }
+            Err(mpsc::error::TrySendError::Full(())) => {
+                tracing::debug!(
+                    count = self.pending.len(),
+                    "audit feed is full; its receiver reads these records from the store"
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => true,
+        };
+        if closed {
+            self.feed = None;
+        }
     }
 
     /// Sends `outcome` to every caller waiting on a record of the batch.

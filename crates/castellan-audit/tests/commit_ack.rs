@@ -29,7 +29,7 @@ impl GatedSink {
 }
 
 impl AuditSink for GatedSink {
-    async fn write_batch(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write_batch(&self, records: &mut [AuditRecord]) -> Result<(), StoreError> {
         let permit = self.gate.acquire().await.expect("the gate is never closed");
         permit.forget();
         self.inner.write_batch(records).await

@@ -218,3 +218,55 @@ async fn shutdown_with_dead_store_reports_loss() {
     assert_eq!(sink.attempts_at("req-2"), 1, "later batches fail fast");
     assert_eq!(sink.attempts_at("req-4"), 1, "later batches fail fast");
 }
+
+/// Every committed batch reaches the feed with the seqs the store gave its
+/// records, in commit order.
+#[tokio::test]
+async fn feed_gets_committed_records_with_their_seqs() {
+    let (_dir, store) = create_store().await;
+    let (feed, mut committed) = tokio::sync::mpsc::channel(1_000);
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), WriterConfig::default(), feed);
+    for request in 0..2_000 {
+        handle.record_now(record(request)).unwrap();
+    }
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+
+    let mut fed = Vec::new();
+    while let Ok(batch) = committed.try_recv() {
+        fed.extend(batch);
+    }
+    let stored = store
+        .query_audit(&castellan_store::AuditQuery::after(0, 10_000))
+        .await
+        .unwrap();
+    assert_eq!(fed.len(), 2_000);
+    assert_eq!(fed, stored, "the feed differs from the stored records");
+}
+
+/// An undrained feed does not hold the writer up: batches it has no room
+/// for are committed and left out of it.
+#[tokio::test]
+async fn full_feed_does_not_block_commits() {
+    let (_dir, store) = create_store().await;
+    let (feed, mut committed) = tokio::sync::mpsc::channel(1);
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), WriterConfig::default(), feed);
+    for request in 0..5 {
+        handle.record_now(record(request)).unwrap();
+        handle.flush().await.unwrap();
+    }
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+
+    assert_eq!(store.audit_count().await.unwrap(), 5);
+    let first = committed
+        .try_recv()
+        .expect("the first batch is in the feed");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].request_id, "req-0");
+    assert!(first[0].seq.is_some());
+    assert!(
+        committed.try_recv().is_err(),
+        "the feed held one batch only"
+    );
+}

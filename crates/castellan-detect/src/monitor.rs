@@ -1,22 +1,29 @@
 //! The monitor: follows the audit log, feeds the detectors, stores their
 //! signals as alerts and runs the configured responses.
 //!
-//! It reads committed audit records by sequence number, so it stays off
-//! the request path and reads the records of every gateway that shares the
-//! store. Its position is saved in the store after each batch. After a
+//! It judges committed audit records in sequence number order, so it stays
+//! off the request path and sees the records of every gateway that shares
+//! the store. Its own gateway's records come from the audit writer as each
+//! batch commits, which spares reading them back. Records of other
+//! gateways, and batches the writer could not hand over, show up as gaps in
+//! the sequence numbers and are read from the store, as is everything when
+//! no batch arrives for a poll interval. The position is saved in the store
+//! after each read from it, at most once per poll interval while batches
+//! come from the writer, and when the monitor stops. After a
 //! restart it replays recent history into the detectors without raising
 //! anything, then continues from the saved position, so no record is
-//! judged twice and none is skipped.
+//! skipped; records judged after the last save are judged again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use castellan_model::{Config, ResponseRule, WebhookTarget};
 use castellan_store::{
     now_ms, AlertStatus, AuditQuery, AuditRecord, Event, NewSignal, RaisedAlert, Store, StoreError,
 };
 use castellan_vault::{MasterKey, SealedSecret};
+use tokio::sync::mpsc::Receiver;
 use zeroize::Zeroizing;
 
 use crate::engine::{Context, Engine, Signal};
@@ -68,6 +75,9 @@ pub struct Monitor {
     settings: MonitorSettings,
     /// Seq of the last record judged.
     cursor: i64,
+    /// The cursor as last saved in the store, and when.
+    saved_cursor: i64,
+    saved_at: Instant,
     /// The configuration and store version the context and webhooks were
     /// built from.
     config: Arc<Config>,
@@ -97,6 +107,8 @@ impl Monitor {
             dispatcher,
             settings,
             cursor: 0,
+            saved_cursor: 0,
+            saved_at: Instant::now(),
             config,
             store_version: None,
             webhooks: HashMap::new(),
@@ -111,32 +123,123 @@ impl Monitor {
         monitor.replay(cursor).await?;
         monitor.cursor = cursor;
         monitor.store.set_detect_cursor(cursor).await?;
+        monitor.saved_cursor = cursor;
         tracing::info!(cursor, "monitor started");
         Ok(monitor)
     }
 
-    /// Judges new records until `shutdown` resolves. Store errors are
-    /// logged and retried at the next poll, because the position only moves
-    /// after a batch is fully handled.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Judges new records until `shutdown` resolves: the committed batches
+    /// that `feed` brings (see [`Monitor::judge_committed`]), and the
+    /// store's records after the position whenever no batch came for a poll
+    /// interval. Store errors are logged and retried at the next poll; the
+    /// position only moves past records that were fully handled.
+    pub async fn run(
+        mut self,
+        mut feed: Option<Receiver<Vec<AuditRecord>>>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
+        let mut read_store = true;
         loop {
-            let handled = match self.poll().await {
-                Ok(handled) => handled,
-                Err(error) => {
-                    tracing::error!(%error, cursor = self.cursor, "monitor could not read or store; retrying");
-                    0
+            if read_store {
+                match self.poll().await {
+                    Ok(handled) if handled == self.settings.batch as usize => continue,
+                    Ok(_) => {}
+                    Err(error) => log_store_error(&error, self.cursor),
                 }
-            };
-            if handled == self.settings.batch as usize {
-                continue;
             }
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                batch = next_batch(&mut feed) => {
+                    read_store = false;
+                    match batch {
+                        Some(records) => {
+                            if let Err(error) = self.judge_committed(&records).await {
+                                log_store_error(&error, self.cursor);
+                            }
+                        }
+                        // The writer stopped; the store still has every record.
+                        None => feed = None,
+                    }
+                }
+                _ = tokio::time::sleep(self.settings.poll_interval) => read_store = true,
             }
         }
+        if let Err(error) = self.save_cursor().await {
+            log_store_error(&error, self.cursor);
+        }
         tracing::info!(cursor = self.cursor, "monitor stopped");
+    }
+
+    /// Judges a batch the audit writer committed, after reading from the
+    /// store any records between the position and the batch's first seq.
+    /// Records at or before the position are skipped, and a batch with a
+    /// record that has no seq is left to the store reads. Returns how many
+    /// records it judged.
+    pub async fn judge_committed(&mut self, records: &[AuditRecord]) -> Result<usize, StoreError> {
+        if records.iter().any(|record| record.seq.is_none()) {
+            return self.poll().await;
+        }
+        let Some(first) = records.first().and_then(|record| record.seq) else {
+            return Ok(0);
+        };
+        self.refresh(false).await?;
+        let mut judged = 0;
+        if first > self.cursor + 1 {
+            judged += self.read_store_until(first - 1).await?;
+        }
+        for record in records {
+            let seq = record.seq.unwrap_or(self.cursor);
+            if seq <= self.cursor {
+                continue;
+            }
+            self.judge(record).await?;
+            self.cursor = seq;
+            judged += 1;
+            if judged % YIELD_EVERY == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if self.saved_at.elapsed() >= self.settings.poll_interval {
+            self.save_cursor().await?;
+        }
+        Ok(judged)
+    }
+
+    /// Judges the stored records after the position up to seq `last`.
+    async fn read_store_until(&mut self, last: i64) -> Result<usize, StoreError> {
+        let mut judged = 0;
+        loop {
+            let records = self
+                .store
+                .query_audit(&AuditQuery::after(self.cursor, self.settings.batch))
+                .await?;
+            for record in &records {
+                let seq = record.seq.unwrap_or(self.cursor);
+                if seq > last {
+                    return Ok(judged);
+                }
+                self.judge(record).await?;
+                self.cursor = self.cursor.max(seq);
+                judged += 1;
+                if judged % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            if records.len() < self.settings.batch as usize || self.cursor >= last {
+                return Ok(judged);
+            }
+        }
+    }
+
+    /// Saves the position in the store, if it moved since the last save.
+    async fn save_cursor(&mut self) -> Result<(), StoreError> {
+        if self.cursor != self.saved_cursor {
+            self.store.set_detect_cursor(self.cursor).await?;
+            self.saved_cursor = self.cursor;
+        }
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     /// Judges the records after the position, up to one batch, and returns
@@ -158,7 +261,7 @@ impl Monitor {
             }
         }
         if !records.is_empty() {
-            self.store.set_detect_cursor(self.cursor).await?;
+            self.save_cursor().await?;
         }
         Ok(records.len())
     }
@@ -444,6 +547,18 @@ async fn open_secret(
             Ok(None)
         }
     }
+}
+
+/// Waits for the next committed batch; never resolves without a feed.
+async fn next_batch(feed: &mut Option<Receiver<Vec<AuditRecord>>>) -> Option<Vec<AuditRecord>> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_store_error(error: &StoreError, cursor: i64) {
+    tracing::error!(%error, cursor, "monitor could not read or store; retrying");
 }
 
 async fn newest_seq(store: &Store) -> Result<i64, StoreError> {

@@ -212,3 +212,102 @@ async fn acknowledged_alert_does_not_suspend_again() {
     assert!(fixture.store.suspended_agents().await.unwrap().is_empty());
     assert_eq!(fixture.store.alerts(false, 10).await.unwrap()[0].count, 2);
 }
+
+impl Fixture {
+    /// Inserts `records` as the audit writer does and returns them with
+    /// the seqs the store gave them.
+    async fn committed(&self, mut records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+        let seqs = self
+            .store
+            .insert_audit_batch(&records)
+            .await
+            .expect("insert audit records");
+        for (record, seq) in records.iter_mut().zip(seqs) {
+            record.seq = Some(seq);
+        }
+        records
+    }
+
+    async fn alert_count(&self) -> i64 {
+        let alerts = self.store.alerts(false, 10).await.unwrap();
+        alerts.iter().map(|alert| alert.count).sum()
+    }
+}
+
+/// Past the canary detector's repeat interval, so each record signals.
+const HOUR: i64 = 3_600_000;
+
+/// A committed batch is judged once, and the records another gateway
+/// stored before it are read from the store first.
+#[tokio::test]
+async fn committed_batches_fill_gaps_from_the_store() {
+    let fixture = fixture(CONFIG).await;
+    fixture
+        .store
+        .insert_token(&canary("tok_decoy", "decoy"))
+        .await
+        .unwrap();
+    let mut monitor = fixture.monitor().await;
+
+    // Another gateway's record, which no batch of this one carries.
+    fixture
+        .audit(&[record(HOUR, "tok_decoy", "decoy", 401)])
+        .await;
+    let batch = fixture
+        .committed(vec![
+            record(2 * HOUR, "tok_decoy", "decoy", 401),
+            record(3 * HOUR, "tok_decoy", "decoy", 401),
+        ])
+        .await;
+    assert_eq!(monitor.judge_committed(&batch).await.unwrap(), 3);
+    assert_eq!(fixture.alert_count().await, 3);
+    assert_eq!(monitor.cursor(), batch[1].seq.unwrap());
+
+    // A batch seen again, or read from the store as well, is not judged
+    // twice.
+    assert_eq!(monitor.judge_committed(&batch).await.unwrap(), 0);
+    assert_eq!(monitor.poll().await.unwrap(), 0);
+    assert_eq!(fixture.alert_count().await, 3);
+
+    // Records without seqs are read from the store instead.
+    fixture
+        .audit(&[record(4 * HOUR, "tok_decoy", "decoy", 401)])
+        .await;
+    let unnumbered = vec![record(4 * HOUR, "tok_decoy", "decoy", 401)];
+    assert_eq!(monitor.judge_committed(&unnumbered).await.unwrap(), 1);
+    assert_eq!(fixture.alert_count().await, 4);
+}
+
+/// `run` judges what the feed brings without reading it from the store,
+/// and saves its position when it stops.
+#[tokio::test]
+async fn run_judges_fed_batches_and_saves_position() {
+    let fixture = fixture(CONFIG).await;
+    fixture
+        .store
+        .insert_token(&canary("tok_decoy", "decoy"))
+        .await
+        .unwrap();
+    let monitor = fixture.monitor().await;
+    let (feed, committed) = tokio::sync::mpsc::channel(4);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(monitor.run(Some(committed), async {
+        let _ = stopped.await;
+    }));
+
+    // Only the feed has this record, so only the feed can raise its alert.
+    let mut fed = record(HOUR, "tok_decoy", "decoy", 401);
+    fed.seq = Some(1);
+    feed.send(vec![fed]).await.unwrap();
+    let judged = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while fixture.alert_count().await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    judged.await.expect("the fed record raised no alert");
+    stop.send(()).unwrap();
+    running.await.unwrap();
+
+    assert_eq!(fixture.store.audit_count().await.unwrap(), 0);
+    assert_eq!(fixture.store.detect_cursor().await.unwrap(), Some(1));
+}

@@ -499,7 +499,7 @@ mod tests {
     }
 
     impl AuditSink for TestSink {
-        async fn write_batch(&self, _: &[AuditRecord]) -> Result<(), StoreError> {
+        async fn write_batch(&self, _: &mut [AuditRecord]) -> Result<(), StoreError> {
             self.gate.acquire().await.expect("gate open").forget();
             if self.fail {
                 return Err(StoreError::Busy {

@@ -48,7 +48,8 @@ const SELECT_AGENT_NEWEST: &str = concat!(
 );
 
 impl Store {
-    /// Appends `records` in one transaction; their `seq` fields are ignored.
+    /// Appends `records` in one transaction and returns the `seq` each got,
+    /// in batch order; their own `seq` fields are ignored.
     ///
     /// The same transaction updates the usage summaries (see
     /// [`Store::agent_usage`]) and the last-use times of the agent tokens, so
@@ -58,18 +59,39 @@ impl Store {
     /// Records and summary rows are written with multi-row statements of up
     /// to [`MAX_ROWS_PER_STATEMENT`] rows, in batch order, because each
     /// statement costs a round trip to the driver's worker thread.
-    pub async fn insert_audit_batch(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    pub async fn insert_audit_batch(
+        &self,
+        records: &[AuditRecord],
+    ) -> Result<Vec<i64>, StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let operation = "write audit records";
         let usage = UsageBatch::from_records(records);
         let mut tx = self.begin_write(operation).await?;
-        execute_multi_row(&mut tx, &INSERT_AUDIT, records, bind_record, operation).await?;
+        let mut seqs = Vec::with_capacity(records.len());
+        for chunk in statement_chunks(records) {
+            let mut query = sqlx::query(INSERT_AUDIT.sql(chunk.len()));
+            for record in chunk {
+                query = bind_record(query, record);
+            }
+            let done = query
+                .execute(&mut *tx)
+                .await
+                .map_err(|error| db_error(operation, error))?;
+            // The transaction holds SQLite's write lock, and an AUTOINCREMENT
+            // key takes the largest seq so far plus one for each row, so the
+            // rows of one statement got consecutive seqs ending at the last
+            // inserted one.
+            let last = done.last_insert_rowid();
+            let count = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
+            seqs.extend(last - count + 1..=last);
+        }
         usage.apply(&mut tx, operation).await?;
         tx.commit()
             .await
-            .map_err(|error| db_error(operation, error))
+            .map_err(|error| db_error(operation, error))?;
+        Ok(seqs)
     }
 
     /// Returns the records selected by `query`, in ascending `seq` order.

@@ -248,3 +248,51 @@ async fn batch_counts_only_authenticated_records() {
     let sent_ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
     assert_eq!(stored_ids, sent_ids, "records must keep the batch order");
 }
+
+/// The seqs a batch returns are the ones stored with its records, in batch
+/// order, for every statement size the batch is cut into and after the
+/// newest records were deleted (AUTOINCREMENT never reuses their seqs).
+#[tokio::test]
+async fn batch_returns_stored_seqs() {
+    let db = create_db().await;
+    let first: Vec<AuditRecord> = (0..5).map(mixed_record).collect();
+    let first_seqs = db
+        .store
+        .insert_audit_batch(&first)
+        .await
+        .expect("insert the first batch");
+    let path = db.path.clone();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open a second connection");
+    sqlx::query("DELETE FROM audit WHERE seq >= ?")
+        .bind(first_seqs[3])
+        .execute(&mut conn)
+        .await
+        .expect("delete the newest records");
+    conn.close().await.expect("close the second connection");
+
+    let records: Vec<AuditRecord> = (0..RECORDS).map(mixed_record).collect();
+    let seqs = db
+        .store
+        .insert_audit_batch(&records)
+        .await
+        .expect("insert the batch");
+    assert_eq!(seqs.len(), records.len());
+    assert!(
+        seqs[0] > first_seqs[4],
+        "seq {} reused a deleted record's seq",
+        seqs[0]
+    );
+    let stored = db
+        .store
+        .query_audit(&castellan_store::AuditQuery::after(first_seqs[2], 1_000))
+        .await
+        .expect("read the batch back");
+    assert_eq!(stored.len(), records.len());
+    for ((record, seq), stored) in records.iter().zip(&seqs).zip(&stored) {
+        assert_eq!(stored.seq, Some(*seq), "seq of {}", record.request_id);
+        assert_eq!(stored.request_id, record.request_id);
+    }
+    assert!(db.store.insert_audit_batch(&[]).await.unwrap().is_empty());
+}

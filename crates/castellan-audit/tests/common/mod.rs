@@ -81,7 +81,7 @@ impl FlakySink {
 }
 
 impl AuditSink for FlakySink {
-    async fn write_batch(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    async fn write_batch(&self, records: &mut [AuditRecord]) -> Result<(), StoreError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         if let Some(first) = records.first() {
             self.attempted

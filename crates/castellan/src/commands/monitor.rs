@@ -10,9 +10,16 @@ use castellan_detect::webhook::{DeliverySettings, Dispatcher};
 use castellan_detect::{DetectorSettings, Engine, GeoDatabase, Locate};
 use castellan_gateway::Gateway;
 use castellan_model::DetectSettings;
+use castellan_store::AuditRecord;
 use castellan_store::Store;
 use castellan_vault::MasterKey;
+use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
+
+/// Committed audit batches, of at most 512 records each, that the writer
+/// may queue for the monitor. Past that, the writer leaves batches out of
+/// the feed and the monitor reads them from the store.
+pub const FEED_BATCHES: usize = 16;
 
 /// The running monitor and the webhook dispatcher it shares with the
 /// rotation jobs.
@@ -22,7 +29,8 @@ pub struct Detection {
 }
 
 /// Loads the geolocation database named in `[detect]`, replays recent
-/// audit history into the detectors and starts following the log.
+/// audit history into the detectors and starts following the log, with
+/// the batches the audit writer sends to `committed`.
 ///
 /// Fails when the database is configured but missing or unreadable, so a
 /// typo does not silently turn impossible-travel detection off.
@@ -30,6 +38,7 @@ pub async fn start(
     store: Store,
     master_key: Arc<MasterKey>,
     gateway: Arc<Gateway>,
+    committed: Receiver<Vec<AuditRecord>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Detection> {
     let config = Arc::clone(&gateway.snapshot.load().config.config);
@@ -47,7 +56,7 @@ pub async fn start(
     )
     .await
     .context("cannot start the monitor that feeds the detectors")?;
-    let monitor = tokio::spawn(monitor.run(shutdown));
+    let monitor = tokio::spawn(monitor.run(Some(committed), shutdown));
     Ok(Detection {
         monitor,
         dispatcher,

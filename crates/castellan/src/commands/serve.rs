@@ -47,7 +47,8 @@ pub async fn run_gateway(
         capacity: args.audit_queue_capacity as usize,
         ..WriterConfig::default()
     };
-    let (audit, writer) = AuditWriter::spawn(store.clone(), writer_config);
+    let (feed, committed) = tokio::sync::mpsc::channel(super::monitor::FEED_BATCHES);
+    let (audit, writer) = AuditWriter::spawn_with_feed(store.clone(), writer_config, feed);
     let gateway = Arc::new(Gateway::new(snapshot, audit.clone()));
 
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -64,6 +65,7 @@ pub async fn run_gateway(
         store.clone(),
         Arc::clone(&master_key),
         Arc::clone(&gateway),
+        committed,
         wait_for(stopped.clone()),
     )
     .await?;
