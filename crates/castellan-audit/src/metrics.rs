@@ -10,6 +10,9 @@ pub const RECORDS_DROPPED_TOTAL: &str = "castellan_audit_records_dropped_total";
 pub const BACKPRESSURE_TOTAL: &str = "castellan_audit_backpressure_total";
 /// Gauge of records waiting in the queue.
 pub const QUEUE_DEPTH: &str = "castellan_audit_queue_depth";
+/// Counter of committed batches left out of a full feed, whose receiver
+/// then reads them from the store.
+pub const FEED_BATCHES_SKIPPED_TOTAL: &str = "castellan_audit_feed_batches_skipped_total";
 /// Histogram of the time one successful batch write took.
 pub const BATCH_DURATION_SECONDS: &str = "castellan_audit_batch_duration_seconds";
 
@@ -26,6 +29,10 @@ pub(crate) fn describe() {
     describe_counter!(
         BACKPRESSURE_TOTAL,
         "Audit slot reservations rejected because the queue was full"
+    );
+    describe_counter!(
+        FEED_BATCHES_SKIPPED_TOTAL,
+        "Committed audit batches left out of the detection monitor's full feed"
     );
     describe_gauge!(QUEUE_DEPTH, "Audit records waiting in the queue");
     describe_histogram!(

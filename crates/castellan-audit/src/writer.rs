@@ -13,7 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::handle::{AuditHandle, Command, CommitError, CommitSender, Counters};
 use crate::metrics::{
-    describe, BATCH_DURATION_SECONDS, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
+    describe, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, QUEUE_DEPTH,
+    RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use crate::sink::AuditSink;
 
@@ -256,14 +257,13 @@ impl<S: AuditSink> AuditWriter<S> {
         let Some(feed) = &self.feed else { return };
         let closed = match feed.try_reserve() {
             Ok(permit) => {
-                let capacity = self.config.max_batch;
-                permit.send(std::mem::replace(
-                    &mut self.pending,
-                    Vec::with_capacity(capacity),
-                ));
+                // Moved into a vector of their own size, so a queued batch
+                // does not hold `max_batch` records of capacity.
+                permit.send(self.pending.drain(..).collect());
                 false
             }
             Err(mpsc::error::TrySendError::Full(())) => {
+                metrics::counter!(FEED_BATCHES_SKIPPED_TOTAL).increment(1);
                 tracing::debug!(
                     count = self.pending.len(),
                     "audit feed is full; its receiver reads these records from the store"

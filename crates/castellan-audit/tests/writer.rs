@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use castellan_audit::{
-    AuditBackpressure, AuditError, AuditHandle, AuditWriter, WriterConfig, RECORDS_DROPPED_TOTAL,
-    RECORDS_WRITTEN_TOTAL,
+    AuditBackpressure, AuditError, AuditHandle, AuditWriter, WriterConfig,
+    FEED_BATCHES_SKIPPED_TOTAL, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use castellan_store::Store;
 use common::{record, CountingRecorder, FlakySink};
@@ -248,6 +248,8 @@ async fn feed_gets_committed_records_with_their_seqs() {
 /// for are committed and left out of it.
 #[tokio::test]
 async fn full_feed_does_not_block_commits() {
+    let recorder = CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let (_dir, store) = create_store().await;
     let (feed, mut committed) = tokio::sync::mpsc::channel(1);
     let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), WriterConfig::default(), feed);
@@ -269,4 +271,5 @@ async fn full_feed_does_not_block_commits() {
         committed.try_recv().is_err(),
         "the feed held one batch only"
     );
+    assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 4);
 }

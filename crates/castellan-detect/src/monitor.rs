@@ -2,17 +2,19 @@
 //! signals as alerts and runs the configured responses.
 //!
 //! It judges committed audit records in sequence number order, so it stays
-//! off the request path and sees the records of every gateway that shares
+//! off the request path and judges the records of every gateway that shares
 //! the store. Its own gateway's records come from the audit writer as each
 //! batch commits, which spares reading them back. Records of other
 //! gateways, and batches the writer could not hand over, show up as gaps in
 //! the sequence numbers and are read from the store, as is everything when
-//! no batch arrives for a poll interval. The position is saved in the store
-//! after each read from it, at most once per poll interval while batches
-//! come from the writer, and when the monitor stops. After a
-//! restart it replays recent history into the detectors without raising
-//! anything, then continues from the saved position, so no record is
-//! skipped; records judged after the last save are judged again.
+//! no batch arrives for a poll interval. When the gateway stops, the
+//! monitor judges what the writer commits until the writer drops the feed.
+//! The position is saved in the store after each poll of it, at least once
+//! per poll interval while batches come from the writer, and when the
+//! monitor stops. After a restart it replays recent history into the
+//! detectors without raising anything, then continues from the saved
+//! position, so no record is skipped; records judged after the last save
+//! are judged again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -133,6 +135,10 @@ impl Monitor {
     /// store's records after the position whenever no batch came for a poll
     /// interval. Store errors are logged and retried at the next poll; the
     /// position only moves past records that were fully handled.
+    ///
+    /// After `shutdown`, it goes on judging the feed's batches until the
+    /// writer drops the sender, then reads the store once more, so the
+    /// records committed while the gateway stops are judged in this run.
     pub async fn run(
         mut self,
         mut feed: Option<Receiver<Vec<AuditRecord>>>,
@@ -165,10 +171,33 @@ impl Monitor {
                 _ = tokio::time::sleep(self.settings.poll_interval) => read_store = true,
             }
         }
+        self.finish(feed).await;
+        tracing::info!(cursor = self.cursor, "monitor stopped");
+    }
+
+    /// Judges the last batches of a stopping writer and the store's newest
+    /// records, then saves the position.
+    async fn finish(&mut self, feed: Option<Receiver<Vec<AuditRecord>>>) {
+        if let Some(mut feed) = feed {
+            while let Some(records) = feed.recv().await {
+                if let Err(error) = self.judge_committed(&records).await {
+                    log_store_error(&error, self.cursor);
+                }
+            }
+        }
+        loop {
+            match self.poll().await {
+                Ok(handled) if handled == self.settings.batch as usize => {}
+                Ok(_) => break,
+                Err(error) => {
+                    log_store_error(&error, self.cursor);
+                    break;
+                }
+            }
+        }
         if let Err(error) = self.save_cursor().await {
             log_store_error(&error, self.cursor);
         }
-        tracing::info!(cursor = self.cursor, "monitor stopped");
     }
 
     /// Judges a batch the audit writer committed, after reading from the
@@ -229,6 +258,9 @@ impl Monitor {
             if records.len() < self.settings.batch as usize || self.cursor >= last {
                 return Ok(judged);
             }
+            if self.saved_at.elapsed() >= self.settings.poll_interval {
+                self.save_cursor().await?;
+            }
         }
     }
 
@@ -260,9 +292,8 @@ impl Monitor {
                 tokio::task::yield_now().await;
             }
         }
-        if !records.is_empty() {
-            self.save_cursor().await?;
-        }
+        // Also saves what batches from the writer moved since the last save.
+        self.save_cursor().await?;
         Ok(records.len())
     }
 

@@ -279,7 +279,8 @@ async fn committed_batches_fill_gaps_from_the_store() {
 }
 
 /// `run` judges what the feed brings without reading it from the store,
-/// and saves its position when it stops.
+/// goes on until the writer drops the feed after a stop, and saves its
+/// position.
 #[tokio::test]
 async fn run_judges_fed_batches_and_saves_position() {
     let fixture = fixture(CONFIG).await;
@@ -305,9 +306,19 @@ async fn run_judges_fed_batches_and_saves_position() {
         }
     });
     judged.await.expect("the fed record raised no alert");
+
+    // A batch the writer commits while the gateway stops is judged too.
     stop.send(()).unwrap();
-    running.await.unwrap();
+    let mut last = record(2 * HOUR, "tok_decoy", "decoy", 401);
+    last.seq = Some(2);
+    feed.send(vec![last]).await.unwrap();
+    drop(feed);
+    tokio::time::timeout(std::time::Duration::from_secs(10), running)
+        .await
+        .expect("the monitor did not stop once the feed closed")
+        .unwrap();
 
     assert_eq!(fixture.store.audit_count().await.unwrap(), 0);
-    assert_eq!(fixture.store.detect_cursor().await.unwrap(), Some(1));
+    assert_eq!(fixture.alert_count().await, 2);
+    assert_eq!(fixture.store.detect_cursor().await.unwrap(), Some(2));
 }
