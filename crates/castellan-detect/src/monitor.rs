@@ -1,20 +1,21 @@
 //! The monitor: follows the audit log, feeds the detectors, stores their
 //! signals as alerts and runs the configured responses.
 //!
-//! It judges committed audit records in sequence number order, so it stays
-//! off the request path and judges the records of every gateway that shares
-//! the store. Its own gateway's records come from the audit writer as each
-//! batch commits, which spares reading them back. Records of other
-//! gateways, and batches the writer could not hand over, show up as gaps in
-//! the sequence numbers and are read from the store, as is everything when
-//! no batch arrives for a poll interval. When the gateway stops, the
-//! monitor judges what the writer commits until the writer drops the feed.
+//! It judges committed audit records in sequence number order, off the
+//! request path, including those of other gateways that share the store.
+//! Its own gateway's records come from the audit writer as each batch
+//! commits, so they are not read back. Records of other gateways, and
+//! batches the writer could not hand over, show up as gaps in the sequence
+//! numbers and are read from the store. The store is also read whenever no
+//! batch arrives for a poll interval. When the gateway stops, the monitor
+//! judges what the writer still commits until the writer drops the feed.
+//!
 //! The position is saved in the store after each poll of it, at least once
 //! per poll interval while batches come from the writer, and when the
-//! monitor stops. After a restart it replays recent history into the
-//! detectors without raising anything, then continues from the saved
-//! position, so no record is skipped; records judged after the last save
-//! are judged again.
+//! monitor stops. After a restart the monitor replays recent history into
+//! the detectors without raising anything, then continues from the saved
+//! position. So no record is skipped, but records judged after the last
+//! save are judged again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
