@@ -5,13 +5,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use castellan_store::AuditRecord;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-use crate::metrics::BACKPRESSURE_TOTAL;
+use crate::metrics::{BACKPRESSURE_TOTAL, PACED_TOTAL, PACE_TIMEOUTS_TOTAL};
 
 /// Message from handles to the writer task, processed in queue order.
 #[allow(
@@ -82,6 +83,11 @@ pub(crate) struct Counters {
     /// Set by [`AuditHandle::shutdown`] before its request joins the queue,
     /// so the writer stops long retries while it drains the records ahead.
     pub(crate) shutdown_requested: AtomicBool,
+    /// Queue depth above which [`AuditHandle::pace`] waits.
+    pub(crate) pace_above: usize,
+    /// Woken each time the writer takes records off the queue or finishes
+    /// a batch.
+    pub(crate) progress: Notify,
 }
 
 /// Failure to reserve an audit slot. The gateway then rejects the request
@@ -209,12 +215,54 @@ impl AuditHandle {
         self.round_trip(Command::Shutdown).await
     }
 
+    /// Waits until at most [`WriterConfig::pace_above`] records are queued,
+    /// or for `patience` at most; call it before reserving a slot
+    /// for a request that will be forwarded.
+    ///
+    /// The writer may run at a lower CPU priority than the request
+    /// handlers, so on a saturated machine it gets CPU time mainly while
+    /// they wait. Waiting here keeps the records that a crash could lose
+    /// near `pace_above` instead of the queue's whole capacity, and leaves
+    /// the space above it for records of rejected requests, which never
+    /// wait. Returns without waiting while the queue is below the mark, and
+    /// after `patience` even if it is not: the slot reservation that
+    /// follows then decides whether the request goes on.
+    ///
+    /// [`WriterConfig::pace_above`]: crate::WriterConfig::pace_above
+    pub async fn pace(&self, patience: Duration) {
+        if self.queued() <= self.counters.pace_above {
+            return;
+        }
+        metrics::counter!(PACED_TOTAL).increment(1);
+        let caught_up = async {
+            loop {
+                let progress = self.counters.progress.notified();
+                tokio::pin!(progress);
+                // Registered before the check, so progress made between the
+                // check and the wait still wakes this task.
+                progress.as_mut().enable();
+                if self.queued() <= self.counters.pace_above || self.sender.is_closed() {
+                    return;
+                }
+                progress.await;
+            }
+        };
+        if tokio::time::timeout(patience, caught_up).await.is_err() {
+            metrics::counter!(PACE_TIMEOUTS_TOTAL).increment(1);
+        }
+    }
+
+    /// Records in the queue, not yet taken by the writer.
+    fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
     /// Returns the writer's counters and the current queue depth.
     pub fn stats(&self) -> WriterStats {
         WriterStats {
             written: self.counters.written.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
-            queued: self.sender.max_capacity() - self.sender.capacity(),
+            queued: self.queued(),
         }
     }
 

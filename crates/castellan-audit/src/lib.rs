@@ -15,8 +15,8 @@ pub use handle::{
     AuditBackpressure, AuditError, AuditHandle, AuditSlot, CommitAck, CommitError, WriterStats,
 };
 pub use metrics::{
-    BACKPRESSURE_TOTAL, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, QUEUE_DEPTH,
-    RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
+    BACKPRESSURE_TOTAL, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, PACED_TOTAL,
+    PACE_TIMEOUTS_TOTAL, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 pub use sink::AuditSink;
 pub use writer::{AuditWriter, WriterConfig};

@@ -8,6 +8,11 @@ pub const RECORDS_WRITTEN_TOTAL: &str = "castellan_audit_records_written_total";
 pub const RECORDS_DROPPED_TOTAL: &str = "castellan_audit_records_dropped_total";
 /// Counter of slot reservations rejected because the queue was full.
 pub const BACKPRESSURE_TOTAL: &str = "castellan_audit_backpressure_total";
+/// Counter of forwarded requests that waited for the writer because the
+/// queue was above its pacing mark.
+pub const PACED_TOTAL: &str = "castellan_audit_paced_total";
+/// Counter of those waits that ended at their time limit.
+pub const PACE_TIMEOUTS_TOTAL: &str = "castellan_audit_pace_timeouts_total";
 /// Gauge of records waiting in the queue.
 pub const QUEUE_DEPTH: &str = "castellan_audit_queue_depth";
 /// Counter of committed batches left out of a full feed, whose receiver
@@ -33,6 +38,14 @@ pub(crate) fn describe() {
     describe_counter!(
         FEED_BATCHES_SKIPPED_TOTAL,
         "Committed audit batches left out of the detection monitor's full feed"
+    );
+    describe_counter!(
+        PACED_TOTAL,
+        "Forwarded requests that waited for the audit writer to catch up"
+    );
+    describe_counter!(
+        PACE_TIMEOUTS_TOTAL,
+        "Waits for the audit writer that ended at their time limit"
     );
     describe_gauge!(QUEUE_DEPTH, "Audit records waiting in the queue");
     describe_histogram!(

@@ -29,6 +29,10 @@ pub struct WriterConfig {
     pub capacity: usize,
     /// Most records committed in one transaction (at least 1).
     pub max_batch: usize,
+    /// Queue depth above which [`AuditHandle::pace`] makes forwarded
+    /// requests wait for the writer. Records queued and not yet committed
+    /// are what a crash loses under batched durability.
+    pub pace_above: usize,
     /// Longest time the writer waits for a batch to fill after its first
     /// record arrives.
     pub flush_interval: Duration,
@@ -45,6 +49,7 @@ impl Default for WriterConfig {
         WriterConfig {
             capacity: 65_536,
             max_batch: 512,
+            pace_above: 2_048,
             flush_interval: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             give_up_after: Duration::from_secs(60),
@@ -110,7 +115,10 @@ impl<S: AuditSink> AuditWriter<S> {
             ..config
         };
         let (sender, receiver) = mpsc::channel(config.capacity);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            pace_above: config.pace_above.min(config.capacity),
+            ..Counters::default()
+        });
         let writer = AuditWriter {
             sink,
             receiver,
@@ -136,6 +144,7 @@ impl<S: AuditSink> AuditWriter<S> {
         let mut commands = Vec::with_capacity(self.config.max_batch);
         while self.receive(&mut commands).await {
             metrics::gauge!(QUEUE_DEPTH).set(self.receiver.len() as f64);
+            self.counters.progress.notify_waiters();
             for command in commands.drain(..) {
                 self.handle(command).await;
             }
@@ -250,6 +259,7 @@ impl<S: AuditSink> AuditWriter<S> {
             attempt += 1;
         }
         self.pending.clear();
+        self.counters.progress.notify_waiters();
     }
 
     /// Hands the committed pending records to the feed, if it has room.
@@ -321,6 +331,14 @@ impl<S: AuditSink> AuditWriter<S> {
         if self.counters.shutdown_requested.load(Ordering::Acquire) {
             self.gave_up_during_shutdown = true;
         }
+    }
+}
+
+impl<S> Drop for AuditWriter<S> {
+    /// Wakes requests waiting in [`AuditHandle::pace`]: with the writer
+    /// gone, they stop waiting for it.
+    fn drop(&mut self) {
+        self.counters.progress.notify_waiters();
     }
 }
 

@@ -273,3 +273,149 @@ async fn full_feed_does_not_block_commits() {
     );
     assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 4);
 }
+
+/// Holds the store's write lock from another connection, so the writer
+/// blocks on its first batch and later records stay queued.
+async fn lock_store(store: &Store) -> sqlx::SqliteConnection {
+    let url = format!("sqlite://{}", store.path().display());
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    other
+}
+
+/// A writer with the given pacing mark, stuck on its first record because
+/// another connection holds the store's write lock, and `queued` more
+/// records in its queue behind it.
+struct StuckWriter {
+    _dir: tempfile::TempDir,
+    store: Store,
+    handle: AuditHandle,
+    task: tokio::task::JoinHandle<()>,
+    lock: sqlx::SqliteConnection,
+    pace_above: usize,
+}
+
+impl StuckWriter {
+    async fn start(pace_above: usize, queued: u32) -> StuckWriter {
+        let (dir, store) = create_store().await;
+        let config = WriterConfig {
+            capacity: 64,
+            max_batch: 1,
+            flush_interval: Duration::ZERO,
+            pace_above,
+            ..WriterConfig::default()
+        };
+        let (handle, task) = AuditWriter::spawn(store.clone(), config);
+        let lock = lock_store(&store).await;
+        handle.record_now(record(1)).unwrap();
+        wait_until_queue_empty(&handle).await;
+        for request in 2..2 + queued {
+            handle.record_now(record(request)).unwrap();
+        }
+        StuckWriter {
+            _dir: dir,
+            store,
+            handle,
+            task,
+            lock,
+            pace_above,
+        }
+    }
+
+    /// Starts a task that paces with a patience of a minute, and checks
+    /// that it is still waiting 100 ms later.
+    async fn pace_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let handle = self.handle.clone();
+        let waiting = tokio::spawn(async move { handle.pace(Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "pace returned with {} records queued above a mark of {}",
+            self.handle.stats().queued,
+            self.pace_above
+        );
+        waiting
+    }
+
+    /// Lets the writer commit again.
+    async fn release(&mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut self.lock)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pace_returns_at_once_below_the_mark() {
+    let mut writer = StuckWriter::start(2, 2).await;
+    assert_eq!(writer.handle.stats().queued, 2);
+
+    // The writer is stuck, so only the depth check can end this wait.
+    let paced = tokio::time::timeout(
+        Duration::from_secs(5),
+        writer.handle.pace(Duration::from_secs(60)),
+    );
+    paced.await.expect("pace waited with the queue at its mark");
+    writer.release().await;
+    writer.handle.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn pace_waits_until_the_writer_catches_up() {
+    let mut writer = StuckWriter::start(1, 3).await;
+    let waiting = writer.pace_in_background().await;
+
+    writer.release().await;
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("pace still waits after the writer caught up")
+        .unwrap();
+    assert!(writer.handle.stats().queued <= 1);
+    writer.handle.flush().await.unwrap();
+    assert_eq!(writer.store.audit_count().await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn pace_gives_up_after_its_patience() {
+    let mut writer = StuckWriter::start(0, 1).await;
+
+    let started = std::time::Instant::now();
+    let paced = tokio::time::timeout(
+        Duration::from_secs(10),
+        writer.handle.pace(Duration::from_millis(200)),
+    );
+    paced.await.expect("pace outlived its patience");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(writer.handle.stats().queued, 1, "the writer is still stuck");
+    // Pacing never rejects: the slot reservation that follows decides.
+    assert!(writer.handle.try_reserve().is_ok());
+    writer.release().await;
+    writer.handle.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn pace_returns_when_the_writer_ends() {
+    let mut writer = StuckWriter::start(0, 1).await;
+    let waiting = writer.pace_in_background().await;
+
+    // The writer ends with record 2 still queued, so the queue never
+    // drains below the mark.
+    writer.task.abort();
+    assert!((&mut writer.task).await.unwrap_err().is_cancelled());
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("pace still waits for a writer that ended")
+        .unwrap();
+    let paced = tokio::time::timeout(
+        Duration::from_secs(10),
+        writer.handle.pace(Duration::from_secs(60)),
+    );
+    paced
+        .await
+        .expect("a new pace waits for a writer that ended");
+    writer.release().await;
+}

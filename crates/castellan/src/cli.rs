@@ -85,7 +85,7 @@ pub struct InitArgs {
     pub passphrase: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address of the agent listener.
     #[arg(long, default_value = "127.0.0.1:8750")]

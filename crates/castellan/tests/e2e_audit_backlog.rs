@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use support::castellan::{poll_until, Castellan};
 use support::http::{get, get_as};
-use support::peers::spawn_httpbin;
+use support::peers::{spawn_httpbin, Peer};
 
 const UPSTREAM_KEY: &str = "sk-e2e-backlog-Jq4Wd8Lp2Xs6";
 
@@ -61,8 +61,9 @@ impl Drop for WriteLock {
     }
 }
 
-#[test]
-fn full_audit_queue_fails_closed() {
+/// A data directory whose agent `reader-bot` may GET `/get` from httpbin,
+/// with its token.
+fn reader_gateway() -> (Peer, Castellan, String) {
     let httpbin = spawn_httpbin();
     let castellan = Castellan::init();
     castellan.write_config(&format!(
@@ -84,6 +85,12 @@ roles = ["reader"]
     ));
     castellan.set_secret("httpbin-key", UPSTREAM_KEY);
     let token = castellan.issue_token("reader-bot");
+    (httpbin, castellan, token)
+}
+
+#[test]
+fn full_audit_queue_fails_closed() {
+    let (_httpbin, castellan, token) = reader_gateway();
     let server = castellan.serve_with(&["--audit-queue-capacity", "1"], &[]);
     let url = server.url("/httpbin/get");
 
@@ -129,9 +136,81 @@ roles = ["reader"]
         recovered.is_some(),
         "requests still fail after the store recovered"
     );
+    // The rejection's own record found a free slot only if the writer took
+    // a record off the queue between the failed reservation and the
+    // rejection. Either it is in the log or its loss is counted.
+    let rejected_id = rejected
+        .header("x-request-id")
+        .expect("the rejection has a request id")
+        .to_owned();
     let metrics = get(&server.admin_url("/metrics"), &[]).body;
+    if !metrics.contains("castellan_audit_records_unqueued_total") {
+        let recorded = poll_until(Duration::from_secs(10), || {
+            castellan
+                .audit_records()
+                .iter()
+                .any(|record| record["request_id"].as_str() == Some(rejected_id.as_str()))
+        });
+        assert!(
+            recorded.is_some(),
+            "the rejection has no record and its loss is not counted:\n{metrics}"
+        );
+    }
+}
+
+/// The nice value and name of each thread of process `pid`.
+#[cfg(target_os = "linux")]
+fn threads(pid: u32) -> Vec<(String, i32)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the gateway's threads");
+    tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // "tid (comm) state ...": the name may hold spaces, so split at
+            // the last parenthesis; nice is the 19th field.
+            let (head, fields) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_string();
+            let nice = fields.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn background_work_runs_below_request_priority() {
+    let (_httpbin, castellan, token) = reader_gateway();
+    let server = castellan.serve();
+    for _ in 0..5 {
+        assert_eq!(get_as(&server.url("/httpbin/get"), &token).status, 200);
+    }
+    let recorded = poll_until(Duration::from_secs(10), || {
+        castellan.audit_records().len() >= 5
+    });
+    assert!(recorded.is_some(), "the requests have no audit records");
+
+    let threads = threads(server.pid());
+    let nice_of = |prefix: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let main = threads
+        .iter()
+        .find(|(name, _)| name == "castellan")
+        .map(|(_, nice)| *nice)
+        .expect("the main thread is named castellan");
+    let expected = (main + 10).min(19);
+    assert_eq!(nice_of("castellan-bg"), [expected], "{threads:?}");
+    let store_threads = nice_of("sqlx-sqlite");
+    assert!(!store_threads.is_empty(), "no store thread in {threads:?}");
     assert!(
-        metrics.contains("castellan_audit_records_unqueued_total"),
-        "the lost rejection record is not counted:\n{metrics}"
+        store_threads.iter().all(|nice| *nice == expected),
+        "a store thread runs at request priority: {threads:?}"
+    );
+    assert!(
+        nice_of("tokio-rt-worker").contains(&main),
+        "no request worker at the process's priority: {threads:?}"
     );
 }

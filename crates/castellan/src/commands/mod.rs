@@ -3,6 +3,7 @@
 mod agent;
 mod alerts;
 mod audit;
+mod background;
 mod config;
 mod dev;
 mod events;

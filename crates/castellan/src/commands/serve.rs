@@ -10,8 +10,11 @@ use castellan_audit::{AuditWriter, WriterConfig};
 use castellan_gateway::{ConfigSource, Gateway, Loader, Reloader, TlsSettings, TlsTerminator};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
+
+use super::background::Background;
 
 use crate::cli::ServeArgs;
 use crate::data_dir::DataDir;
@@ -22,6 +25,9 @@ pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
 
 /// Runs the gateway until SIGTERM or SIGINT; `on_ready` is called with the
 /// bound agent and admin addresses once both listeners accept.
+///
+/// Requests are served on the calling runtime; everything else runs on a
+/// [`Background`] thread of lower priority.
 pub async fn run_gateway(
     data_dir: &DataDir,
     args: &ServeArgs,
@@ -29,7 +35,30 @@ pub async fn run_gateway(
 ) -> Result<ExitCode> {
     check_bind_address("--listen", args.listen, args.allow_public_bind)?;
     check_bind_address("--admin-listen", args.admin_listen, args.allow_public_bind)?;
+    let background = Background::start()?;
+    let (ready, announced) = oneshot::channel();
+    let gateway = background.handle().spawn(serve_in_background(
+        data_dir.clone(),
+        args.clone(),
+        Handle::current(),
+        ready,
+    ));
+    if let Ok((agents, admin)) = announced.await {
+        on_ready(agents, admin);
+    }
+    let outcome = gateway.await;
+    background.stop().await;
+    outcome.context("the gateway stopped with a panic")?
+}
 
+/// Runs everything `castellan serve` does apart from serving requests,
+/// which it hands to the `requests` runtime.
+async fn serve_in_background(
+    data_dir: DataDir,
+    args: ServeArgs,
+    requests: Handle,
+    ready: oneshot::Sender<(SocketAddr, SocketAddr)>,
+) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
     let master_key = data_dir.master_key(&store).await?;
     let loader = Loader {
@@ -82,7 +111,7 @@ pub async fn run_gateway(
         vec![data_dir.root.clone(), data_dir.config.clone()],
         wait_for(stopped.clone()),
     ));
-    let listener = bind(args.listen, "agent", "--listen").await?;
+    let listener = bind_on(&requests, args.listen, "agent", "--listen")?;
     let admin_listener = bind(args.admin_listen, "admin", "--admin-listen").await?;
     let agents_address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
@@ -101,9 +130,17 @@ pub async fn run_gateway(
     tracing::info!(agents = %agents_address, admin = %admin_address, tls = tls.is_some(), "castellan is serving");
     println!("listening agents={scheme}://{agents_address} admin=http://{admin_address}");
     let _ = std::io::stdout().flush();
-    on_ready(agents_address, admin_address);
+    let _ = ready.send((agents_address, admin_address));
 
-    castellan_gateway::serve(listener, gateway, tls, wait_for(stopped)).await;
+    let serving = requests.spawn(castellan_gateway::serve(
+        listener,
+        gateway,
+        tls,
+        wait_for(stopped),
+    ));
+    if let Err(error) = serving.await {
+        tracing::error!(%error, "the agent listener task failed");
+    }
     if let Err(error) = admin.await {
         tracing::warn!(%error, "admin listener task failed");
     }
@@ -136,9 +173,28 @@ pub async fn run_gateway(
 }
 
 async fn bind(address: SocketAddr, listener: &str, flag: &str) -> Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| {
-        format!("cannot listen on {address} for the {listener} listener; is another process using it? Pick another address with {flag}")
-    })
+    TcpListener::bind(address)
+        .await
+        .with_context(|| bind_error(address, listener, flag))
+}
+
+/// Binds a listener whose sockets `runtime` polls, so that their wakeups
+/// come from its threads rather than the caller's.
+fn bind_on(
+    runtime: &Handle,
+    address: SocketAddr,
+    listener: &str,
+    flag: &str,
+) -> Result<TcpListener> {
+    let bound = std::net::TcpListener::bind(address)
+        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+        .with_context(|| bind_error(address, listener, flag))?;
+    let _in_runtime = runtime.enter();
+    TcpListener::from_std(bound).with_context(|| bind_error(address, listener, flag))
+}
+
+fn bind_error(address: SocketAddr, listener: &str, flag: &str) -> String {
+    format!("cannot listen on {address} for the {listener} listener; is another process using it? Pick another address with {flag}")
 }
 
 /// Resolves when the stop flag becomes true.

@@ -1,0 +1,88 @@
+//! The background runtime of `castellan serve`.
+//!
+//! Requests are served on the main runtime. Everything else runs on one
+//! thread of its own at a lower CPU priority: the audit writer, the
+//! detection monitor, reloads, the admin listener and every store
+//! connection, whose SQLite threads inherit the priority of the thread
+//! that opens them. No request waits on this work except through the
+//! audit queue, so on a busy core the kernel runs request handlers first,
+//! and the writer catches up while they wait (see
+//! `castellan_audit::AuditHandle::pace`).
+
+use std::thread::JoinHandle;
+
+use anyhow::{Context as _, Result};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// How much lower the background thread's priority is: nice 10 gives it
+/// about a tenth of a core that request handlers keep busy, and all of an
+/// idle one.
+const NICENESS: i32 = 10;
+
+/// A current-thread runtime on a thread of its own.
+pub struct Background {
+    handle: Handle,
+    stop: oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Background {
+    /// Starts the thread, lowers its priority and starts its runtime.
+    pub fn start() -> Result<Background> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the background runtime")?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("castellan-bg".to_string())
+            .spawn(move || {
+                lower_priority();
+                // A stop request or a dropped sender ends the runtime.
+                let _ = runtime.block_on(stopped);
+            })
+            .context("cannot start the background thread")?;
+        Ok(Background {
+            handle,
+            stop,
+            thread,
+        })
+    }
+
+    /// Returns the runtime that background tasks are spawned on.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Stops the runtime, cancelling what still runs on it, and waits for
+    /// its thread to end. Await the tasks that must finish first.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::warn!("the background thread ended with a panic");
+        }
+    }
+}
+
+/// Raises the calling thread's nice value by [`NICENESS`]. Threads it
+/// starts later inherit the value.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    // On Linux the "process" of these calls is the thread with that id.
+    let thread = Some(rustix::thread::gettid());
+    let raised = getpriority_process(thread)
+        .and_then(|nice| setpriority_process(thread, (nice + NICENESS).min(19)));
+    if let Err(error) = raised {
+        tracing::warn!(%error, "cannot lower the priority of the background thread; audit writes and detection compete with requests for CPU");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {
+    // NOTE: elsewhere the background thread keeps the process's priority.
+}
