@@ -88,6 +88,9 @@ pub(crate) struct Counters {
     /// Woken each time the writer takes records off the queue or finishes
     /// a batch.
     pub(crate) progress: Notify,
+    /// Ends the writer's wait for a fuller batch: signalled after queuing a
+    /// record that a caller waits on, or a flush or shutdown request.
+    pub(crate) urgent: Notify,
 }
 
 /// Failure to reserve an audit slot. The gateway then rejects the request
@@ -134,6 +137,7 @@ pub struct AuditHandle {
 #[derive(Debug)]
 pub struct AuditSlot {
     permit: OwnedPermit<Command>,
+    counters: Arc<Counters>,
 }
 
 impl AuditSlot {
@@ -157,6 +161,7 @@ impl AuditSlot {
         // If the writer task has died, the command is dropped with the
         // sender inside, and the acknowledgement resolves to `Stopped`.
         drop(self.permit.send(Command::Record(record, Some(sender))));
+        self.counters.urgent.notify_one();
         ack
     }
 }
@@ -172,7 +177,10 @@ impl AuditHandle {
     /// rejects the request instead of leaving it unaudited.
     pub fn try_reserve(&self) -> Result<AuditSlot, AuditBackpressure> {
         match self.sender.clone().try_reserve_owned() {
-            Ok(permit) => Ok(AuditSlot { permit }),
+            Ok(permit) => Ok(AuditSlot {
+                permit,
+                counters: Arc::clone(&self.counters),
+            }),
             Err(TrySendError::Full(_)) => {
                 metrics::counter!(BACKPRESSURE_TOTAL).increment(1);
                 Err(AuditBackpressure::Full {
@@ -234,6 +242,9 @@ impl AuditHandle {
             return;
         }
         metrics::counter!(PACED_TOTAL).increment(1);
+        // A writer that waits for a fuller batch would keep this request
+        // waiting with it.
+        self.counters.urgent.notify_one();
         let caught_up = async {
             loop {
                 let progress = self.counters.progress.notified();
@@ -276,6 +287,7 @@ impl AuditHandle {
             .send(command(reply))
             .await
             .map_err(|_| AuditError::Stopped)?;
+        self.counters.urgent.notify_one();
         let dropped_after = done.await.map_err(|_| AuditError::Stopped)?;
         match dropped_after.saturating_sub(dropped_before) {
             0 => Ok(()),

@@ -49,7 +49,7 @@ impl Default for WriterConfig {
         WriterConfig {
             capacity: 65_536,
             max_batch: 512,
-            pace_above: 2_048,
+            pace_above: 512,
             flush_interval: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             give_up_after: Duration::from_secs(60),
@@ -182,21 +182,54 @@ impl<S: AuditSink> AuditWriter<S> {
     /// waiting. Callers that wait for acknowledgements thus get group
     /// commit: records that arrive while a transaction runs form the next
     /// batch, without a fixed delay.
+    ///
+    /// Plain records do not wake the writer while it waits: it takes them
+    /// at the deadline. Only the senders of the commands above signal
+    /// [`Counters::urgent`]. A wakeup for each record would cost a thread
+    /// switch per request when the writer runs on a thread of its own.
     async fn linger(&mut self, commands: &mut Vec<Command>) {
         let deadline = tokio::time::Instant::now() + self.config.flush_interval;
+        let counters = Arc::clone(&self.counters);
         let mut checked = 0;
-        while commands.len() < self.config.max_batch {
+        loop {
             if commands[checked..].iter().any(ends_linger) {
                 return;
             }
             checked = commands.len();
-            let limit = self.config.max_batch - commands.len();
-            let received = self.receiver.recv_many(commands, limit);
-            match tokio::time::timeout_at(deadline, received).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            // Enabled before taking what is queued, so that an urgent
+            // command sent after the last `try_recv` still ends the wait.
+            let urgent = counters.urgent.notified();
+            tokio::pin!(urgent);
+            urgent.as_mut().enable();
+            if !self.take_queued(commands) {
+                return;
+            }
+            if commands.len() > checked {
+                continue;
+            }
+            // Either way the wait is over: an urgent signal comes from a
+            // caller that waits on the writer, whatever it queued.
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = &mut urgent => {}
+            }
+            self.take_queued(commands);
+            return;
+        }
+    }
+
+    /// Moves queued commands into `commands` without waiting, up to
+    /// `max_batch` in all. Returns false when the batch is full or the
+    /// queue is closed and empty, so lingering is over.
+    fn take_queued(&mut self, commands: &mut Vec<Command>) -> bool {
+        while commands.len() < self.config.max_batch {
+            match self.receiver.try_recv() {
+                Ok(command) => commands.push(command),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
             }
         }
+        false
     }
 
     async fn handle(&mut self, command: Command) {

@@ -419,3 +419,62 @@ async fn pace_returns_when_the_writer_ends() {
         .expect("a new pace waits for a writer that ended");
     writer.release().await;
 }
+
+#[tokio::test]
+async fn flush_skips_linger() {
+    let sink = FlakySink::default();
+    let config = WriterConfig {
+        flush_interval: Duration::from_secs(30),
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
+    handle.record_now(record(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(sink.batch_sizes().is_empty(), "a plain record lingers");
+
+    let flushed = tokio::time::timeout(Duration::from_secs(5), handle.flush()).await;
+    assert_eq!(flushed, Ok(Ok(())), "the flush waited for flush_interval");
+    assert_eq!(sink.batch_sizes(), [1]);
+}
+
+#[tokio::test]
+async fn records_sent_while_lingering_join_the_batch() {
+    let sink = FlakySink::default();
+    let config = WriterConfig {
+        flush_interval: Duration::from_millis(500),
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
+    for request in 0..5 {
+        handle.record_now(record(request)).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        sink.batch_sizes().is_empty(),
+        "the batch was committed early"
+    );
+
+    handle.flush().await.unwrap();
+    assert_eq!(sink.batch_sizes(), [5]);
+}
+
+#[tokio::test]
+async fn pace_ends_the_writers_linger() {
+    let sink = FlakySink::default();
+    let config = WriterConfig {
+        flush_interval: Duration::from_secs(30),
+        pace_above: 0,
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
+    handle.record_now(record(0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    handle.record_now(record(1)).unwrap();
+    assert_eq!(handle.stats().queued, 1, "the writer lingers on record 0");
+
+    // The writer would take record 1 only at its deadline, 30 s away.
+    let paced = tokio::time::timeout(Duration::from_secs(5), handle.pace(Duration::from_secs(60)));
+    paced.await.expect("pace waited for the writer's linger");
+    handle.flush().await.unwrap();
+    assert_eq!(sink.batch_sizes(), [2]);
+}
