@@ -31,7 +31,8 @@ CASTELLAN_ADMIN_PORT=${CASTELLAN_ADMIN_PORT:-18183}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-CASTELLAN=$TARGET_DIR/release/castellan
+# CASTELLAN=PATH with SKIP_BUILD=1 measures another build.
+CASTELLAN=${CASTELLAN:-$TARGET_DIR/release/castellan}
 UPSTREAM=$TARGET_DIR/release/examples/bench_upstream
 REQUEST_PATH=/api/v1/items/42
 
