@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -83,6 +83,9 @@ pub(crate) struct Counters {
     /// Set by [`AuditHandle::shutdown`] before its request joins the queue,
     /// so the writer stops long retries while it drains the records ahead.
     pub(crate) shutdown_requested: AtomicBool,
+    /// Commands sent and not yet taken by the writer. The channel's own
+    /// count also includes reserved slots, one per request in flight.
+    pub(crate) queued: AtomicUsize,
     /// Queue depth above which [`AuditHandle::pace`] waits.
     pub(crate) pace_above: usize,
     /// Woken each time the writer takes records off the queue or finishes
@@ -122,7 +125,8 @@ pub struct WriterStats {
     pub written: u64,
     /// Records lost since the writer started.
     pub dropped: u64,
-    /// Records waiting in the queue, including reserved slots.
+    /// Records and flush requests the writer has not taken into a batch
+    /// yet. Slots reserved by requests in flight do not count.
     pub queued: usize,
 }
 
@@ -146,6 +150,8 @@ impl AuditSlot {
     /// NOTE: if the writer task has died (it only stops after a shutdown or
     /// when every handle is dropped), the record is lost with the queue.
     pub fn send(self, record: AuditRecord) {
+        // Counted before it is sent, so the writer never takes it first.
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
         drop(self.permit.send(Command::Record(record, None)));
     }
 
@@ -160,6 +166,7 @@ impl AuditSlot {
         let (sender, ack) = CommitAck::channel();
         // If the writer task has died, the command is dropped with the
         // sender inside, and the acknowledgement resolves to `Stopped`.
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
         drop(self.permit.send(Command::Record(record, Some(sender))));
         self.counters.urgent.notify_one();
         ack
@@ -224,17 +231,18 @@ impl AuditHandle {
     }
 
     /// Waits until at most [`WriterConfig::pace_above`] records are queued,
-    /// or for `patience` at most; call it before reserving a slot
-    /// for a request that will be forwarded.
+    /// or for `patience` at most.
+    ///
+    /// Call it before handling each request, rejected ones included,
+    /// because each adds a record.
     ///
     /// The writer may run at a lower CPU priority than the request
     /// handlers, so on a saturated machine it gets CPU time mainly while
     /// they wait. Waiting here keeps the records that a crash could lose
-    /// near `pace_above` instead of the queue's whole capacity, and leaves
-    /// the space above it for records of rejected requests, which never
-    /// wait. Returns without waiting while the queue is below the mark, and
-    /// after `patience` even if it is not: the slot reservation that
-    /// follows then decides whether the request goes on.
+    /// near `pace_above` instead of the queue's whole capacity. Returns
+    /// without waiting while the queue is below the mark, and after
+    /// `patience` even if it is not: the slot reservation that follows
+    /// then decides whether the request goes on.
     ///
     /// [`WriterConfig::pace_above`]: crate::WriterConfig::pace_above
     pub async fn pace(&self, patience: Duration) {
@@ -263,9 +271,10 @@ impl AuditHandle {
         }
     }
 
-    /// Records in the queue, not yet taken by the writer.
+    /// Records in the queue, not yet taken by the writer. Slots reserved
+    /// by requests still in flight do not count.
     fn queued(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.counters.queued.load(Ordering::Relaxed)
     }
 
     /// Returns the writer's counters and the current queue depth.
@@ -283,10 +292,11 @@ impl AuditHandle {
     ) -> Result<(), AuditError> {
         let dropped_before = self.counters.dropped.load(Ordering::Acquire);
         let (reply, done) = oneshot::channel();
-        self.sender
-            .send(command(reply))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(command(reply)).await.is_err() {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(AuditError::Stopped);
+        }
         self.counters.urgent.notify_one();
         let dropped_after = done.await.map_err(|_| AuditError::Stopped)?;
         match dropped_after.saturating_sub(dropped_before) {

@@ -143,6 +143,9 @@ impl<S: AuditSink> AuditWriter<S> {
         );
         let mut commands = Vec::with_capacity(self.config.max_batch);
         while self.receive(&mut commands).await {
+            self.counters
+                .queued
+                .fetch_sub(commands.len(), Ordering::Relaxed);
             metrics::gauge!(QUEUE_DEPTH).set(self.receiver.len() as f64);
             self.counters.progress.notify_waiters();
             for command in commands.drain(..) {

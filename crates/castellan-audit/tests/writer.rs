@@ -470,11 +470,36 @@ async fn pace_ends_the_writers_linger() {
     handle.record_now(record(0)).unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     handle.record_now(record(1)).unwrap();
-    assert_eq!(handle.stats().queued, 1, "the writer lingers on record 0");
+    // Both count as queued until the writer ends its wait for more, which
+    // would be at its deadline, 30 s away.
+    assert_eq!(handle.stats().queued, 2, "the writer lingers on record 0");
 
-    // The writer would take record 1 only at its deadline, 30 s away.
     let paced = tokio::time::timeout(Duration::from_secs(5), handle.pace(Duration::from_secs(60)));
     paced.await.expect("pace waited for the writer's linger");
     handle.flush().await.unwrap();
     assert_eq!(sink.batch_sizes(), [2]);
+}
+
+#[tokio::test]
+async fn pace_ignores_slots_of_requests_in_flight() {
+    let (_dir, store) = create_store().await;
+    let config = WriterConfig {
+        capacity: 64,
+        pace_above: 2,
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(store.clone(), config);
+    // Forwarded requests hold their slots until their responses end.
+    let slots: Vec<_> = (0..10).map(|_| handle.try_reserve().unwrap()).collect();
+
+    let paced = tokio::time::timeout(Duration::from_secs(5), handle.pace(Duration::from_secs(60)));
+    paced
+        .await
+        .expect("pace counted reserved slots as queued records");
+    assert_eq!(handle.stats().queued, 0);
+    for (request, slot) in (0..).zip(slots) {
+        slot.send(record(request));
+    }
+    handle.flush().await.unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 10);
 }

@@ -4,7 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use castellan_model::{AuditDurability, AuditFailure, TokenLocation};
 use http::header::{self, HeaderMap, HeaderName};
@@ -20,10 +19,6 @@ use crate::inspect::{InspectError, Plan};
 use crate::proxy::{Authorized, Gateway, REQUEST_ID_HEADER};
 use crate::redact::Redactor;
 use crate::state::Snapshot;
-
-/// Longest time a request waits for a lagging audit writer before its slot
-/// is reserved; see [`castellan_audit::AuditHandle::pace`].
-const AUDIT_PACE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Headers that carry credentials. All of them are removed from forwarded
 /// requests, whichever the connection uses: the injected credential is the
@@ -72,7 +67,6 @@ pub async fn forward(
     facts: RequestFacts,
 ) -> Response<ResponseBody> {
     let connection = authorized.connection;
-    gateway.audit.pace(AUDIT_PACE_PATIENCE).await;
     let slot = match gateway.audit.try_reserve() {
         Ok(slot) => Some(slot),
         Err(_) if connection.on_audit_backlog == AuditFailure::Open => {

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use castellan_audit::{AuditHandle, AuditSlot};
@@ -36,6 +37,10 @@ use crate::state::{CredentialState, Snapshot};
 
 /// Response header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Maximum time a request waits for a lagging audit writer before it is
+/// checked; see [`AuditHandle::pace`].
+const AUDIT_PACE_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Headers that ask a server to treat a request as another method. They are
 /// rejected: a read-only role must not be able to send a `DELETE` as a `POST`.
@@ -113,6 +118,9 @@ impl Gateway {
             parts.uri.path(),
         );
         facts.user_agent = crate::audit::audit_user_agent(&parts.headers);
+        // Every request, rejected ones too, adds a record. Pacing all of
+        // them keeps a flood of cheap rejections from starving the writer.
+        self.audit.pace(AUDIT_PACE_PATIENCE).await;
 
         let mut response = match checkpoint(
             &self.limits,

@@ -61,8 +61,8 @@ impl Drop for WriteLock {
     }
 }
 
-/// A data directory whose agent `reader-bot` may GET `/get` from httpbin,
-/// with its token.
+/// Creates a data directory whose agent `reader-bot` may GET `/get` from
+/// httpbin, and returns httpbin, the directory and the agent's token.
 fn reader_gateway() -> (Peer, Castellan, String) {
     let httpbin = spawn_httpbin();
     let castellan = Castellan::init();
@@ -158,7 +158,7 @@ fn full_audit_queue_fails_closed() {
     }
 }
 
-/// The nice value and name of each thread of process `pid`.
+/// Lists the name and nice value of each thread of process `pid`.
 #[cfg(target_os = "linux")]
 fn threads(pid: u32) -> Vec<(String, i32)> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list the gateway's threads");
@@ -212,5 +212,54 @@ fn background_work_runs_below_request_priority() {
     assert!(
         nice_of("tokio-rt-worker").contains(&main),
         "no request worker at the process's priority: {threads:?}"
+    );
+}
+
+#[test]
+fn rejected_requests_wait_for_a_lagging_writer() {
+    let (_httpbin, castellan, _token) = reader_gateway();
+    // The pacing mark is 512 queued records.
+    let server = castellan.serve_with(&["--audit-queue-capacity", "1000"], &[]);
+    let url = server.url("/httpbin/get");
+    let lock = WriteLock::hold(&castellan.data_dir().join("castellan.db"));
+
+    // Requests without a token are rejected at once (401, then 429 once
+    // the source's failures are limited), but each adds a record that the
+    // stuck writer cannot take. Its first batch takes those sent while it
+    // waited for more, so within 700 some request finds more than 512
+    // queued and waits up to 1 s.
+    let rejected = |status: u16| matches!(status, 401 | 429);
+    let mut first_wait = None;
+    for sent in 1..=700 {
+        let started = std::time::Instant::now();
+        assert!(rejected(get(&url, &[]).status));
+        if started.elapsed() >= Duration::from_millis(900) {
+            first_wait = Some(sent);
+            break;
+        }
+    }
+    let metrics = get(&server.admin_url("/metrics"), &[]).body;
+    drop(lock);
+
+    let sent = first_wait.expect("no rejection waited for the stuck writer");
+    assert!(sent > 512, "request {sent} waited below the mark");
+    assert!(
+        metrics.contains("castellan_audit_paced_total"),
+        "the wait is not counted:\n{metrics}"
+    );
+    // The audit tail shows at most 500 records, so count the commits.
+    let written = || {
+        let metrics = get(&server.admin_url("/metrics"), &[]).body;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("castellan_audit_records_written_total "))
+            .and_then(|count| count.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let recorded = poll_until(Duration::from_secs(20), || written() >= sent);
+    assert!(
+        recorded.is_some(),
+        "{} of {sent} rejections have audit records",
+        written()
     );
 }

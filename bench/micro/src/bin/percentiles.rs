@@ -14,6 +14,11 @@ use castellan_bench::tokens::TokenTable;
 use castellan_bench::{percentile, time_each};
 use castellan_policy::AccessRequest;
 
+/// The allocator `castellan serve` uses, so that allocation in the timed
+/// calls costs what it costs in the gateway.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_ITERATIONS: usize = 100_000;
 
 /// Untimed calls before each measurement, to fill caches and the allocator.
