@@ -12,7 +12,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{OwnedPermit, Sender};
 use tokio::sync::{oneshot, Notify};
 
-use crate::metrics::{BACKPRESSURE_TOTAL, PACED_TOTAL, PACE_TIMEOUTS_TOTAL};
+use crate::metrics::{BACKPRESSURE_TOTAL, PACED_TOTAL, PACE_TIMEOUTS_TOTAL, QUEUE_DEPTH};
 
 /// Message from handles to the writer task, processed in queue order.
 #[allow(
@@ -250,6 +250,9 @@ impl AuditHandle {
             return;
         }
         metrics::counter!(PACED_TOTAL).increment(1);
+        // The writer sets the gauge only when it takes a batch, so a stuck
+        // writer would leave it showing an empty queue.
+        metrics::gauge!(QUEUE_DEPTH).set(self.queued() as f64);
         // A writer that waits for a fuller batch would keep this request
         // waiting with it.
         self.counters.urgent.notify_one();
@@ -292,11 +295,14 @@ impl AuditHandle {
     ) -> Result<(), AuditError> {
         let dropped_before = self.counters.dropped.load(Ordering::Acquire);
         let (reply, done) = oneshot::channel();
+        // Counted only once it can no longer be cancelled.
+        let permit = self
+            .sender
+            .reserve()
+            .await
+            .map_err(|_| AuditError::Stopped)?;
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if self.sender.send(command(reply)).await.is_err() {
-            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(AuditError::Stopped);
-        }
+        permit.send(command(reply));
         self.counters.urgent.notify_one();
         let dropped_after = done.await.map_err(|_| AuditError::Stopped)?;
         match dropped_after.saturating_sub(dropped_before) {

@@ -29,9 +29,10 @@ pub struct WriterConfig {
     pub capacity: usize,
     /// Most records committed in one transaction (at least 1).
     pub max_batch: usize,
-    /// Queue depth above which [`AuditHandle::pace`] makes forwarded
-    /// requests wait for the writer. Records queued and not yet committed
-    /// are what a crash loses under batched durability.
+    /// Queue depth above which [`AuditHandle::pace`] makes requests wait
+    /// for the writer; at most half the capacity is used. Records queued
+    /// and not yet committed are what a crash loses under batched
+    /// durability.
     pub pace_above: usize,
     /// Longest time the writer waits for a batch to fill after its first
     /// record arrives.
@@ -116,7 +117,8 @@ impl<S: AuditSink> AuditWriter<S> {
         };
         let (sender, receiver) = mpsc::channel(config.capacity);
         let counters = Arc::new(Counters {
-            pace_above: config.pace_above.min(config.capacity),
+            // Below the capacity, or the queue could never pass the mark.
+            pace_above: config.pace_above.min(config.capacity / 2),
             ..Counters::default()
         });
         let writer = AuditWriter {

@@ -503,3 +503,30 @@ async fn pace_ignores_slots_of_requests_in_flight() {
     handle.flush().await.unwrap();
     assert_eq!(store.audit_count().await.unwrap(), 10);
 }
+
+#[tokio::test]
+async fn pace_mark_stays_below_a_small_capacity() {
+    let (_dir, store) = create_store().await;
+    let config = WriterConfig {
+        capacity: 4,
+        max_batch: 1,
+        flush_interval: Duration::ZERO,
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn(store.clone(), config);
+    let mut lock = lock_store(&store).await;
+    handle.record_now(record(1)).unwrap();
+    wait_until_queue_empty(&handle).await;
+    for request in 2..=4 {
+        handle.record_now(record(request)).unwrap();
+    }
+
+    // Three of four places are taken: above half the capacity, so pacing
+    // waits although the default mark of 512 is far off.
+    let started = std::time::Instant::now();
+    handle.pace(Duration::from_millis(200)).await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    handle.flush().await.unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 4);
+}

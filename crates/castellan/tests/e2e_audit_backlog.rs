@@ -219,7 +219,7 @@ fn background_work_runs_below_request_priority() {
 fn rejected_requests_wait_for_a_lagging_writer() {
     let (_httpbin, castellan, _token) = reader_gateway();
     // The pacing mark is 512 queued records.
-    let server = castellan.serve_with(&["--audit-queue-capacity", "1000"], &[]);
+    let server = castellan.serve_with(&["--audit-queue-capacity", "1200"], &[]);
     let url = server.url("/httpbin/get");
     let lock = WriteLock::hold(&castellan.data_dir().join("castellan.db"));
 
