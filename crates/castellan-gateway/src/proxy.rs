@@ -108,7 +108,6 @@ impl Gateway {
         request: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> Response<ResponseBody> {
-        let snapshot = self.snapshot.load_full();
         let request_id = format!("{:032x}", rand::random::<u128>());
         let (parts, body) = request.into_parts();
         let mut facts = RequestFacts::new(
@@ -121,6 +120,8 @@ impl Gateway {
         // Every request, rejected ones too, adds a record. Pacing all of
         // them keeps a flood of cheap rejections from starving the writer.
         self.audit.pace(AUDIT_PACE_PATIENCE).await;
+        // Loaded after the wait, so a token revoked meanwhile is refused.
+        let snapshot = self.snapshot.load_full();
 
         let mut response = match checkpoint(
             &self.limits,
