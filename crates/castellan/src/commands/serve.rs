@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use castellan_audit::{AuditWriter, WriterConfig};
 use castellan_gateway::{ConfigSource, Gateway, Loader, Reloader, TlsSettings, TlsTerminator};
 use metrics_exporter_prometheus::PrometheusBuilder;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
@@ -18,6 +18,10 @@ use super::background::Background;
 
 use crate::cli::ServeArgs;
 use crate::data_dir::DataDir;
+
+/// Connections the kernel queues for the agent listener before it accepts
+/// them, as many as [`TcpListener::bind`] asks for.
+const LISTEN_BACKLOG: u32 = 128;
 
 pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
     run_gateway(data_dir, args, |_, _| {}).await
@@ -179,18 +183,28 @@ async fn bind(address: SocketAddr, listener: &str, flag: &str) -> Result<TcpList
 }
 
 /// Binds a listener whose sockets `runtime` polls, so that their wakeups
-/// come from its threads rather than the caller's.
+/// come from its threads rather than the caller's. Like
+/// [`TcpListener::bind`], it sets `SO_REUSEADDR`, so a restart does not
+/// fail on connections of the last run still in `TIME_WAIT`.
 fn bind_on(
     runtime: &Handle,
     address: SocketAddr,
     listener: &str,
     flag: &str,
 ) -> Result<TcpListener> {
-    let bound = std::net::TcpListener::bind(address)
-        .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
-        .with_context(|| bind_error(address, listener, flag))?;
     let _in_runtime = runtime.enter();
-    TcpListener::from_std(bound).with_context(|| bind_error(address, listener, flag))
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    socket
+        .and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(address)?;
+            socket.listen(LISTEN_BACKLOG)
+        })
+        .with_context(|| bind_error(address, listener, flag))
 }
 
 fn bind_error(address: SocketAddr, listener: &str, flag: &str) -> String {
