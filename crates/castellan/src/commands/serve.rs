@@ -20,7 +20,7 @@ use crate::cli::ServeArgs;
 use crate::data_dir::DataDir;
 
 /// Connections the kernel queues for the agent listener before it accepts
-/// them, as many as [`TcpListener::bind`] asks for.
+/// them, the same number [`TcpListener::bind`] uses.
 const LISTEN_BACKLOG: u32 = 128;
 
 pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
