@@ -8,8 +8,8 @@ pub const RECORDS_WRITTEN_TOTAL: &str = "castellan_audit_records_written_total";
 pub const RECORDS_DROPPED_TOTAL: &str = "castellan_audit_records_dropped_total";
 /// Counter of slot reservations rejected because the queue was full.
 pub const BACKPRESSURE_TOTAL: &str = "castellan_audit_backpressure_total";
-/// Counter of forwarded requests that waited for the writer because the
-/// queue was above its pacing mark.
+/// Counter of requests that waited for the writer because the queue was
+/// above its pacing mark.
 pub const PACED_TOTAL: &str = "castellan_audit_paced_total";
 /// Counter of those waits that ended at their time limit.
 pub const PACE_TIMEOUTS_TOTAL: &str = "castellan_audit_pace_timeouts_total";
@@ -41,7 +41,7 @@ pub(crate) fn describe() {
     );
     describe_counter!(
         PACED_TOTAL,
-        "Forwarded requests that waited for the audit writer to catch up"
+        "Requests that waited for the audit writer to catch up"
     );
     describe_counter!(
         PACE_TIMEOUTS_TOTAL,

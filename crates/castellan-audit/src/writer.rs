@@ -30,7 +30,7 @@ pub struct WriterConfig {
     /// Most records committed in one transaction (at least 1).
     pub max_batch: usize,
     /// Queue depth above which [`AuditHandle::pace`] makes requests wait
-    /// for the writer; at most half the capacity is used. Records queued
+    /// for the writer. The writer uses at most half the capacity. Records queued
     /// and not yet committed are what a crash loses under batched
     /// durability.
     pub pace_above: usize,

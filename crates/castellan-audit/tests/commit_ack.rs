@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use castellan_audit::{AuditRecord, AuditSink, AuditWriter, CommitError, WriterConfig};
 use castellan_store::{Store, StoreError};
-use common::{record, FlakySink};
+use common::{lingering_writer, record, FlakySink};
 use tokio::sync::Semaphore;
 
 /// Sink whose writes wait for a permit, so a test can hold a batch in the
@@ -117,16 +117,7 @@ async fn acked_record_commits_with_plain_records() {
 #[tokio::test]
 async fn acked_record_skips_linger() {
     let sink = FlakySink::default();
-    let config = WriterConfig {
-        flush_interval: Duration::from_secs(30),
-        ..WriterConfig::default()
-    };
-    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
-
-    // Let the writer take a plain record and start waiting for more.
-    handle.record_now(record(0)).unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(sink.batch_sizes().is_empty(), "a plain record lingers");
+    let handle = lingering_writer(&sink, WriterConfig::default()).await;
 
     let ack = handle.record_acknowledged(record(1)).unwrap();
     let acked = tokio::time::timeout(Duration::from_secs(5), ack).await;

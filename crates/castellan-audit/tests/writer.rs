@@ -9,7 +9,7 @@ use castellan_audit::{
     FEED_BATCHES_SKIPPED_TOTAL, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use castellan_store::Store;
-use common::{record, CountingRecorder, FlakySink};
+use common::{lingering_writer, record, CountingRecorder, FlakySink};
 use sqlx::Connection;
 
 async fn create_store() -> (tempfile::TempDir, Store) {
@@ -300,9 +300,13 @@ struct StuckWriter {
 
 impl StuckWriter {
     async fn start(pace_above: usize, queued: u32) -> StuckWriter {
+        Self::with_capacity(64, pace_above, queued).await
+    }
+
+    async fn with_capacity(capacity: usize, pace_above: usize, queued: u32) -> StuckWriter {
         let (dir, store) = create_store().await;
         let config = WriterConfig {
-            capacity: 64,
+            capacity,
             max_batch: 1,
             flush_interval: Duration::ZERO,
             pace_above,
@@ -423,14 +427,7 @@ async fn pace_returns_when_the_writer_ends() {
 #[tokio::test]
 async fn flush_skips_linger() {
     let sink = FlakySink::default();
-    let config = WriterConfig {
-        flush_interval: Duration::from_secs(30),
-        ..WriterConfig::default()
-    };
-    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
-    handle.record_now(record(0)).unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(sink.batch_sizes().is_empty(), "a plain record lingers");
+    let handle = lingering_writer(&sink, WriterConfig::default()).await;
 
     let flushed = tokio::time::timeout(Duration::from_secs(5), handle.flush()).await;
     assert_eq!(flushed, Ok(Ok(())), "the flush waited for flush_interval");
@@ -462,13 +459,10 @@ async fn records_sent_while_lingering_join_the_batch() {
 async fn pace_ends_the_writers_linger() {
     let sink = FlakySink::default();
     let config = WriterConfig {
-        flush_interval: Duration::from_secs(30),
         pace_above: 0,
         ..WriterConfig::default()
     };
-    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
-    handle.record_now(record(0)).unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let handle = lingering_writer(&sink, config).await;
     handle.record_now(record(1)).unwrap();
     // Both count as queued until the writer ends its wait for more, which
     // would be at its deadline, 30 s away.
@@ -506,27 +500,15 @@ async fn pace_ignores_slots_of_requests_in_flight() {
 
 #[tokio::test]
 async fn pace_mark_stays_below_a_small_capacity() {
-    let (_dir, store) = create_store().await;
-    let config = WriterConfig {
-        capacity: 4,
-        max_batch: 1,
-        flush_interval: Duration::ZERO,
-        ..WriterConfig::default()
-    };
-    let (handle, _task) = AuditWriter::spawn(store.clone(), config);
-    let mut lock = lock_store(&store).await;
-    handle.record_now(record(1)).unwrap();
-    wait_until_queue_empty(&handle).await;
-    for request in 2..=4 {
-        handle.record_now(record(request)).unwrap();
-    }
+    let default_mark = WriterConfig::default().pace_above;
+    let mut writer = StuckWriter::with_capacity(4, default_mark, 3).await;
 
     // Three of four places are taken: above half the capacity, so pacing
     // waits although the default mark of 512 is far off.
     let started = std::time::Instant::now();
-    handle.pace(Duration::from_millis(200)).await;
+    writer.handle.pace(Duration::from_millis(200)).await;
     assert!(started.elapsed() >= Duration::from_millis(200));
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
-    handle.flush().await.unwrap();
-    assert_eq!(store.audit_count().await.unwrap(), 4);
+    writer.release().await;
+    writer.handle.flush().await.unwrap();
+    assert_eq!(writer.store.audit_count().await.unwrap(), 4);
 }

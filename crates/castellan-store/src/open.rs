@@ -126,7 +126,7 @@ impl Store {
             .max_connections(MAX_CONNECTIONS)
             // The pool would ping each connection it hands out, one more
             // round trip to the connection's thread per transaction. A local
-            // file has no link to lose; a failing statement reports errors.
+            // file has no link to lose, and a failing statement reports errors.
             .test_before_acquire(false)
             .acquire_timeout(BUSY_TIMEOUT * 2)
             .connect_with(options)

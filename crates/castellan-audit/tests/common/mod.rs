@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use castellan_audit::{AuditDecision, AuditRecord, AuditSink};
+use castellan_audit::{
+    AuditDecision, AuditHandle, AuditRecord, AuditSink, AuditWriter, WriterConfig,
+};
 use castellan_store::StoreError;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
@@ -30,6 +32,21 @@ pub fn record(request: u32) -> AuditRecord {
         findings: Vec::new(),
         user_agent: None,
     }
+}
+
+/// Starts a writer on `sink` with a flush interval of 30 s and `config`'s
+/// other settings, and lets it take a plain record and start waiting for
+/// more.
+pub async fn lingering_writer(sink: &FlakySink, config: WriterConfig) -> AuditHandle {
+    let config = WriterConfig {
+        flush_interval: std::time::Duration::from_secs(30),
+        ..config
+    };
+    let (handle, _task) = AuditWriter::spawn(sink.clone(), config);
+    handle.record_now(record(0)).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(sink.batch_sizes().is_empty(), "a plain record lingers");
+    handle
 }
 
 fn busy() -> StoreError {

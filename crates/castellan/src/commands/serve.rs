@@ -30,7 +30,7 @@ pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
 /// Runs the gateway until SIGTERM or SIGINT; `on_ready` is called with the
 /// bound agent and admin addresses once both listeners accept.
 ///
-/// Requests are served on the calling runtime; everything else runs on a
+/// Requests are served on the calling runtime. Everything else runs on a
 /// [`Background`] thread of lower priority.
 pub async fn run_gateway(
     data_dir: &DataDir,
