@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::Sqlite;
 
 use crate::audit_record::{AuditQuery, AuditRecord, AuditWindow, MAX_AUDIT_QUERY_LIMIT};
 use crate::error::{db_error, StoreError};
@@ -19,12 +19,17 @@ macro_rules! audit_columns {
     };
 }
 
-static INSERT_AUDIT: MultiRowSql = MultiRowSql::new(
-    "INSERT INTO audit (time_ms, request_id, agent, token_id, source, connection, method, path, \
-     decision, rule, reason, status, bytes_in, bytes_out, duration_us, findings, user_agent) ",
-    17,
-    "",
-);
+/// Columns of `INSERT INTO audit`, all but `seq`.
+macro_rules! insert_audit_head {
+    () => {
+        "INSERT INTO audit (time_ms, request_id, agent, token_id, source, connection, method, \
+         path, decision, rule, reason, status, bytes_in, bytes_out, duration_us, findings, \
+         user_agent) "
+    };
+}
+
+/// Parameters of one audit row in [`insert_audit_sql`].
+const AUDIT_COLUMNS: usize = 17;
 
 pub(crate) const SELECT_OLDEST: &str = concat!(
     "SELECT ",
@@ -56,42 +61,49 @@ impl Store {
     /// they never disagree with the audit log. The batch is summarized in
     /// memory first, so it costs one upsert per distinct summary row.
     ///
-    /// Records and summary rows are written with multi-row statements of up
-    /// to [`MAX_ROWS_PER_STATEMENT`] rows, in batch order, because each
-    /// statement costs a round trip to the driver's worker thread.
+    /// Records are inserted [`AUDIT_ROWS_PER_STATEMENT`] at a time, and the
+    /// usage summaries travel with the last of them, because each statement
+    /// costs a round trip to the driver's worker thread. A batch of up to
+    /// that many records costs three: `BEGIN`, one statement text, `COMMIT`.
     pub async fn insert_audit_batch(
         &self,
         records: &[AuditRecord],
     ) -> Result<Vec<i64>, StoreError> {
-        if records.is_empty() {
+        let Some((full, last)) = split_last_chunk(records) else {
             return Ok(Vec::new());
-        }
+        };
         let operation = "write audit records";
         let usage = UsageBatch::from_records(records);
         let mut tx = self.begin_write(operation).await?;
-        let mut seqs = Vec::with_capacity(records.len());
-        for chunk in statement_chunks(records) {
-            let mut query = sqlx::query(INSERT_AUDIT.sql(chunk.len()));
+        for chunk in full.chunks(AUDIT_ROWS_PER_STATEMENT) {
+            let mut query = sqlx::query(insert_audit_sql());
             for record in chunk {
                 query = bind_record(query, record);
             }
-            let done = query
+            query
                 .execute(&mut *tx)
                 .await
                 .map_err(|error| db_error(operation, error))?;
-            // The transaction holds SQLite's write lock, and an AUTOINCREMENT
-            // key takes the largest seq so far plus one for each row, so the
-            // rows of one statement got consecutive seqs ending at the last
-            // inserted one.
-            let last = done.last_insert_rowid();
-            let count = i64::try_from(chunk.len()).unwrap_or(i64::MAX);
-            seqs.extend(last - count + 1..=last);
         }
-        usage.apply(&mut tx, operation).await?;
+        let mut query = usage.bind(sqlx::query(usage_and_insert_audit_sql()), operation)?;
+        for record in last {
+            query = bind_record(query, record);
+        }
+        let done = query
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| db_error(operation, error))?;
         tx.commit()
             .await
             .map_err(|error| db_error(operation, error))?;
-        Ok(seqs)
+        // The transaction held SQLite's write lock, and an AUTOINCREMENT key
+        // takes the largest seq so far plus one for each row, so the records
+        // got consecutive seqs in batch order, ending at the last inserted
+        // one. The insert is the last statement of its text, so the result
+        // reports its row id.
+        let last_seq = done.last_insert_rowid();
+        let count = i64::try_from(records.len()).unwrap_or(i64::MAX);
+        Ok((last_seq - count + 1..=last_seq).collect())
     }
 
     /// Returns the records selected by `query`, in ascending `seq` order.
@@ -197,112 +209,53 @@ fn bind_record<'q>(query: SqliteQuery<'q>, record: &'q AuditRecord) -> SqliteQue
         .bind(record.user_agent.as_deref())
 }
 
-/// Rows per multi-row statement, at most.
-///
-/// [`statement_chunks`] cuts a batch into chunks of this many rows and then
-/// into descending powers of two. So each statement has at most 7 texts,
-/// which stay in sqlx's per-connection statement cache (100 statements by
-/// default in sqlx 0.8) and are prepared once per connection. 64 audit rows
-/// bind 1,088 parameters, far below the limits of SQLite (32,766 since
-/// 3.32) and PostgreSQL (65,535).
-pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 64;
-
-/// Number of row counts a [`MultiRowSql`] has a text for: 1, 2, 4, ... 64.
-const ROW_COUNTS: usize = MAX_ROWS_PER_STATEMENT.ilog2() as usize + 1;
+/// Audit rows per insert statement, at most. 64 rows bind 1,088
+/// parameters, far below SQLite's limit of 32,766 (since 3.32).
+pub(crate) const AUDIT_ROWS_PER_STATEMENT: usize = 64;
 
 pub(crate) type SqliteQuery<'q> = Query<'q, Sqlite, SqliteArguments<'q>>;
 
-/// A statement with a `VALUES` list of one row per bound item, such as a
-/// multi-row `INSERT`, in one text per row count of [`statement_chunks`].
-pub(crate) struct MultiRowSql {
-    /// Text before `VALUES`.
-    head: &'static str,
-    /// Parameters per row.
-    columns: usize,
-    /// Text after the `VALUES` list.
-    tail: &'static str,
-    /// Text for `2^i` rows at index `i`, built on first use.
-    texts: OnceLock<Vec<String>>,
+/// Splits `rows` into whole statements of [`AUDIT_ROWS_PER_STATEMENT`]
+/// rows and a last statement of 1 to that many rows, or returns `None` for
+/// no rows.
+fn split_last_chunk<T>(rows: &[T]) -> Option<(&[T], &[T])> {
+    let last_start = rows.len().checked_sub(1)?;
+    Some(rows.split_at(last_start - last_start % AUDIT_ROWS_PER_STATEMENT))
 }
 
-impl MultiRowSql {
-    pub(crate) const fn new(head: &'static str, columns: usize, tail: &'static str) -> Self {
-        MultiRowSql {
-            head,
-            columns,
-            tail,
-            texts: OnceLock::new(),
-        }
-    }
-
-    /// Returns the text for `rows` rows, a length that [`statement_chunks`]
-    /// yields. Another length gets a text whose parameter count does not
-    /// match the bound values, so the driver rejects the statement.
-    pub(crate) fn sql(&'static self, rows: usize) -> &'static str {
-        let texts = self.texts.get_or_init(|| {
-            (0..ROW_COUNTS)
-                .map(|power| self.build(1 << power))
-                .collect()
-        });
-        let index = (rows.max(1).ilog2() as usize).min(ROW_COUNTS - 1);
-        &texts[index]
-    }
-
-    /// Builds `head VALUES (?, ?), (?, ?) tail` for `rows` rows.
-    ///
-    /// The parameters are anonymous `?` rather than the `$1` of the other
-    /// statements. sqlx 0.8 calls `sqlite3_bind_parameter_name` for every
-    /// parameter it binds, and SQLite finds a name by a linear search
-    /// through the named parameters. With 1,088 `$N` parameters that search
-    /// took 44% of the CPU samples in a `perf` profile of the audit bench,
-    /// and `?` has no name to search for. A PostgreSQL backend would number
-    /// them `$1, $2, ...` here.
-    fn build(&self, rows: usize) -> String {
-        let row = format!("({})", vec!["?"; self.columns].join(", "));
-        let values = vec![row.as_str(); rows].join(", ");
-        format!("{}VALUES {values}{}", self.head, self.tail)
-    }
-}
-
-/// Cuts `rows` into the chunks of one multi-row statement each: whole
-/// chunks of [`MAX_ROWS_PER_STATEMENT`], then descending powers of two,
-/// keeping the order of `rows`.
-pub(crate) fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
-    std::iter::from_fn(move || {
-        if rows.is_empty() {
-            return None;
-        }
-        let len = if rows.len() >= MAX_ROWS_PER_STATEMENT {
-            MAX_ROWS_PER_STATEMENT
-        } else {
-            1 << rows.len().ilog2()
-        };
-        let (chunk, rest) = rows.split_at(len);
-        rows = rest;
-        Some(chunk)
+/// Returns the insert of up to [`AUDIT_ROWS_PER_STATEMENT`] audit rows: a
+/// `VALUES` list of that many rows, of which the rows left unbound stay
+/// NULL and are skipped.
+///
+/// One text for every row count keeps one prepared statement per
+/// connection. SQLite produces the rows of a `VALUES` list in order, so the
+/// records get their seqs in batch order (`batch_returns_stored_seqs` in
+/// `tests/audit_batch.rs` checks this).
+///
+/// The parameters are anonymous `?` rather than the `$1` of the other
+/// statements. sqlx 0.8 calls `sqlite3_bind_parameter_name` for every
+/// parameter it binds, and SQLite finds a name by a linear search through
+/// the named parameters. With 1,088 `$N` parameters that search took 44% of
+/// the CPU samples in a `perf` profile of the audit bench, and `?` has no
+/// name to search for.
+fn insert_audit_sql() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let row = format!("({})", vec!["?"; AUDIT_COLUMNS].join(", "));
+        let values = vec![row.as_str(); AUDIT_ROWS_PER_STATEMENT].join(", ");
+        // `time_ms` is NOT NULL, so a NULL first column marks an unbound row.
+        format!(
+            "{}SELECT * FROM (VALUES {values}) WHERE column1 IS NOT NULL",
+            insert_audit_head!()
+        )
     })
 }
 
-/// Runs `statement` on `conn` once per chunk of `rows`, with the parameters
-/// that `bind` adds for each row.
-pub(crate) async fn execute_multi_row<'q, T>(
-    conn: &mut SqliteConnection,
-    statement: &'static MultiRowSql,
-    rows: &'q [T],
-    bind: fn(SqliteQuery<'q>, &'q T) -> SqliteQuery<'q>,
-    operation: &'static str,
-) -> Result<(), StoreError> {
-    for chunk in statement_chunks(rows) {
-        let mut query = sqlx::query(statement.sql(chunk.len()));
-        for row in chunk {
-            query = bind(query, row);
-        }
-        query
-            .execute(&mut *conn)
-            .await
-            .map_err(|error| db_error(operation, error))?;
-    }
-    Ok(())
+/// Returns the usage summaries of [`UsageBatch::bind`] followed by
+/// [`insert_audit_sql`], the last statement text of every batch.
+fn usage_and_insert_audit_sql() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| format!("{}; {}", crate::usage::APPLY_USAGE, insert_audit_sql()))
 }
 
 /// Encodes rule ids as the JSON array stored in the `findings` column, or
@@ -319,39 +272,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_keep_order_and_sizes() {
-        let cases: [(usize, &[usize]); 6] = [
-            (1, &[1]),
-            (2, &[2]),
-            (11, &[8, 2, 1]),
-            (64, &[64]),
-            (203, &[64, 64, 64, 8, 2, 1]),
-            (512, &[64, 64, 64, 64, 64, 64, 64, 64]),
+    fn split_keeps_last_chunk_nonempty() {
+        let cases: [(usize, usize); 7] = [
+            (1, 1),
+            (2, 2),
+            (63, 63),
+            (64, 64),
+            (65, 1),
+            (128, 64),
+            (203, 11),
         ];
-        for (len, expected) in cases {
+        for (len, last_len) in cases {
             let rows: Vec<usize> = (0..len).collect();
-            let chunks: Vec<&[usize]> = statement_chunks(&rows).collect();
-            let sizes: Vec<usize> = chunks.iter().map(|chunk| chunk.len()).collect();
-            assert_eq!(sizes, expected, "sizes for {len} rows");
-            assert_eq!(chunks.concat(), rows, "order for {len} rows");
+            let (full, last) = split_last_chunk(&rows).unwrap();
+            assert_eq!(last.len(), last_len, "last chunk of {len} rows");
+            assert_eq!(full.len() % AUDIT_ROWS_PER_STATEMENT, 0, "{len} rows");
+            assert_eq!([full, last].concat(), rows, "order for {len} rows");
         }
-        assert_eq!(statement_chunks::<u8>(&[]).count(), 0);
+        assert!(split_last_chunk::<u8>(&[]).is_none());
     }
 
     #[test]
-    fn statement_text_repeats_rows() {
-        static PAIRS: MultiRowSql = MultiRowSql::new("INSERT INTO t (a, b) ", 2, " RETURNING a");
-
+    fn statement_texts_bind_every_row() {
+        let rows = AUDIT_ROWS_PER_STATEMENT * AUDIT_COLUMNS;
+        assert_eq!(insert_audit_sql().matches('?').count(), rows);
         assert_eq!(
-            PAIRS.sql(1),
-            "INSERT INTO t (a, b) VALUES (?, ?) RETURNING a"
+            insert_audit_sql()
+                .matches(&format!("({})", vec!["?"; AUDIT_COLUMNS].join(", ")))
+                .count(),
+            AUDIT_ROWS_PER_STATEMENT
         );
-        assert_eq!(
-            PAIRS.sql(2),
-            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?) RETURNING a"
-        );
-        let largest = PAIRS.sql(MAX_ROWS_PER_STATEMENT);
-        assert_eq!(largest.matches("(?, ?)").count(), MAX_ROWS_PER_STATEMENT);
-        assert_eq!(largest.matches('?').count(), 2 * MAX_ROWS_PER_STATEMENT);
+        // The six JSON arrays of the usage summaries come first.
+        let combined = usage_and_insert_audit_sql();
+        assert_eq!(combined.matches('?').count(), 6 + rows);
+        assert!(combined.ends_with(insert_audit_sql()));
     }
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use sqlx::SqliteConnection;
 
-use crate::audit::{audit_from_row, execute_multi_row, MultiRowSql, SqliteQuery, SELECT_OLDEST};
+use crate::audit::{audit_from_row, SqliteQuery, SELECT_OLDEST};
 use crate::audit_record::{AuditDecision, AuditRecord};
 use crate::error::{db_error, StoreError};
 use crate::rows::to_i64;
@@ -186,41 +186,110 @@ impl<'a> UsageBatch<'a> {
     }
 
     /// Adds the batch to the stored summaries inside the caller's transaction,
-    /// with one multi-row statement per table and chunk of rows.
+    /// in one round trip to the driver's worker thread.
     pub(crate) async fn apply(
         &self,
         conn: &mut SqliteConnection,
         operation: &'static str,
     ) -> Result<(), StoreError> {
+        self.bind(sqlx::query(APPLY_USAGE), operation)?
+            .execute(&mut *conn)
+            .await
+            .map_err(|error| db_error(operation, error))?;
+        Ok(())
+    }
+
+    /// Binds the six parameters of [`APPLY_USAGE`], the rows of each summary
+    /// table as one JSON array, to `query`, whose text starts with it.
+    pub(crate) fn bind<'q>(
+        &self,
+        query: SqliteQuery<'q>,
+        operation: &'static str,
+    ) -> Result<SqliteQuery<'q>, StoreError> {
         let tokens: Vec<_> = self.tokens.iter().collect();
-        execute_multi_row(conn, &TOUCH_TOKENS, &tokens, bind_token, operation).await?;
-        let agents: Vec<_> = self.agents.iter().collect();
-        execute_multi_row(conn, &UPSERT_AGENTS, &agents, bind_agent, operation).await?;
-        let daily: Vec<_> = self.daily.iter().collect();
-        execute_multi_row(conn, &UPSERT_DAILY, &daily, bind_daily, operation).await?;
-        let routes: Vec<_> = self.routes.iter().collect();
-        execute_multi_row(conn, &UPSERT_ROUTES, &routes, bind_route, operation).await?;
+        let agents: Vec<_> = self
+            .agents
+            .iter()
+            .map(|(agent, span)| (agent, span.first_ms, span.last_ms, span.requests))
+            .collect();
+        let daily: Vec<_> = self
+            .daily
+            .iter()
+            .map(|((agent, connection, day), counts)| {
+                (
+                    agent,
+                    connection,
+                    day,
+                    counts.requests,
+                    counts.denied,
+                    counts.errors,
+                    counts.bytes_in,
+                    counts.bytes_out,
+                )
+            })
+            .collect();
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|((agent, connection, method, path), span)| {
+                (
+                    agent,
+                    connection,
+                    method,
+                    path,
+                    span.first_ms,
+                    span.last_ms,
+                    span.requests,
+                )
+            })
+            .collect();
         let networks: Vec<_> = self
             .networks
             .iter()
-            .map(|((token_id, network), (agent, span))| (*token_id, *agent, network.as_str(), span))
+            .map(|((token_id, network), (agent, span))| sighting(token_id, agent, network, span))
             .collect();
-        execute_multi_row(conn, &UPSERT_NETWORKS, &networks, bind_sighting, operation).await?;
         let user_agents: Vec<_> = self
             .user_agents
             .iter()
-            .map(|((token_id, user_agent), (agent, span))| (*token_id, *agent, *user_agent, span))
+            .map(|((token_id, user_agent), (agent, span))| {
+                sighting(token_id, agent, user_agent, span)
+            })
             .collect();
-        execute_multi_row(
-            conn,
-            &UPSERT_USER_AGENTS,
-            &user_agents,
-            bind_sighting,
-            operation,
-        )
-        .await?;
-        Ok(())
+        Ok(query
+            .bind(json_rows(&tokens, operation)?)
+            .bind(json_rows(&agents, operation)?)
+            .bind(json_rows(&daily, operation)?)
+            .bind(json_rows(&routes, operation)?)
+            .bind(json_rows(&networks, operation)?)
+            .bind(json_rows(&user_agents, operation)?))
     }
+}
+
+/// A credential sighting as [`APPLY_USAGE`] reads it: token id, agent, the
+/// value seen (network or user agent), first use, last use and count.
+type Sighting<'a> = (&'a str, &'a str, &'a str, i64, i64, i64);
+
+fn sighting<'a>(token_id: &'a str, agent: &'a str, value: &'a str, span: &Span) -> Sighting<'a> {
+    (
+        token_id,
+        agent,
+        value,
+        span.first_ms,
+        span.last_ms,
+        span.requests,
+    )
+}
+
+/// Encodes summary rows as a JSON array of arrays, one parameter of
+/// [`APPLY_USAGE`].
+fn json_rows<T: serde::Serialize>(
+    rows: &[T],
+    operation: &'static str,
+) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|error| StoreError::Database {
+        operation,
+        source: Box::new(error),
+    })
 }
 
 fn merge_span<K>(entry: std::collections::hash_map::Entry<'_, K, Span>, time_ms: i64) {
@@ -240,143 +309,69 @@ fn merge_owned_span<'a, K>(
 }
 
 /// Keeps the earlier first use and the later last use, and adds the counts.
-/// `CASE` rather than `min`/`max`, which PostgreSQL spells `LEAST`/`GREATEST`.
 macro_rules! merge_span_sql {
     ($table:literal) => {
         concat!(
-            "first_used_ms = CASE WHEN excluded.first_used_ms < ",
+            "first_used_ms = min(excluded.first_used_ms, ",
             $table,
-            ".first_used_ms THEN excluded.first_used_ms ELSE ",
+            ".first_used_ms), last_used_ms = max(excluded.last_used_ms, ",
             $table,
-            ".first_used_ms END, last_used_ms = CASE WHEN excluded.last_used_ms > ",
-            $table,
-            ".last_used_ms THEN excluded.last_used_ms ELSE ",
-            $table,
-            ".last_used_ms END, requests = ",
+            ".last_used_ms), requests = ",
             $table,
             ".requests + excluded.requests"
         )
     };
 }
 
-/// Moves each token's last use forward, as `touch_token_used` does for one.
-/// `column1` and `column2` are the names SQLite and PostgreSQL both give
-/// the columns of a `VALUES` list.
-static TOUCH_TOKENS: MultiRowSql = MultiRowSql::new(
-    "UPDATE tokens SET last_used_ms = used.column2 FROM (",
-    2,
-    ") AS used WHERE tokens.id = used.column1 \
-     AND (tokens.last_used_ms IS NULL OR tokens.last_used_ms < used.column2)",
-);
-
-static UPSERT_AGENTS: MultiRowSql = MultiRowSql::new(
-    "INSERT INTO agent_usage (agent, first_used_ms, last_used_ms, requests) ",
-    4,
-    concat!(
-        " ON CONFLICT (agent) DO UPDATE SET ",
-        merge_span_sql!("agent_usage")
-    ),
-);
-
-static UPSERT_DAILY: MultiRowSql = MultiRowSql::new(
-    "INSERT INTO usage_daily \
-     (agent, connection, day, requests, denied, errors, bytes_in, bytes_out) ",
-    8,
-    " ON CONFLICT (agent, connection, day) DO UPDATE SET \
+/// Adds one batch's summary rows to the six summary tables, one statement
+/// per table, each reading its rows from a JSON array parameter with
+/// `json_each` (`value ->> N` is column N of a row).
+///
+/// The text is the same for every batch, so sqlx prepares it once per
+/// connection, and the whole summary costs one round trip to the worker
+/// thread however many rows it has. An empty array changes nothing. The
+/// `WHERE true` makes SQLite parse `ON CONFLICT` as an upsert clause
+/// rather than as a join constraint of the `SELECT`.
+///
+/// The first statement moves each token's last use forward, as
+/// `touch_token_used` does for one.
+pub(crate) const APPLY_USAGE: &str = concat!(
+    "UPDATE tokens SET last_used_ms = used.value ->> 1 FROM json_each(?) AS used \
+     WHERE tokens.id = used.value ->> 0 \
+     AND (tokens.last_used_ms IS NULL OR tokens.last_used_ms < used.value ->> 1); ",
+    "INSERT INTO agent_usage (agent, first_used_ms, last_used_ms, requests) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) WHERE true \
+     ON CONFLICT (agent) DO UPDATE SET ",
+    merge_span_sql!("agent_usage"),
+    "; INSERT INTO usage_daily \
+     (agent, connection, day, requests, denied, errors, bytes_in, bytes_out) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6, value ->> 7 FROM json_each(?) WHERE true \
+     ON CONFLICT (agent, connection, day) DO UPDATE SET \
      requests = usage_daily.requests + excluded.requests, \
      denied = usage_daily.denied + excluded.denied, \
      errors = usage_daily.errors + excluded.errors, \
      bytes_in = usage_daily.bytes_in + excluded.bytes_in, \
-     bytes_out = usage_daily.bytes_out + excluded.bytes_out",
-);
-
-static UPSERT_ROUTES: MultiRowSql = MultiRowSql::new(
+     bytes_out = usage_daily.bytes_out + excluded.bytes_out; ",
     "INSERT INTO route_usage \
-     (agent, connection, method, path, first_used_ms, last_used_ms, requests) ",
-    7,
-    concat!(
-        " ON CONFLICT (agent, connection, method, path) DO UPDATE SET ",
-        merge_span_sql!("route_usage")
-    ),
+     (agent, connection, method, path, first_used_ms, last_used_ms, requests) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+     value ->> 6 FROM json_each(?) WHERE true \
+     ON CONFLICT (agent, connection, method, path) DO UPDATE SET ",
+    merge_span_sql!("route_usage"),
+    "; INSERT INTO credential_networks \
+     (token_id, agent, network, first_used_ms, last_used_ms, requests) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+     FROM json_each(?) WHERE true \
+     ON CONFLICT (token_id, network) DO UPDATE SET ",
+    merge_span_sql!("credential_networks"),
+    "; INSERT INTO credential_user_agents \
+     (token_id, agent, user_agent, first_used_ms, last_used_ms, requests) \
+     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+     FROM json_each(?) WHERE true \
+     ON CONFLICT (token_id, user_agent) DO UPDATE SET ",
+    merge_span_sql!("credential_user_agents"),
 );
-
-static UPSERT_NETWORKS: MultiRowSql = MultiRowSql::new(
-    "INSERT INTO credential_networks \
-     (token_id, agent, network, first_used_ms, last_used_ms, requests) ",
-    6,
-    concat!(
-        " ON CONFLICT (token_id, network) DO UPDATE SET ",
-        merge_span_sql!("credential_networks")
-    ),
-);
-
-static UPSERT_USER_AGENTS: MultiRowSql = MultiRowSql::new(
-    "INSERT INTO credential_user_agents \
-     (token_id, agent, user_agent, first_used_ms, last_used_ms, requests) ",
-    6,
-    concat!(
-        " ON CONFLICT (token_id, user_agent) DO UPDATE SET ",
-        merge_span_sql!("credential_user_agents")
-    ),
-);
-
-fn bind_token<'q>(query: SqliteQuery<'q>, row: &'q (&&str, &i64)) -> SqliteQuery<'q> {
-    let (id, used_ms) = *row;
-    query.bind(*id).bind(*used_ms)
-}
-
-fn bind_agent<'q>(query: SqliteQuery<'q>, row: &'q (&&str, &Span)) -> SqliteQuery<'q> {
-    let (agent, span) = *row;
-    query
-        .bind(*agent)
-        .bind(span.first_ms)
-        .bind(span.last_ms)
-        .bind(span.requests)
-}
-
-fn bind_daily<'q>(
-    query: SqliteQuery<'q>,
-    row: &'q (&DailyKey<'_>, &DailyCounts),
-) -> SqliteQuery<'q> {
-    let ((agent, connection, day), counts) = *row;
-    query
-        .bind(*agent)
-        .bind(*connection)
-        .bind(*day)
-        .bind(counts.requests)
-        .bind(counts.denied)
-        .bind(counts.errors)
-        .bind(counts.bytes_in)
-        .bind(counts.bytes_out)
-}
-
-fn bind_route<'q>(query: SqliteQuery<'q>, row: &'q (&RouteKey<'_>, &Span)) -> SqliteQuery<'q> {
-    let ((agent, connection, method, path), span) = *row;
-    query
-        .bind(*agent)
-        .bind(*connection)
-        .bind(*method)
-        .bind(*path)
-        .bind(span.first_ms)
-        .bind(span.last_ms)
-        .bind(span.requests)
-}
-
-/// Binds a credential sighting: token id, agent, the value seen (network or
-/// user agent) and its span.
-fn bind_sighting<'q>(
-    query: SqliteQuery<'q>,
-    row: &'q (&str, &str, &str, &Span),
-) -> SqliteQuery<'q> {
-    let (token_id, agent, value, span) = *row;
-    query
-        .bind(token_id)
-        .bind(agent)
-        .bind(value)
-        .bind(span.first_ms)
-        .bind(span.last_ms)
-        .bind(span.requests)
-}
 
 /// Summarizes the audit records stored before the usage tables existed,
 /// when migration 0003 asked for it, inside the migration's transaction.
@@ -546,5 +541,41 @@ mod tests {
         assert_eq!(utc_day(MS_PER_DAY - 1), 0);
         assert_eq!(utc_day(MS_PER_DAY), 1);
         assert_eq!(utc_day(-1), -1);
+    }
+
+    /// The summary statements read their rows from `json_each`, which SQLite
+    /// cannot index. Each must look up the summary table by its key for each
+    /// JSON row, never scan the table: the token table can hold 100,000 rows.
+    #[tokio::test]
+    async fn summary_statements_search_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::create(&dir.path().join("castellan.db"))
+            .await
+            .unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let statements: Vec<&str> = APPLY_USAGE
+            .split(';')
+            .map(str::trim)
+            .filter(|statement| !statement.is_empty())
+            .collect();
+        assert_eq!(statements.len(), 6, "{APPLY_USAGE}");
+        for statement in statements {
+            // Rows of id, parent, an unused column and the step's text.
+            let plan: Vec<String> = sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
+                "EXPLAIN QUERY PLAN {statement}"
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|error| format!("{error}: {statement}"))
+            .unwrap()
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect();
+            let scans: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.starts_with("SCAN") && !step.contains("VIRTUAL TABLE"))
+                .collect();
+            assert!(scans.is_empty(), "{statement}\nscans: {scans:?}");
+        }
     }
 }

@@ -216,6 +216,41 @@ async fn credentials_record_networks_and_user_agents() {
     assert!(later.is_empty(), "{later:?}");
 }
 
+/// Summary rows travel to SQLite as JSON, so text that JSON escapes must
+/// come back unchanged, and large counters must stay integers.
+#[tokio::test]
+async fn summaries_keep_text_and_numbers_exactly() {
+    let db = create_db().await;
+    let awkward_agent = "agent \"quoted\" \\ back/slash ünïcode 🦀";
+    let awkward_path = "/v1/it\"ems/%22?q=\\u0041&x=\t";
+    let awkward_user_agent = "curl/8 \"x\" \\ \u{7f} \u{1b}[31m \u{2028} 日本";
+    let mut record = allowed(awkward_agent, NOON, awkward_path);
+    record.user_agent = Some(awkward_user_agent.to_owned());
+    record.bytes_out = u64::MAX / 4;
+
+    db.store.insert_audit_batch(&[record]).await.unwrap();
+
+    let agents = db.store.agent_usage().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].agent, awkward_agent);
+    let routes = db.store.route_usage(None, 0).await.unwrap();
+    assert_eq!(routes.len(), 1);
+    assert_eq!(routes[0].path, awkward_path);
+    let user_agents = db.store.credential_user_agents(0).await.unwrap();
+    assert_eq!(user_agents.len(), 1);
+    assert_eq!(user_agents[0].value, awkward_user_agent);
+    assert_eq!(user_agents[0].agent, awkward_agent);
+    let url = format!("sqlite://{}", db.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let (kind, bytes_out): (String, i64) =
+        sqlx::query_as("SELECT typeof(bytes_out), bytes_out FROM usage_daily")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(kind, "integer");
+    assert_eq!(bytes_out, i64::try_from(u64::MAX / 4).unwrap());
+}
+
 #[tokio::test]
 async fn unauthenticated_records_leave_summaries_empty() {
     let db = create_db().await;
