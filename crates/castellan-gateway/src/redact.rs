@@ -17,11 +17,21 @@ use http::HeaderValue;
 #[derive(Debug)]
 pub struct Redactor {
     forms: Vec<Vec<u8>>,
-    /// Bytes that can begin a match: first bytes of forms and escape starts.
-    starts: [bool; 256],
+    /// For each byte, whether a match can begin with it: [`ESCAPE_START`]
+    /// for the bytes that begin an escape, the index plus one of its set in
+    /// `followers` for a raw first byte of a form, and 0 for other bytes.
+    starts: [u8; 256],
+    /// For each raw first byte of a form, the bytes that can come next in a
+    /// match, as a set of 256 bits. Checking the second byte keeps a byte
+    /// that is common in a body, such as `a` in a body of letters, from
+    /// making every offset a candidate.
+    followers: Vec<[u64; 4]>,
     /// Maximum match length: every byte escaped as `\u00XX`.
     max_match: usize,
 }
+
+/// Value of [`Redactor::starts`] for a byte that begins an escape.
+const ESCAPE_START: u8 = u8::MAX;
 
 const MASK: u8 = b'*';
 
@@ -51,24 +61,42 @@ impl Redactor {
         if forms.is_empty() {
             return None;
         }
-        let mut starts = [false; 256];
+        let mut starts = [0; 256];
         for byte in [b'%', b'+', b'\\'] {
-            starts[usize::from(byte)] = true;
+            starts[usize::from(byte)] = ESCAPE_START;
         }
+        let mut followers: Vec<[u64; 4]> = Vec::new();
         for form in &forms {
-            // Letters a to f match in either case (see `eq_ignore_hex_case`),
-            // so an upper-cased echo of a hex secret can start a match too.
-            let first = form[0];
-            starts[usize::from(first)] = true;
-            if first.is_ascii_hexdigit() && first.is_ascii_alphabetic() {
-                starts[usize::from(first.to_ascii_lowercase())] = true;
-                starts[usize::from(first.to_ascii_uppercase())] = true;
+            for first in hex_case_variants(form[0]) {
+                let start = &mut starts[usize::from(first)];
+                if *start == ESCAPE_START {
+                    continue;
+                }
+                if *start == 0 {
+                    // At most 256 sets, one per byte, and ESCAPE_START is
+                    // taken by escape bytes, which never get a set.
+                    followers.push([0; 4]);
+                    *start = u8::try_from(followers.len()).unwrap_or(ESCAPE_START);
+                }
+                let Some(set) = followers.get_mut(usize::from(*start) - 1) else {
+                    continue;
+                };
+                match form.get(1) {
+                    Some(&second) => for_each_encoding(second, |encoding| {
+                        for byte in hex_case_variants(encoding[0]) {
+                            set[usize::from(byte >> 6)] |= 1 << (byte & 63);
+                        }
+                    }),
+                    // A one-byte form matches whatever follows.
+                    None => *set = [u64::MAX; 4],
+                }
             }
         }
         let max_match = forms.iter().map(|form| form.len() * 6).max().unwrap_or(0);
         Some(Redactor {
             forms,
             starts,
+            followers,
             max_match,
         })
     }
@@ -96,7 +124,20 @@ impl Redactor {
     fn next_start(&self, buffer: &[u8], from: usize) -> Option<usize> {
         let rest = buffer.get(from..)?;
         rest.iter()
-            .position(|&byte| self.starts[usize::from(byte)])
+            .enumerate()
+            .position(|(offset, &byte)| match self.starts[usize::from(byte)] {
+                0 => false,
+                ESCAPE_START => true,
+                start => match rest.get(offset + 1) {
+                    // The chunk ends here, so the next byte is unknown.
+                    None => true,
+                    Some(&next) => {
+                        self.followers[usize::from(start) - 1][usize::from(next >> 6)]
+                            & (1 << (next & 63))
+                            != 0
+                    }
+                },
+            })
             .map(|offset| from + offset)
     }
 
@@ -155,15 +196,20 @@ impl Redactor {
     }
 }
 
+/// Buffer offsets that a match in progress has reached, rarely more than a
+/// few, so they stay on the stack.
+type Offsets = smallvec::SmallVec<[usize; 8]>;
+
 /// Matches `form` at `position`, allowing each byte in any of its encodings.
 ///
 /// Several encodings of a byte have different lengths, so the match tracks
 /// every buffer offset reachable after each byte of the form (at most a few).
 fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
-    let mut offsets = vec![position];
+    let mut offsets: Offsets = smallvec::smallvec![position];
+    let mut next = Offsets::new();
     let mut partial = false;
     for &byte in form {
-        let mut next = Vec::with_capacity(offsets.len());
+        next.clear();
         for &offset in &offsets {
             for_each_encoding(byte, |encoding| {
                 let rest = &buffer[offset..];
@@ -181,7 +227,7 @@ fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
         if next.is_empty() {
             return if partial { Match::Partial } else { Match::None };
         }
-        offsets = next;
+        std::mem::swap(&mut offsets, &mut next);
     }
     offsets.last().map_or(Match::None, |end| Match::Full(*end))
 }
@@ -219,6 +265,13 @@ fn first_byte_may_match(byte: u8, rest: &[u8]) -> bool {
         may |= eq_ignore_hex_case(&rest[..length], &encoding[..length]);
     });
     may
+}
+
+/// Returns `byte` and, for the letters a to f, its other case, because
+/// `eq_ignore_hex_case` matches those letters in either case.
+fn hex_case_variants(byte: u8) -> impl Iterator<Item = u8> {
+    let other = (byte.is_ascii_hexdigit() && byte.is_ascii_alphabetic()).then_some(byte ^ 0x20);
+    std::iter::once(byte).chain(other)
 }
 
 /// Calls `visit` with each way `byte` may be written in an echo.
@@ -336,7 +389,6 @@ mod tests {
             let end = redactor
                 .forms
                 .iter()
-                .filter(|_| redactor.starts[usize::from(buffer[position])])
                 .filter_map(|form| match match_form(form, buffer, position) {
                     Match::Full(end) => Some(end),
                     Match::Partial | Match::None => None,
@@ -378,6 +430,40 @@ mod tests {
             assert_eq!(fast, slow, "{}", String::from_utf8_lossy(&input));
             assert_eq!(redactor.is_match(&input), found);
         }
+    }
+
+    /// A body made of a form's first byte makes every offset a possible
+    /// start. Echoes inside it must still be masked, in every encoding.
+    #[test]
+    fn echo_in_run_of_first_byte_masked() {
+        let redactor = Redactor::new([b"aXq/9".to_vec()]).expect("form");
+        for echo in [
+            &b"aXq/9"[..],
+            b"AXq/9",
+            b"a%58q%2f9",
+            b"\\u0061Xq\\/9",
+            b"aaXq/9",
+        ] {
+            let mut buffer = [&[b'a'; 64][..], echo, &[b'a'; 64][..]].concat();
+            let mut expected = buffer.clone();
+            assert!(
+                redactor.mask_in_place(&mut buffer),
+                "{}",
+                String::from_utf8_lossy(echo)
+            );
+            assert!(mask_at_every_offset(&redactor, &mut expected));
+            assert_eq!(buffer, expected, "{}", String::from_utf8_lossy(echo));
+            assert!(!buffer
+                .windows(5)
+                .any(|window| window.eq_ignore_ascii_case(b"aXq/9")));
+        }
+        let mut plain = vec![b'a'; 1024];
+        assert!(!redactor.mask_in_place(&mut plain));
+        assert_eq!(
+            redactor.pending_suffix(&plain),
+            1,
+            "a last `a` may start a match"
+        );
     }
 
     #[test]
