@@ -24,6 +24,12 @@ THREADS=${THREADS:-2}
 DURATION=${DURATION:-10}
 KILL_AFTER=${KILL_AFTER:-7}
 SETTINGS=${SETTINGS:-"batched strict"}
+# With 2 or more cores the gateway runs on PROXY_CORE, and wrk and the
+# upstream on LOAD_CORE, as in bench/run. PIN=0 leaves placement to the
+# scheduler.
+PIN=${PIN:-1}
+PROXY_CORE=${PROXY_CORE:-0}
+LOAD_CORE=${LOAD_CORE:-1}
 
 UPSTREAM_PORT=${UPSTREAM_PORT:-18180}
 CASTELLAN_PORT=${CASTELLAN_PORT:-18182}
@@ -124,6 +130,19 @@ networks = ["127.0.0.0/8"]
 EOF
 }
 
+PIN_PROXY=()
+PIN_LOAD=()
+setup_pinning() {
+  if ((PIN == 1 && $(nproc --all) >= 2)) && taskset -c "$PROXY_CORE" true 2>/dev/null &&
+    taskset -c "$LOAD_CORE" true 2>/dev/null; then
+    PIN_PROXY=(taskset -c "$PROXY_CORE")
+    PIN_LOAD=(taskset -c "$LOAD_CORE")
+    log "pinned: castellan on core $PROXY_CORE; wrk and upstream on core $LOAD_CORE"
+  else
+    log "not pinned: PIN=0, fewer than 2 cores or no taskset; rates vary with thread placement"
+  fi
+}
+
 audit_count() { sqlite3 "$1/castellan.db" 'SELECT COUNT(*) FROM audit'; }
 
 # run_setting DURABILITY: one gateway, one wrk run, one SIGKILL.
@@ -138,7 +157,7 @@ run_setting() {
   local token
   token=$("$CASTELLAN" agent token issue bench-bot --ttl 1d --data-dir "$data" 2>>"$WORK/init-$durability.log")
 
-  "$CASTELLAN" serve --data-dir "$data" \
+  "${PIN_PROXY[@]}" "$CASTELLAN" serve --data-dir "$data" \
     --listen "127.0.0.1:$CASTELLAN_PORT" --admin-listen "127.0.0.1:$CASTELLAN_ADMIN_PORT" \
     >"$WORK/serve-$durability.log" 2>&1 &
   local pid=$!
@@ -155,7 +174,7 @@ run_setting() {
   local load_before started killed_at
   load_before=$(cut -d' ' -f1-3 /proc/loadavg)
   started=$(date +%s.%N)
-  BENCH_IDS_DIR=$ids_dir wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
+  BENCH_IDS_DIR=$ids_dir "${PIN_LOAD[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" \
     -H "Authorization: Bearer $token" -s "$WORK/ids.lua" \
     "http://127.0.0.1:$CASTELLAN_PORT$REQUEST_PATH" >"$WORK/wrk-$durability.txt" 2>&1 &
   local wrk_pid=$!
@@ -184,11 +203,12 @@ main() {
   install_missing_tools
   [[ ${SKIP_BUILD:-0} == 1 ]] || build
   [[ -x $CASTELLAN && -x $UPSTREAM ]] || die "release binaries missing in $TARGET_DIR/release"
+  setup_pinning
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/castellan-durability.XXXXXX")
   chmod 700 "$WORK"
   trap 'kill "${UPSTREAM_PID:-}" 2>/dev/null || true; wait 2>/dev/null || true; [[ ${KEEP_WORK:-0} == 1 ]] && log "kept $WORK" || rm -rf "$WORK"' EXIT
   write_lua_script
-  "$UPSTREAM" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
+  "${PIN_LOAD[@]}" "$UPSTREAM" "127.0.0.1:$UPSTREAM_PORT" >"$WORK/upstream.log" 2>&1 &
   UPSTREAM_PID=$!
   wait_for_http "http://127.0.0.1:$UPSTREAM_PORT/" "the upstream"
 
