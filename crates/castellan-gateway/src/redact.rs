@@ -37,8 +37,13 @@ const MASK: u8 = b'*';
 
 /// Result of matching one form at one position.
 enum Match {
-    /// The form ends before this offset.
-    Full(usize),
+    /// The form ends before `end`. With `longer`, the buffer ends while a
+    /// longer match, such as one whose last byte is escaped, could still
+    /// complete.
+    Full {
+        end: usize,
+        longer: bool,
+    },
     /// The buffer ends while the form could still match.
     Partial,
     None,
@@ -103,9 +108,18 @@ impl Redactor {
 
     /// Masks every complete occurrence in `buffer`; returns whether any was found.
     pub fn mask_in_place(&self, buffer: &mut [u8]) -> bool {
+        self.mask_starting_before(buffer, buffer.len())
+    }
+
+    /// Masks the complete occurrences that start before `limit`, each to
+    /// its end even past `limit`; returns whether any was found.
+    fn mask_starting_before(&self, buffer: &mut [u8], limit: usize) -> bool {
         let mut found = false;
         let mut position = 0;
-        while let Some(candidate) = self.next_start(buffer, position) {
+        while let Some(candidate) = self
+            .next_start(buffer, position)
+            .filter(|candidate| *candidate < limit)
+        {
             match self.longest_full_match(buffer, candidate) {
                 Some(end) => {
                     buffer[candidate..end].fill(MASK);
@@ -146,7 +160,7 @@ impl Redactor {
             .iter()
             .filter(|form| first_byte_may_match(form[0], &buffer[position..]))
             .filter_map(|form| match match_form(form, buffer, position) {
-                Match::Full(end) => Some(end),
+                Match::Full { end, .. } => Some(end),
                 Match::Partial | Match::None => None,
             })
             .max()
@@ -159,7 +173,10 @@ impl Redactor {
         while let Some(candidate) = self.next_start(buffer, position) {
             let partial = self.forms.iter().any(|form| {
                 first_byte_may_match(form[0], &buffer[candidate..])
-                    && matches!(match_form(form, buffer, candidate), Match::Partial)
+                    && matches!(
+                        match_form(form, buffer, candidate),
+                        Match::Partial | Match::Full { longer: true, .. }
+                    )
             });
             if partial {
                 return buffer.len() - candidate;
@@ -229,7 +246,10 @@ fn match_form(form: &[u8], buffer: &[u8], position: usize) -> Match {
         }
         std::mem::swap(&mut offsets, &mut next);
     }
-    offsets.last().map_or(Match::None, |end| Match::Full(*end))
+    offsets.last().map_or(Match::None, |end| Match::Full {
+        end: *end,
+        longer: partial,
+    })
 }
 
 /// Returns `form` with each non-ASCII character written as a JSON `\uXXXX`
@@ -322,9 +342,10 @@ impl StreamRedactor {
             return owned.freeze();
         }
         self.pending.extend_from_slice(&chunk);
-        redactor.mask_in_place(&mut self.pending);
-        let hold = redactor.pending_suffix(&self.pending);
-        let ready = self.pending.len() - hold;
+        // The held suffix is chosen before masking, so a match that the
+        // next chunk could still lengthen is masked once it is complete.
+        let ready = self.pending.len() - redactor.pending_suffix(&self.pending);
+        redactor.mask_starting_before(&mut self.pending, ready);
         self.pending.split_to(ready).freeze()
     }
 
@@ -390,7 +411,7 @@ mod tests {
                 .forms
                 .iter()
                 .filter_map(|form| match match_form(form, buffer, position) {
-                    Match::Full(end) => Some(end),
+                    Match::Full { end, .. } => Some(end),
                     Match::Partial | Match::None => None,
                 })
                 .max();
@@ -571,5 +592,222 @@ mod tests {
         assert!(redactor
             .redact_header(&HeaderValue::from_static("clean"))
             .is_none());
+    }
+
+    /// Bytes for random forms, so that forms start and continue with every
+    /// kind of byte: hex letters in both cases, other letters, escape starts,
+    /// bytes with a short escape, a space and the mask byte. Both bytes of
+    /// `é` and a byte that is not UTF-8 cover non-ASCII forms.
+    const FORM_BYTES: &[u8] = b"aAbEFfgGuqZ09 %+\\/\"=*\xc3\xa9\xff";
+
+    fn random_form(rng: &mut impl rand::Rng) -> Vec<u8> {
+        let length = rng.gen_range(1..=5);
+        (0..length)
+            .map(|_| FORM_BYTES[rng.gen_range(0..FORM_BYTES.len())])
+            .collect()
+    }
+
+    /// Returns one to five random forms. Some are one byte long, and some
+    /// start with the first byte of another form with bit 0x20 flipped,
+    /// which is its other case when it is a letter.
+    fn random_forms(rng: &mut impl rand::Rng) -> Vec<Vec<u8>> {
+        let mut forms: Vec<Vec<u8>> = (0..rng.gen_range(1..=3))
+            .map(|_| random_form(rng))
+            .collect();
+        if rng.gen_bool(0.3) {
+            let mut other = random_form(rng);
+            other[0] = forms[0][0] ^ 0x20;
+            forms.push(other);
+        }
+        if rng.gen_bool(0.2) {
+            forms.push(b"\xc3\xa9x".to_vec());
+        }
+        forms
+    }
+
+    /// Returns pieces that random buffers are built from: every encoding of
+    /// every byte of the forms, in both hex cases, the forms themselves,
+    /// their first bytes and noise.
+    fn pieces_of(redactor: &Redactor) -> Vec<Vec<u8>> {
+        let mut pieces: Vec<Vec<u8>> = vec![b"x".to_vec(), b"\\".to_vec(), b"%".to_vec()];
+        for form in &redactor.forms {
+            pieces.push(form.clone());
+            pieces.push(form[..1].to_vec());
+            for &byte in form {
+                for_each_encoding(byte, |encoding| {
+                    pieces.push(encoding.to_vec());
+                    pieces.push(encoding.to_ascii_lowercase());
+                });
+                for variant in hex_case_variants(byte) {
+                    pieces.push(vec![variant]);
+                }
+            }
+        }
+        pieces
+    }
+
+    fn random_buffer(rng: &mut impl rand::Rng, pieces: &[Vec<u8>]) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        for _ in 0..rng.gen_range(0..14) {
+            let piece = &pieces[rng.gen_range(0..pieces.len())];
+            // Sometimes a long run of one piece, as in a body of letters.
+            let repeat = if rng.gen_bool(0.1) {
+                rng.gen_range(2..40)
+            } else {
+                1
+            };
+            for _ in 0..repeat {
+                buffer.extend_from_slice(piece);
+            }
+        }
+        buffer
+    }
+
+    /// Returns the length of the suffix that may still grow into a match,
+    /// found by trying every form at every offset.
+    fn pending_suffix_at_every_offset(redactor: &Redactor, buffer: &[u8]) -> usize {
+        (0..buffer.len())
+            .find(|&position| {
+                redactor.forms.iter().any(|form| {
+                    matches!(
+                        match_form(form, buffer, position),
+                        Match::Partial | Match::Full { longer: true, .. }
+                    )
+                })
+            })
+            .map_or(0, |position| buffer.len() - position)
+    }
+
+    fn describe(forms: &[Vec<u8>], input: &[u8]) -> String {
+        format!(
+            "forms {forms:?}, input {:?}",
+            String::from_utf8_lossy(input)
+        )
+    }
+
+    #[test]
+    fn random_forms_mask_like_full_scan() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..600 {
+            let forms = random_forms(&mut rng);
+            let redactor = Redactor::new(forms.clone()).expect("forms");
+            let pieces = pieces_of(&redactor);
+            for _ in 0..60 {
+                let input = random_buffer(&mut rng, &pieces);
+                let context = describe(&forms, &input);
+                let mut fast = input.clone();
+                let mut slow = input.clone();
+                let found = redactor.mask_in_place(&mut fast);
+                assert_eq!(
+                    found,
+                    mask_at_every_offset(&redactor, &mut slow),
+                    "{context}"
+                );
+                assert_eq!(fast, slow, "{context}");
+                assert_eq!(redactor.is_match(&input), found, "{context}");
+                assert_eq!(
+                    redactor.pending_suffix(&input),
+                    pending_suffix_at_every_offset(&redactor, &input),
+                    "{context}"
+                );
+                if let Ok(value) = HeaderValue::from_bytes(&input) {
+                    let masked = redactor.redact_header(&value);
+                    assert_eq!(masked.is_some(), found, "{context}");
+                    if let Some(masked) = masked {
+                        assert_eq!(masked.as_bytes(), &slow[..], "{context}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Streams `input` in chunks ending at `ends` and returns the output.
+    fn stream_in_chunks(redactor: &Redactor, input: &[u8], ends: &[usize]) -> Vec<u8> {
+        let mut stream = StreamRedactor::default();
+        let mut output = Vec::new();
+        let mut start = 0;
+        for &end in ends {
+            let chunk = Bytes::copy_from_slice(&input[start..end]);
+            output.extend_from_slice(&stream.feed(redactor, chunk));
+            start = end;
+        }
+        let last = Bytes::copy_from_slice(&input[start..]);
+        output.extend_from_slice(&stream.feed(redactor, last));
+        output.extend_from_slice(&stream.finish(redactor));
+        output
+    }
+
+    /// Checks one split of `input`: the stream must mask exactly what
+    /// masking the whole input at once masks.
+    fn check_stream(redactor: &Redactor, input: &[u8], ends: &[usize], context: &str) {
+        let output = stream_in_chunks(redactor, input, ends);
+        assert_eq!(output.len(), input.len(), "splits at {ends:?}, {context}");
+        // A form containing the mask byte can match bytes that were masked,
+        // so there the result depends on the order of masking.
+        if redactor.forms.iter().any(|form| form.contains(&MASK)) {
+            return;
+        }
+        let mut expected = input.to_vec();
+        mask_at_every_offset(redactor, &mut expected);
+        assert_eq!(
+            output,
+            expected,
+            "splits at {ends:?}, {context}: streamed {:?}",
+            String::from_utf8_lossy(&output)
+        );
+    }
+
+    /// A match that the next chunk lengthens, such as a last byte echoed as
+    /// an escape, is masked whole.
+    #[test]
+    fn match_lengthened_by_next_chunk_masked() {
+        // Forms, input and the expected output of every split.
+        type Case<'a> = (&'a [&'a [u8]], &'a [u8], &'a [u8]);
+        let cases: [Case; 3] = [
+            (&[b"ab%"], b"x ab%25 y", b"x ***** y"),
+            (&[b"ab\\"], b"x ab\\\\ y", b"x **** y"),
+            (&[b"abc", b"abcdef"], b"x abcdef y", b"x ****** y"),
+        ];
+        for (forms, input, expected) in cases {
+            let redactor = Redactor::new(forms.iter().map(|form| form.to_vec())).expect("forms");
+            for split in 0..=input.len() {
+                let output = stream_in_chunks(&redactor, input, &[split]);
+                assert_eq!(
+                    output,
+                    expected,
+                    "split at {split}: {}",
+                    String::from_utf8_lossy(&output)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_forms_stream_like_full_scan() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for _ in 0..120 {
+            let forms = random_forms(&mut rng);
+            let redactor = Redactor::new(forms.clone()).expect("forms");
+            let pieces = pieces_of(&redactor);
+            for _ in 0..10 {
+                let input = random_buffer(&mut rng, &pieces);
+                let context = describe(&forms, &input);
+                // Every single split of short inputs, every third one of long
+                // inputs, then a few random multi-chunk splits.
+                let step = if input.len() > 64 { 3 } else { 1 };
+                for split in (0..=input.len()).step_by(step) {
+                    check_stream(&redactor, &input, &[split], &context);
+                }
+                for _ in 0..4 {
+                    let mut ends: Vec<usize> = (0..rng.gen_range(1..6))
+                        .map(|_| rng.gen_range(0..=input.len()))
+                        .collect();
+                    ends.sort_unstable();
+                    check_stream(&redactor, &input, &ends, &context);
+                }
+            }
+        }
     }
 }
