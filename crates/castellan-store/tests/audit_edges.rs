@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use castellan_store::{utc_day, AuditRecord, Store};
-use common::{audit_record, create_db, fake_hash, token};
+use common::{audit_record, create_db, downgrade_to_version_2, fake_hash, token};
 use sqlx::{Connection, SqliteConnection};
 
 const DAY_MS: i64 = 86_400_000;
@@ -500,20 +500,6 @@ fn backfill_record(i: u32) -> AuditRecord {
     record.bytes_out = u64::from(i) * 7;
     record.user_agent = None;
     record
-}
-
-async fn downgrade_to_version_2(conn: &mut SqliteConnection) {
-    for statement in [
-        "DROP TABLE agent_usage",
-        "DROP TABLE usage_daily",
-        "DROP TABLE route_usage",
-        "DROP TABLE credential_networks",
-        "DROP TABLE credential_user_agents",
-        "ALTER TABLE audit DROP COLUMN user_agent",
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
-    ] {
-        sqlx::query(statement).execute(&mut *conn).await.unwrap();
-    }
 }
 
 #[tokio::test]

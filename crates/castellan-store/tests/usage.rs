@@ -277,22 +277,11 @@ async fn unauthenticated_records_leave_summaries_empty() {
         .is_empty());
 }
 
-/// Turns a fresh database back into one at schema version 2: without the
-/// usage tables, the `user_agent` column and the record of migration 3.
-async fn downgrade_to_version_2(path: &std::path::Path) -> sqlx::SqliteConnection {
+/// Opens the database at `path` and turns it back into schema version 2.
+async fn open_as_version_2(path: &std::path::Path) -> sqlx::SqliteConnection {
     let url = format!("sqlite://{}", path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    for statement in [
-        "DROP TABLE agent_usage",
-        "DROP TABLE usage_daily",
-        "DROP TABLE route_usage",
-        "DROP TABLE credential_networks",
-        "DROP TABLE credential_user_agents",
-        "ALTER TABLE audit DROP COLUMN user_agent",
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
-    ] {
-        sqlx::query(statement).execute(&mut conn).await.unwrap();
-    }
+    common::downgrade_to_version_2(&mut conn).await;
     conn
 }
 
@@ -329,7 +318,7 @@ async fn upgrade_summarizes_existing_audit() {
         .await
         .unwrap();
     db.store.close().await;
-    let mut conn = downgrade_to_version_2(&db.path).await;
+    let mut conn = open_as_version_2(&db.path).await;
     insert_version_2_record(&mut conn, Some("alpha"), NOON, "allow", "10.1.0.1:1").await;
     insert_version_2_record(&mut conn, Some("alpha"), NOON + 9, "deny", "10.2.0.1:1").await;
     insert_version_2_record(&mut conn, None, NOON + 10, "deny", "10.3.0.1:1").await;
@@ -373,7 +362,7 @@ async fn upgrade_summarizes_existing_audit() {
 async fn upgrade_of_empty_audit_needs_no_backfill() {
     let db = create_db().await;
     db.store.close().await;
-    let conn = downgrade_to_version_2(&db.path).await;
+    let conn = open_as_version_2(&db.path).await;
     conn.close().await.unwrap();
 
     let store = Store::open(&db.path).await.unwrap();

@@ -60,3 +60,19 @@ pub fn audit_record(agent: Option<&str>, request: u32) -> AuditRecord {
         user_agent: Some("python-httpx/0.27.0".to_owned()),
     }
 }
+
+/// Turns a fresh database back into one at schema version 2: without the
+/// usage tables, the `user_agent` column and the record of migration 3.
+pub async fn downgrade_to_version_2(conn: &mut sqlx::SqliteConnection) {
+    for statement in [
+        "DROP TABLE agent_usage",
+        "DROP TABLE usage_daily",
+        "DROP TABLE route_usage",
+        "DROP TABLE credential_networks",
+        "DROP TABLE credential_user_agents",
+        "ALTER TABLE audit DROP COLUMN user_agent",
+        "DELETE FROM _sqlx_migrations WHERE version = 3",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+}
