@@ -60,7 +60,11 @@ impl Policy {
         if let Some(denial) = self.check_network(agent, request) {
             return denial;
         }
-        let Some(policies) = agent.rule_sets.select(request.connection, request.method) else {
+        let Some(policies) = agent
+            .roles
+            .rule_sets
+            .select(request.connection, request.method)
+        else {
             // No rule of the agent's roles covers this connection and
             // method, so Cedar would deny without a deciding policy and
             // without errors.
@@ -117,7 +121,7 @@ impl Policy {
             request.connection,
         );
         let context = self.context(request)?;
-        Request::new(agent.uid.clone(), action, resource, context, None).map_err(|_| {
+        Request::new(agent.roles.uid.clone(), action, resource, context, None).map_err(|_| {
             Decision::deny(
                 None,
                 "the Cedar request could not be built, so the request is denied".to_string(),
@@ -271,12 +275,12 @@ fn no_rule_reason(agent: &AgentEntry, request: &AccessRequest<'_>) -> String {
         "{} {} on connection {}",
         request.method, request.path, request.connection
     );
-    if agent.roles.is_empty() {
+    if agent.roles.names.is_empty() {
         format!("the agent has no roles, so nothing allows {target}")
     } else {
         format!(
             "no rule of agent's roles ({}) allows {target}",
-            agent.roles.join(", ")
+            agent.roles.names.join(", ")
         )
     }
 }

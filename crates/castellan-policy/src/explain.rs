@@ -48,6 +48,7 @@ impl Policy {
             // reason in `decision`, and no rule can match it.
             if let Ok(cedar) = self.cedar_request(agent, request) {
                 rules = agent
+                    .roles
                     .rules
                     .iter()
                     .filter_map(|position| self.rule_match(*position, &cedar))

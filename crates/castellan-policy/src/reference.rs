@@ -1,14 +1,17 @@
 //! The earlier request building, kept to test the faster path against:
-//! entity ids parsed per request, the source address in the context as an
-//! `ip()` value, and every policy of the agent, its network policy
-//! included, evaluated by Cedar in one set.
+//! an `Agent` entity of its own as the principal, entity ids parsed per
+//! request, the source address in the context as an `ip()` value, and
+//! every policy of the agent, its network policy included, evaluated by
+//! Cedar in one set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 
 use castellan_model::{canonical_ip, Config, NormalizedPath};
-use cedar_policy::{Context, PolicySet, Request, RestrictedExpression};
+use cedar_policy::{
+    Context, Entities, Entity, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression,
+};
 use proptest::prelude::*;
 
 use crate::authorize::{AccessRequest, Decision};
@@ -19,7 +22,7 @@ use crate::compile::{uid, Policy};
 /// the `source` attribute when false, to compare with the faster path,
 /// which checks the source before Cedar.
 fn reference_request(policy: &Policy, request: &AccessRequest<'_>, with_source: bool) -> Request {
-    let agent = &policy.agents[request.agent];
+    let principal = agent_uid(request.agent);
     let action = uid(&policy.types.action, request.method);
     let resource = uid(&policy.types.connection, request.connection);
     let path = request.path;
@@ -44,8 +47,28 @@ fn reference_request(policy: &Policy, request: &AccessRequest<'_>, with_source: 
         ));
     }
     let context = Context::from_pairs(pairs).expect("reference context builds");
-    Request::new(agent.uid.clone(), action, resource, context, None)
-        .expect("reference request builds")
+    Request::new(principal, action, resource, context, None).expect("reference request builds")
+}
+
+fn agent_uid(name: &str) -> EntityUid {
+    let agent: EntityTypeName = "Agent".parse().expect("Agent is an entity type name");
+    uid(&agent, name)
+}
+
+/// Builds the entities the earlier way: the agent of `request` with its
+/// roles as parents, and those roles.
+fn reference_entities(policy: &Policy, request: &AccessRequest<'_>) -> Entities {
+    let roles: HashSet<_> = policy.agents[request.agent]
+        .roles
+        .names
+        .iter()
+        .map(|role| uid(&policy.types.role, role))
+        .collect();
+    let agent = Entity::new_no_attrs(agent_uid(request.agent), roles.clone());
+    let roles = roles
+        .into_iter()
+        .map(|role| Entity::new_no_attrs(role, HashSet::new()));
+    Entities::from_entities(roles.chain([agent]), None).expect("reference entities build")
 }
 
 /// Decides the earlier way: the agent's network policy and all rules of its
@@ -58,7 +81,7 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
             reason: format!("agent {:?} is not in the configuration", request.agent),
         };
     };
-    let mut positions = agent.rules.clone();
+    let mut positions = agent.roles.rules.to_vec();
     positions.extend(agent.network.as_ref().map(|network| network.position));
     let mut set = PolicySet::new();
     for position in positions {
@@ -75,7 +98,8 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
         set.add(cedar).expect("policy ids are unique");
     }
     let cedar = reference_request(policy, request, true);
-    let response = policy.evaluate(&cedar, &set);
+    let entities = reference_entities(policy, request);
+    let response = policy.authorizer.is_authorized(&cedar, &set, &entities);
     policy.decision(agent, request, &policy.outcome(&response))
 }
 
@@ -334,7 +358,10 @@ proptest! {
             let agent = &policy.agents[request.agent];
             let built = policy.cedar_request(agent, &request).expect("request builds");
             let expected = reference_request(policy, &request, false);
-            prop_assert_eq!(built.principal(), expected.principal());
+            // The principal is the entity of the agent's roles rather than
+            // one of the agent's own; `decisions_match_reference` shows that
+            // decisions stay the same.
+            prop_assert_eq!(built.principal(), Some(&agent.roles.uid));
             prop_assert_eq!(built.action(), expected.action());
             prop_assert_eq!(built.resource(), expected.resource());
             prop_assert_eq!(built.context(), expected.context());

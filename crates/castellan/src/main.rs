@@ -17,7 +17,10 @@ const BROKEN_PIPE_STATUS: u8 = 141;
 /// mimalloc instead of glibc malloc. Each reload frees a whole snapshot,
 /// which glibc kept, so the resident size grew with every reload. mimalloc
 /// gives that memory back and takes fewer instructions per request; both
-/// are measured in `bench/README.md`.
+/// are measured in `bench/README.md`. It is built without transparent huge
+/// pages (the `no_thp` feature): it asked the kernel for them on all of its
+/// memory, and a 2 MiB page that is mostly free still counts as resident,
+/// which made idle RSS larger and less predictable.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
