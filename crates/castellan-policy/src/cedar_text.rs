@@ -10,7 +10,8 @@
 
 use std::net::IpAddr;
 
-use castellan_model::{Agent, MethodSet, PathPattern, Rule, RuleEffect, Segment};
+use castellan_model::{MethodSet, PathPattern, Rule, RuleEffect, Segment};
+use ipnet::IpNet;
 
 use crate::error::PolicyError;
 
@@ -60,34 +61,29 @@ pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<Strin
     Ok(policy_text(&id, effect, &scope, "when", &conditions))
 }
 
-/// Writes the `forbid` policy that rejects sources outside an agent's
-/// networks, or returns `None` when the agent may call from anywhere.
+/// Writes the `forbid` policy that rejects sources outside the `networks`
+/// of agent `name`. The networks must have their host bits cleared.
 ///
 /// `Policy::authorize` checks the same ranges in Rust before Cedar runs and
 /// names this policy when it denies, so Cedar never parses the source
 /// address. The text is what `Policy::cedar_text` and explanations show.
-pub(crate) fn network_policy(agent: &Agent) -> Option<String> {
-    if agent.networks.is_empty() {
-        return None;
-    }
-    let ranges: Vec<String> = agent
-        .networks
+pub(crate) fn network_policy_text(name: &str, networks: &[IpNet]) -> String {
+    // Cedar masks host bits itself, so clearing them only makes the
+    // generated text show the range (`10.1.2.3/8` as `10.0.0.0/8`).
+    let ranges: Vec<String> = networks
         .iter()
         .map(|network| {
-            // Cedar masks host bits itself, so clearing them only makes the
-            // generated text show the range (`10.1.2.3/8` as `10.0.0.0/8`).
-            let network = network.trunc();
             let range = network_literal(network.addr(), network.prefix_len());
             format!("context.source.isInRange(ip({}))", string_literal(&range))
         })
         .collect();
     let scope = [
-        format!("principal == Agent::{}", string_literal(&agent.name)),
+        format!("principal == Agent::{}", string_literal(name)),
         "action".to_string(),
         "resource".to_string(),
     ];
-    let id = network_policy_id(&agent.name);
-    Some(policy_text(&id, "forbid", &scope, "unless", &ranges))
+    let id = network_policy_id(name);
+    policy_text(&id, "forbid", &scope, "unless", &ranges)
 }
 
 /// Lays out one policy: the `@id` annotation, the effect, the three scope
@@ -114,6 +110,12 @@ fn policy_text(
 /// Returns the id of the network policy of agent `name`.
 pub(crate) fn network_policy_id(name: &str) -> String {
     format!("agents.{name}.networks")
+}
+
+/// Returns the agent name in a network policy id, the inverse of
+/// [`network_policy_id`].
+pub(crate) fn network_policy_agent(id: &str) -> Option<&str> {
+    id.strip_prefix("agents.")?.strip_suffix(".networks")
 }
 
 /// Formats an address the way Cedar's `ip()` accepts it.
@@ -275,10 +277,20 @@ networks = ["10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1", "::ffff:192.0.2.0/12
         let config = castellan_model::Config::parse(text, std::path::Path::new("castellan.toml"))
             .expect("valid configuration");
         let agent = &config.agents["bot_v2-x"];
-        let policy = network_policy(agent).expect("the agent declares networks");
+        let networks: Vec<IpNet> = agent.networks.iter().map(IpNet::trunc).collect();
+        let policy = network_policy_text(&agent.name, &networks);
         let id = cedar_policy::PolicyId::new(network_policy_id(&agent.name));
         let parsed = cedar_policy::Policy::parse(Some(id), &policy);
         assert!(parsed.is_ok(), "Cedar rejects {policy}: {parsed:?}");
+    }
+
+    #[test]
+    fn network_policy_id_names_agent() {
+        for name in ["bot", "bot.networks", "agents.x", "a.b.c", ""] {
+            let id = network_policy_id(name);
+            assert_eq!(network_policy_agent(&id), Some(name));
+        }
+        assert_eq!(network_policy_agent("roles.bot.allow[0]"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Compilation of a configuration into Cedar policies and entities.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -9,7 +10,9 @@ use castellan_model::{Agent, Config, Location, MethodSet, Role, Rule, RuleId};
 use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId};
 use ipnet::IpNet;
 
-use crate::cedar_text::{network_policy, network_policy_id, rule_policy, ContextShape};
+use crate::cedar_text::{
+    network_policy_agent, network_policy_id, network_policy_text, rule_policy, ContextShape,
+};
 use crate::decision_cache::DecisionCache;
 use crate::error::PolicyError;
 use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
@@ -71,6 +74,10 @@ impl SegmentKeys {
 /// One generated Cedar policy and the configuration item it came from.
 pub(crate) struct CompiledPolicy {
     pub(crate) origin: PolicyOrigin,
+    /// The Cedar text of a rule, or empty for a network policy, whose text
+    /// [`Policy::policy_text`] writes on demand. Keeping the text of every
+    /// agent's network policy took about 2 MiB for the 7,500 in
+    /// `bench/scale.sh`, and only the CLI reads it.
     pub(crate) text: String,
     /// The parsed policy of a rule, or `None` for a network policy.
     /// Networks are checked in Rust ([`NetworkRestriction`]) and Cedar never
@@ -237,12 +244,28 @@ impl Policy {
 
     /// Returns the generated Cedar policies, in reporting order.
     pub fn cedar_text(&self) -> String {
-        let texts: Vec<&str> = self
-            .compiled
-            .iter()
-            .map(|policy| policy.text.as_str())
+        let texts: Vec<Cow<'_, str>> = (0..self.compiled.len())
+            .map(|position| self.policy_text(position))
             .collect();
         texts.join("\n")
+    }
+
+    /// Returns the Cedar text of the policy at `position` in `compiled`.
+    pub(crate) fn policy_text(&self, position: usize) -> Cow<'_, str> {
+        let compiled = &self.compiled[position];
+        match compiled.origin {
+            PolicyOrigin::Rule { .. } => Cow::Borrowed(&compiled.text),
+            PolicyOrigin::Network => {
+                let agent = network_policy_agent(&compiled.id)
+                    .expect("network policy ids are written by network_policy_id");
+                let networks = self
+                    .agents
+                    .get(agent)
+                    .and_then(|entry| entry.network.as_ref())
+                    .expect("an agent with a network policy has a network restriction");
+                Cow::Owned(network_policy_text(agent, &networks.networks))
+            }
+        }
     }
 }
 
@@ -263,12 +286,14 @@ struct Builder {
 }
 
 impl Builder {
+    /// Adds the network policy of `agent`, if it declares networks. Its text
+    /// is left empty: [`Policy::policy_text`] writes it when asked.
     fn add_network(&mut self, agent: &Agent) -> Result<Option<usize>, PolicyError> {
-        let Some(text) = network_policy(agent) else {
+        if agent.networks.is_empty() {
             return Ok(None);
-        };
+        }
         let id = network_policy_id(&agent.name);
-        let position = self.add(id, text, PolicyOrigin::Network, None)?;
+        let position = self.add(id, String::new(), PolicyOrigin::Network, None)?;
         Ok(Some(position))
     }
 

@@ -41,7 +41,7 @@ impl Policy {
             .rule
             .as_ref()
             .and_then(|rule| self.positions.get(&cedar_policy::PolicyId::new(rule)))
-            .map(|position| self.compiled[*position].text.clone());
+            .map(|position| self.policy_text(*position).into_owned());
         let mut rules = Vec::new();
         if let Some(agent) = self.agents.get(request.agent) {
             // A request that cannot be built is already denied with that

@@ -91,7 +91,7 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
             Some(cedar) => cedar.as_ref().clone(),
             None => {
                 let id = cedar_policy::PolicyId::new(&compiled.id);
-                cedar_policy::Policy::parse(Some(id), &compiled.text)
+                cedar_policy::Policy::parse(Some(id), policy.policy_text(position))
                     .expect("generated network policy parses")
             }
         };
