@@ -119,12 +119,12 @@ pub fn authenticate<'a>(
     if entry.expires_ms.is_some_and(|expires| expires <= now_ms()) {
         return Err(invalid());
     }
-    admit(snapshot, &entry.agent, entry.id.to_string(), &entry.id)
+    admit(snapshot, entry.agent, entry.id.to_string(), entry.id)
 }
 
 /// Returns the canary token `token` is, if it is one. Called only after
 /// [`authenticate`] rejected the token, so valid tokens pay nothing for it.
-pub fn canary<'a>(snapshot: &'a Snapshot, token: &str) -> Option<&'a ActiveToken> {
+pub fn canary<'a>(snapshot: &'a Snapshot, token: &str) -> Option<ActiveToken<'a>> {
     let hash = castellan_vault::parse_token(token).ok()?;
     snapshot.tokens.get(&hash).filter(|entry| entry.canary)
 }

@@ -2,7 +2,7 @@
 //! policy, tokens, suspensions and credentials, replaced whole on a reload
 //! so that each request uses one consistent version from start to end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use castellan_model::{Config, Connection};
@@ -70,17 +70,108 @@ fn same_transport(old: &Connection, new: &Connection) -> bool {
         && old.allow_private == new.allow_private
 }
 
-/// A live agent token as the gateway keeps it in memory.
-#[derive(Debug, Clone)]
-pub struct ActiveToken {
-    pub id: Box<str>,
+/// A live agent token, as [`ActiveTokens::get`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveToken<'a> {
+    pub id: &'a str,
     /// The agent's name, shared by all of its tokens.
-    pub agent: Arc<str>,
+    pub agent: &'a str,
     pub expires_ms: Option<i64>,
     /// A decoy that authenticates nothing: presenting it is rejected like
     /// an unknown token, and the audit record names its agent and id so
     /// the canary detector raises an alert.
     pub canary: bool,
+}
+
+/// Live agent tokens by hash, stored compactly because a gateway may keep
+/// hundreds of thousands of them.
+///
+/// An entry refers to its agent's name by index, so an agent's tokens share
+/// one copy of the name. It keeps its id in place when the id fits, so a
+/// token with a generated id needs no allocation of its own.
+pub struct ActiveTokens {
+    entries: HashMap<TokenHash, PackedToken>,
+    /// Agent names, indexed by [`PackedToken::agent`].
+    agents: Box<[Arc<str>]>,
+    /// Token ids longer than [`INLINE_ID_MAX`] bytes, indexed by
+    /// [`PackedId::Long`].
+    long_ids: Box<[Box<str>]>,
+}
+
+impl ActiveTokens {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Looks up the live token whose hash is `hash`.
+    pub fn get(&self, hash: &TokenHash) -> Option<ActiveToken<'_>> {
+        let packed = self.entries.get(hash)?;
+        Some(ActiveToken {
+            id: packed.id.resolve(&self.long_ids),
+            agent: &self.agents[packed.agent as usize],
+            expires_ms: packed.expires_ms.map(i64::from_le_bytes),
+            canary: packed.canary,
+        })
+    }
+}
+
+/// Maximum length in bytes of a token id stored in place. Generated ids
+/// (`tok_` and 12 base62 characters) have exactly this length.
+const INLINE_ID_MAX: usize = 16;
+
+/// A token id, stored in place when it fits and otherwise as the index of
+/// the id in [`ActiveTokens::long_ids`].
+///
+/// The index is stored as little-endian bytes instead of a `u32` so that
+/// the type has alignment 1 and takes 18 bytes instead of 20.
+enum PackedId {
+    Inline { len: u8, bytes: [u8; INLINE_ID_MAX] },
+    Long { index: [u8; 4] },
+}
+
+impl PackedId {
+    /// Stores `id` in place if it fits, otherwise appends it to
+    /// `long_ids`. Returns `None` if `long_ids` has no index left.
+    fn new(id: &str, long_ids: &mut Vec<Box<str>>) -> Option<Self> {
+        match u8::try_from(id.len()) {
+            Ok(len) if usize::from(len) <= INLINE_ID_MAX => {
+                let mut bytes = [0; INLINE_ID_MAX];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                return Some(PackedId::Inline { len, bytes });
+            }
+            _ => {}
+        }
+        let index = u32::try_from(long_ids.len()).ok()?;
+        long_ids.push(id.into());
+        Some(PackedId::Long {
+            index: index.to_le_bytes(),
+        })
+    }
+
+    fn resolve<'a>(&'a self, long_ids: &'a [Box<str>]) -> &'a str {
+        match self {
+            PackedId::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
+                .expect("an id stored in place is a whole copy of a str"),
+            PackedId::Long { index } => &long_ids[u32::from_le_bytes(*index) as usize],
+        }
+    }
+}
+
+/// A live token as [`ActiveTokens`] stores it. It takes 32 bytes, so an
+/// entry with its 32-byte hash takes 64.
+struct PackedToken {
+    id: PackedId,
+    /// Index of the agent's name in [`ActiveTokens::agents`].
+    agent: u32,
+    /// The expiry time in milliseconds as little-endian bytes, because an
+    /// `Option<i64>` takes 16 bytes with its padding and this takes 9.
+    /// Every `i64` keeps its meaning, so no value is reserved for "never".
+    expires_ms: Option<[u8; 8]>,
+    canary: bool,
 }
 
 /// Whether a connection's credential can be used.
@@ -102,7 +193,7 @@ pub struct Snapshot {
     pub config: Arc<ConfigState>,
     /// Live agent tokens by hash. A configuration reload that finds the
     /// store unchanged shares this map with the snapshot it replaces.
-    pub tokens: Arc<HashMap<TokenHash, ActiveToken>>,
+    pub tokens: Arc<ActiveTokens>,
     /// Suspended agents and the reason given, shared like `tokens`.
     pub suspended: Arc<HashMap<String, Option<String>>>,
     pub credentials: HashMap<String, CredentialState>,
@@ -112,7 +203,7 @@ pub struct Snapshot {
 
 /// Tokens and suspensions read from the store at `store_version` or later.
 pub(crate) struct StorePart {
-    tokens: Arc<HashMap<TokenHash, ActiveToken>>,
+    tokens: Arc<ActiveTokens>,
     suspended: Arc<HashMap<String, Option<String>>>,
     store_version: i64,
 }
@@ -186,16 +277,10 @@ impl Loader {
     }
 
     async fn tokens_and_suspensions(&self, store_version: i64) -> Result<StorePart, LoadError> {
-        let mut tokens = HashMap::new();
-        let mut agents = AgentNames::default();
+        let mut tokens = ActiveTokensBuilder::default();
         self.store
-            .visit_active_tokens(|record| {
-                if let Some((hash, token)) = active_token(record, &mut agents) {
-                    tokens.insert(hash, token);
-                }
-            })
+            .visit_active_tokens(|record| tokens.insert(record))
             .await?;
-        tokens.shrink_to_fit();
         let suspended = self
             .store
             .suspended_agents()
@@ -204,7 +289,7 @@ impl Loader {
             .map(|agent| (agent.agent, agent.reason))
             .collect();
         Ok(StorePart {
-            tokens: Arc::new(tokens),
+            tokens: Arc::new(tokens.finish()),
             suspended: Arc::new(suspended),
             store_version,
         })
@@ -273,33 +358,81 @@ fn unusable(secret: String, error: &InjectError) -> CredentialState {
     }
 }
 
-/// Interns agent names while tokens load, so that an agent's tokens share
-/// one allocation of its name.
+/// Collects tokens as they load from the store.
 #[derive(Default)]
-struct AgentNames(HashSet<Arc<str>>);
+struct ActiveTokensBuilder {
+    entries: HashMap<TokenHash, PackedToken>,
+    agents: AgentNames,
+    long_ids: Vec<Box<str>>,
+}
 
-impl AgentNames {
-    fn intern(&mut self, name: String) -> Arc<str> {
-        if let Some(known) = self.0.get(name.as_str()) {
-            return Arc::clone(known);
+impl ActiveTokensBuilder {
+    /// Adds the token of `record`, replacing any token with the same hash.
+    /// A row whose hash is not valid hex is skipped.
+    fn insert(&mut self, record: TokenRecord) {
+        if let Some((hash, token)) = self.pack(record) {
+            self.entries.insert(hash, token);
         }
-        let name: Arc<str> = name.into();
-        self.0.insert(Arc::clone(&name));
-        name
+    }
+
+    fn pack(&mut self, record: TokenRecord) -> Option<(TokenHash, PackedToken)> {
+        let hash = TokenHash::from_hex(&record.hash).ok()?;
+        // More than 4,294,967,295 agents or long ids would not fit in memory
+        // anyway, but a row past that limit is skipped rather than misfiled.
+        let Some(agent) = self.agents.intern(record.agent) else {
+            tracing::warn!(
+                token_id = %record.id,
+                "failed to load agent token: more than u32::MAX agents, remove unused agents"
+            );
+            return None;
+        };
+        let Some(id) = PackedId::new(&record.id, &mut self.long_ids) else {
+            tracing::warn!(
+                token_id = %record.id,
+                "failed to load agent token: more than u32::MAX long token ids, shorten the ids"
+            );
+            return None;
+        };
+        let token = PackedToken {
+            id,
+            agent,
+            expires_ms: record.expires_ms.map(i64::to_le_bytes),
+            canary: record.canary,
+        };
+        Some((hash, token))
+    }
+
+    fn finish(mut self) -> ActiveTokens {
+        self.entries.shrink_to_fit();
+        ActiveTokens {
+            entries: self.entries,
+            agents: self.agents.names.into_boxed_slice(),
+            long_ids: self.long_ids.into_boxed_slice(),
+        }
     }
 }
 
-fn active_token(record: TokenRecord, agents: &mut AgentNames) -> Option<(TokenHash, ActiveToken)> {
-    let hash = TokenHash::from_hex(&record.hash).ok()?;
-    Some((
-        hash,
-        ActiveToken {
-            id: record.id.into_boxed_str(),
-            agent: agents.intern(record.agent),
-            expires_ms: record.expires_ms,
-            canary: record.canary,
-        },
-    ))
+/// Interns agent names while tokens load, so that an agent's tokens share
+/// one copy of its name.
+#[derive(Default)]
+struct AgentNames {
+    indexes: HashMap<Arc<str>, u32>,
+    names: Vec<Arc<str>>,
+}
+
+impl AgentNames {
+    /// Returns the index of `name` in `names`, adding it if it is new, or
+    /// `None` if no `u32` index is left.
+    fn intern(&mut self, name: String) -> Option<u32> {
+        if let Some(&index) = self.indexes.get(name.as_str()) {
+            return Some(index);
+        }
+        let index = u32::try_from(self.names.len()).ok()?;
+        let name: Arc<str> = name.into();
+        self.indexes.insert(Arc::clone(&name), index);
+        self.names.push(name);
+        Some(index)
+    }
 }
 
 #[cfg(test)]
@@ -366,10 +499,159 @@ mod tests {
             .await
             .expect("snapshot loads");
         assert_eq!(changed.tokens.len(), 2);
-        let mut agents = changed.tokens.values().map(|token| &token.agent);
-        let (a, b) = (agents.next().unwrap(), agents.next().unwrap());
-        assert_eq!(&**a, "bot");
-        assert!(Arc::ptr_eq(a, b), "tokens of one agent share its name");
+        let first = changed
+            .tokens
+            .get(&hash_of(&token("tok_a", 'a')))
+            .expect("token loaded");
+        let second = changed
+            .tokens
+            .get(&hash_of(&token("tok_b", 'b')))
+            .expect("token loaded");
+        assert_eq!(second.id, "tok_b");
+        assert_eq!(second.agent, "bot");
+        assert!(
+            std::ptr::eq(first.agent, second.agent),
+            "tokens of one agent share its name"
+        );
         assert!(changed.store_version > reloaded.store_version);
+    }
+
+    /// Returns a record for `id` whose hash is the number `n` in hex.
+    fn numbered(id: &str, n: usize) -> TokenRecord {
+        TokenRecord {
+            hash: format!("{n:064x}"),
+            ..token(id, 'a')
+        }
+    }
+
+    fn hash_of(record: &TokenRecord) -> TokenHash {
+        TokenHash::from_hex(&record.hash).expect("valid hash hex")
+    }
+
+    /// Loads `records` into a table the way a snapshot does.
+    fn table(records: &[TokenRecord]) -> ActiveTokens {
+        let mut builder = ActiveTokensBuilder::default();
+        for record in records {
+            builder.insert(record.clone());
+        }
+        builder.finish()
+    }
+
+    #[test]
+    fn map_entry_fits_64_bytes() {
+        assert!(std::mem::size_of::<PackedId>() <= 18);
+        assert!(std::mem::size_of::<PackedToken>() <= 32);
+        assert!(std::mem::size_of::<(TokenHash, PackedToken)>() <= 64);
+    }
+
+    #[test]
+    fn generated_id_stored_in_place() {
+        let id = castellan_vault::new_token_id();
+        let records = [token(&id, 'a')];
+        let loaded = table(&records);
+        let entry = loaded.get(&hash_of(&records[0])).expect("token loaded");
+        assert_eq!(entry.id, id);
+        assert!(loaded.long_ids.is_empty());
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        let cases = [
+            ("empty", ""),
+            ("generated length", "tok_0123456789ab"),
+            ("one byte too long", "tok_0123456789abc"),
+            ("multibyte at limit", "tok_0123456789é"),
+            ("multibyte past limit", "tok_0123456789aé"),
+            ("free text", "imported from the previous gateway, row 12"),
+        ];
+        let records: Vec<TokenRecord> = cases
+            .iter()
+            .enumerate()
+            .map(|(n, (_, id))| numbered(id, n))
+            .collect();
+        let loaded = table(&records);
+        for ((case, id), record) in cases.iter().zip(&records) {
+            let entry = loaded.get(&hash_of(record)).expect("token loaded");
+            assert_eq!(entry.id, *id, "{case}");
+        }
+        assert_eq!(loaded.long_ids.len(), 3);
+    }
+
+    #[test]
+    fn agent_tokens_share_name() {
+        let mut ops = token("tok_c", 'c');
+        ops.agent = "ops".to_string();
+        let records = [token("tok_a", 'a'), token("tok_b", 'b'), ops.clone()];
+        let loaded = table(&records);
+        let first = loaded.get(&hash_of(&records[0])).expect("token loaded");
+        let second = loaded.get(&hash_of(&records[1])).expect("token loaded");
+        let other = loaded.get(&hash_of(&ops)).expect("token loaded");
+        assert_eq!(first.agent, "bot");
+        assert_eq!(other.agent, "ops");
+        assert!(std::ptr::eq(first.agent, second.agent));
+        assert_eq!(loaded.agents.len(), 2);
+    }
+
+    #[test]
+    fn expiry_round_trips() {
+        let cases = [
+            None,
+            Some(0),
+            Some(-1),
+            Some(1_700_000_000_000),
+            Some(i64::MIN),
+            Some(i64::MAX),
+        ];
+        let records: Vec<TokenRecord> = cases
+            .iter()
+            .enumerate()
+            .map(|(n, expires_ms)| TokenRecord {
+                expires_ms: *expires_ms,
+                ..numbered("tok_a", n)
+            })
+            .collect();
+        let loaded = table(&records);
+        for (expires_ms, record) in cases.iter().zip(&records) {
+            let entry = loaded.get(&hash_of(record)).expect("token loaded");
+            assert_eq!(entry.expires_ms, *expires_ms);
+        }
+    }
+
+    #[test]
+    fn canary_flag_round_trips() {
+        let records = [
+            TokenRecord {
+                canary: true,
+                ..token("tok_a", 'a')
+            },
+            token("tok_b", 'b'),
+        ];
+        let loaded = table(&records);
+        let decoy = loaded.get(&hash_of(&records[0])).expect("token loaded");
+        let normal = loaded.get(&hash_of(&records[1])).expect("token loaded");
+        assert!(decoy.canary);
+        assert!(!normal.canary);
+    }
+
+    #[test]
+    fn invalid_hash_row_skipped() {
+        let records = [
+            TokenRecord {
+                hash: "not hex".to_string(),
+                ..token("tok_a", 'a')
+            },
+            token("tok_b", 'b'),
+        ];
+        let loaded = table(&records);
+        assert_eq!(loaded.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_hash_keeps_last_row() {
+        let records = [token("tok_a", 'a'), token("tok_b", 'a')];
+        let loaded = table(&records);
+        let entry = loaded.get(&hash_of(&records[1])).expect("token loaded");
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(entry.id, "tok_b");
     }
 }
