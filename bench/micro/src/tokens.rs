@@ -10,6 +10,10 @@ use castellan_store::now_ms;
 use castellan_vault::{AgentToken, TokenHash};
 
 /// The fields of one active token that the gateway keeps in memory.
+///
+/// NOTE: the gateway packs these fields into 32 bytes
+/// (`ActiveTokens` in castellan-gateway's state.rs), so this table
+/// times the same lookup on a larger entry than the gateway's.
 #[derive(Debug, Clone)]
 pub struct ActiveToken {
     /// Public token id, such as `tok_...`.
