@@ -23,6 +23,12 @@ pub const STORE_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How often the configuration file's modification time is checked.
 pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a changed configuration file must stay unchanged before the
+/// poll loads it. A file rewritten in place can be caught half written,
+/// and a prefix of it can be a valid configuration that lacks later rules,
+/// deny rules among them.
+pub const CONFIG_SETTLE_TIME: Duration = Duration::from_millis(200);
+
 /// Location of the configuration file.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -33,6 +39,20 @@ impl ConfigSource {
     fn fingerprint(&self) -> Option<(SystemTime, u64)> {
         let metadata = std::fs::metadata(&self.path).ok()?;
         Some((metadata.modified().ok()?, metadata.len()))
+    }
+
+    /// Waits for `wait`, then returns whether the file still has the
+    /// fingerprint `seen`, so that no writer changed it meanwhile.
+    // NOTE: a writer that pauses longer than the wait in the middle of the
+    // file can still be read half written. Writing to a temporary file and
+    // renaming it over the configuration avoids that.
+    async fn unchanged_after(
+        &self,
+        seen: Option<(SystemTime, u64)>,
+        wait: impl Future<Output = ()>,
+    ) -> bool {
+        wait.await;
+        self.fingerprint() == seen
     }
 }
 
@@ -167,14 +187,18 @@ impl Reloader {
                     }
                 }
                 _ = config_tick.tick() => {
-                    let changed = {
-                        let fingerprint = self.lock.lock().await;
-                        *fingerprint != self.source.fingerprint()
-                    };
-                    if changed {
-                        tracing::info!(path = %self.source.path.display(), "configuration file changed; reloading");
-                        self.reload_config().await;
+                    let seen = self.source.fingerprint();
+                    let changed = *self.lock.lock().await != seen;
+                    if !changed {
+                        continue;
                     }
+                    let settle = tokio::time::sleep(CONFIG_SETTLE_TIME);
+                    if !self.source.unchanged_after(seen, settle).await {
+                        tracing::debug!(path = %self.source.path.display(), "configuration file changed again within the settle time; reloading at the next poll");
+                        continue;
+                    }
+                    tracing::info!(path = %self.source.path.display(), "configuration file changed; reloading");
+                    self.reload_config().await;
                 }
             }
         }
@@ -197,5 +221,50 @@ fn warn_missing_credentials(snapshot: &Snapshot) {
             ),
             CredentialState::Ready(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn source_with(text: &str) -> (tempfile::TempDir, ConfigSource) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("castellan.toml");
+        std::fs::write(&path, text).expect("configuration written");
+        (dir, ConfigSource { path })
+    }
+
+    #[tokio::test]
+    async fn quiet_file_counts_as_settled() {
+        let (_dir, source) = source_with("[agents.bot]\n");
+        let seen = source.fingerprint();
+        assert!(seen.is_some());
+        assert!(source.unchanged_after(seen, async {}).await);
+    }
+
+    #[tokio::test]
+    async fn file_written_during_wait_not_settled() {
+        let (_dir, source) = source_with("[agents.bot]\n");
+        let seen = source.fingerprint();
+        let append = async {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&source.path)
+                .expect("configuration opens");
+            file.write_all(b"owner = \"jay@example.com\"\n")
+                .expect("configuration appended");
+        };
+        assert!(!source.unchanged_after(seen, append).await);
+    }
+
+    #[tokio::test]
+    async fn removed_file_not_settled() {
+        let (_dir, source) = source_with("[agents.bot]\n");
+        let seen = source.fingerprint();
+        let remove = async { std::fs::remove_file(&source.path).expect("configuration removed") };
+        assert!(!source.unchanged_after(seen, remove).await);
     }
 }
