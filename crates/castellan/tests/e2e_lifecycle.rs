@@ -20,7 +20,8 @@ const UPSTREAM_KEY: &str = "sk-e2e-lifecycle-Wd4Hs9Kx2Pq7";
 const STORE_CHANGE_LIMIT: Duration = Duration::from_millis(1500);
 
 /// Limit for a changed configuration file to take effect. The gateway
-/// checks the file every second, and the rest is scheduling slack.
+/// checks the file every second and loads it once it has not changed for
+/// 200 ms, and the rest is scheduling slack.
 const CONFIG_CHANGE_LIMIT: Duration = Duration::from_secs(3);
 
 /// The allow rules of role `reader`, one TOML array item per line.
