@@ -42,7 +42,8 @@ impl ConfigSource {
     }
 
     /// Waits for `wait`, then returns whether the file still has the
-    /// fingerprint `seen`, so that no writer changed it meanwhile.
+    /// fingerprint `seen`. It returns false when a writer changed the file
+    /// meanwhile.
     // NOTE: a writer that pauses longer than the wait in the middle of the
     // file can still be read half written. Writing to a temporary file and
     // renaming it over the configuration avoids that.

@@ -516,10 +516,10 @@ mod tests {
         assert!(changed.store_version > reloaded.store_version);
     }
 
-    /// Returns a record for `id` whose hash is the number `n` in hex.
-    fn numbered(id: &str, n: usize) -> TokenRecord {
+    /// Returns a record for `id` whose hash is `number` in hex.
+    fn numbered(id: &str, number: usize) -> TokenRecord {
         TokenRecord {
-            hash: format!("{n:064x}"),
+            hash: format!("{number:064x}"),
             ..token(id, 'a')
         }
     }

@@ -181,6 +181,16 @@ fn records_with_texts(texts: &[String]) -> Vec<AuditRecord> {
 
 /// Inserts `texts` as records and checks that every summary table contains
 /// each text exactly as given.
+/// Returns the rows of `sql`, a query of two text columns, as a set.
+async fn text_pairs(conn: &mut SqliteConnection, sql: &str) -> BTreeSet<(String, String)> {
+    sqlx::query_as(sql)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
 async fn assert_texts_survive(texts: &[String]) {
     let db = create_db().await;
     let records = records_with_texts(texts);
@@ -233,26 +243,14 @@ async fn assert_texts_survive(texts: &[String]) {
         .collect();
     assert_eq!(routes, expected, "route_usage");
 
-    let daily: BTreeSet<(String, String)> =
-        sqlx::query_as("SELECT agent, connection FROM usage_daily")
-            .fetch_all(&mut raw)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let daily = text_pairs(&mut raw, "SELECT agent, connection FROM usage_daily").await;
     let expected: BTreeSet<(String, String)> = records
         .iter()
         .map(|r| (r.agent.clone().unwrap(), r.connection.clone().unwrap()))
         .collect();
     assert_eq!(daily, expected, "usage_daily");
 
-    let networks: BTreeSet<(String, String)> =
-        sqlx::query_as("SELECT token_id, agent FROM credential_networks")
-            .fetch_all(&mut raw)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let networks = text_pairs(&mut raw, "SELECT token_id, agent FROM credential_networks").await;
     let expected: BTreeSet<(String, String)> = records
         .iter()
         .map(|r| (r.token_id.clone().unwrap(), r.agent.clone().unwrap()))
