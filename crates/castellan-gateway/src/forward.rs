@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use castellan_model::{AuditDurability, AuditFailure, TokenLocation};
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
@@ -242,8 +243,133 @@ pub async fn forward(
         }
         return Response::from_parts(response_parts, ResponseBody::empty());
     }
+    if strict {
+        if let Some(length) = small_declared_length(response_parts.version, &upstream_body) {
+            let whole = Whole {
+                length,
+                timeout,
+                connection: &connection.name,
+                injector: &authorized.injector,
+            };
+            return answer_whole(whole, completion, response_parts, upstream_body).await;
+        }
+    }
     let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
     Response::from_parts(response_parts, body)
+}
+
+/// Largest upstream body that strict durability reads whole before it
+/// answers.
+///
+/// A streamed body under strict durability holds its last frame until the
+/// commit, so hyper writes the head alone and the body after the commit:
+/// two writes to the agent, and two wakeups of its client, per response.
+/// Reading a small body first, then committing, sends head and body in one
+/// write. The agent cannot use a response before its last byte anyway.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Returns the declared length of an HTTP/1 upstream body of at most
+/// [`WHOLE_BODY_LIMIT`] bytes.
+///
+/// HTTP/2 is left to stream: a body of declared length may still end with
+/// trailers there, and only the streaming path passes them on.
+fn small_declared_length(version: Version, body: &Incoming) -> Option<u64> {
+    if version >= Version::HTTP_2 {
+        return None;
+    }
+    http_body::Body::size_hint(body)
+        .exact()
+        .filter(|length| *length <= WHOLE_BODY_LIMIT)
+}
+
+/// What [`answer_whole`] needs besides the response.
+struct Whole<'a> {
+    length: u64,
+    timeout: std::time::Duration,
+    connection: &'a str,
+    injector: &'a crate::credential::Injector,
+}
+
+/// Reads a small upstream body whole, masks the credential in it, commits
+/// the audit record and only then returns the response, so that head and
+/// body leave in one write.
+///
+/// If the body breaks off or does not arrive in time, the agent gets 502
+/// or 504 instead of a truncated response, and the record gives the
+/// reason.
+async fn answer_whole(
+    whole: Whole<'_>,
+    mut completion: Completion,
+    parts: http::response::Parts,
+    mut upstream_body: Incoming,
+) -> Response<ResponseBody> {
+    let request_id = completion.facts().request_id.clone();
+    // The length is at most WHOLE_BODY_LIMIT, so it fits in usize.
+    let mut data = BytesMut::with_capacity(usize::try_from(whole.length).unwrap_or(0));
+    let read = tokio::time::timeout(
+        whole.timeout,
+        read_declared(&mut upstream_body, whole.length, &mut data),
+    )
+    .await;
+
+    let failure = match read {
+        Ok(Ok(())) => None,
+        Ok(Err(())) => Some(Rejection::bad_gateway(format!(
+            "the upstream of connection {:?} broke off its response after {} of {} bytes",
+            whole.connection,
+            data.len(),
+            whole.length
+        ))),
+        Err(_) => Some(Rejection::gateway_timeout(format!(
+            "the upstream of connection {:?} sent {} of its {} response bytes within {}",
+            whole.connection,
+            data.len(),
+            whole.length,
+            humantime_secs(whole.timeout)
+        ))),
+    };
+    // A failed body reaches the agent as the rejection's own JSON, so no
+    // upstream byte counts as sent.
+    let bytes_out = match &failure {
+        Some(rejection) => {
+            completion.set_status(rejection.status.as_u16());
+            0
+        }
+        None => data.len() as u64,
+    };
+
+    let failed = failure.as_ref().map(|rejection| rejection.reason.as_str());
+    if let Some(commit) = completion.finish(bytes_out, failed) {
+        if commit.await.is_err() {
+            return withheld(&request_id);
+        }
+    }
+    if let Some(rejection) = failure {
+        return rejection.to_response(&request_id);
+    }
+
+    let redactor = whole.injector.redactor();
+    if redactor.is_match(&data) {
+        redactor.mask_in_place(&mut data);
+    }
+    Response::from_parts(parts, ResponseBody::full(data.freeze()))
+}
+
+/// Reads a body of `length` declared bytes into `data`; fails when the body
+/// fails or ends at another length.
+async fn read_declared(body: &mut Incoming, length: u64, data: &mut BytesMut) -> Result<(), ()> {
+    use http_body_util::BodyExt;
+
+    while let Some(frame) = body.frame().await {
+        // HTTP/1 bodies of declared length carry no trailers.
+        let chunk = frame.map_err(drop)?.into_data().map_err(drop)?;
+        data.extend_from_slice(&chunk);
+    }
+    if data.len() as u64 == length {
+        Ok(())
+    } else {
+        Err(())
+    }
 }
 
 /// Builds the response that replaces a bodiless upstream response whose

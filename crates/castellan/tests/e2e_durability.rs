@@ -25,11 +25,13 @@ const CLIENTS: usize = 4;
 /// How long the clients run before the gateway is killed.
 const LOAD_TIME: Duration = Duration::from_secs(2);
 
-/// Requests that each client sends in turn: a response with a body, one
-/// without a body (hyper sends only the head), and a policy denial whose
-/// JSON body the gateway writes itself.
-const REQUESTS: [(&str, &str, u16); 3] = [
+/// Requests that each client sends in turn: a response with a body of
+/// declared length (read whole before the response under strict), a chunked
+/// one (streamed), one without a body (hyper sends only the head), and a
+/// policy denial whose JSON body the gateway writes itself.
+const REQUESTS: [(&str, &str, u16); 4] = [
     ("GET", "/api/get", 200),
+    ("GET", "/api/stream/2", 200),
     ("GET", "/api/status/200", 200),
     ("DELETE", "/api/anything/1", 403),
 ];

@@ -14,24 +14,31 @@ use serde_json::Value;
 
 use support::castellan::{poll_until, Castellan};
 use support::http::{raw_exchange, raw_status, send_as};
+use support::leak::assert_no_secret;
 use support::peers::{spawn_httpbin, Peer};
 
 const UPSTREAM_KEY: &str = "sk-e2e-hostile-Tz5Gm2Kd8Qw4";
 
 /// A loopback upstream that answers every request with the same raw bytes.
 fn spawn_raw_upstream(response: Vec<u8>) -> SocketAddr {
+    spawn_raw_upstream_holding(response, Duration::ZERO)
+}
+
+/// Like [`spawn_raw_upstream`], keeping each connection open for `hold`
+/// after the response bytes before it closes.
+fn spawn_raw_upstream_holding(response: Vec<u8>, hold: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the raw upstream");
     let address = listener.local_addr().expect("raw upstream address");
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let response = response.clone();
-            thread::spawn(move || answer(stream, &response));
+            thread::spawn(move || answer(stream, &response, hold));
         }
     });
     address
 }
 
-fn answer(mut stream: TcpStream, response: &[u8]) {
+fn answer(mut stream: TcpStream, response: &[u8], hold: Duration) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone the upstream socket"));
     let mut line = String::new();
     // Read the request head; the tests send no bodies.
@@ -42,6 +49,7 @@ fn answer(mut stream: TcpStream, response: &[u8]) {
         line.clear();
     }
     let _ = stream.write_all(response);
+    thread::sleep(hold);
     let _ = stream.shutdown(Shutdown::Write);
 }
 
@@ -263,4 +271,140 @@ fn agent_leaving_early_still_audited() {
         .expect("record exists");
     assert_eq!(record["status"], 499, "{record}");
     assert_eq!(record["rule"], "roles.user.allow[0]", "{record}");
+}
+
+/// Bytes of a response body of `length` letters with `key` written at its
+/// start raw and percent-encoded near its end, framed with Content-Length.
+fn echoing_response(key: &str, length: usize) -> Vec<u8> {
+    let encoded: String = key.bytes().map(|byte| format!("%{byte:02X}")).collect();
+    let head = format!("{{\"echo\":\"{key}\",\"pad\":\"");
+    let tail = format!("\",\"url\":\"/x?k={encoded}\"}}");
+    let padding = "a".repeat(length - head.len() - tail.len());
+    let body = format!("{head}{padding}{tail}");
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(body.as_bytes());
+    response
+}
+
+/// A gateway under `audit_durability = "strict"` in front of raw upstreams:
+/// one connection per `(name, address)`, each with a 1 s response timeout.
+fn strict_setup(upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
+    let mut config = String::from("[gateway]\naudit_durability = \"strict\"\n");
+    let mut grants = Vec::new();
+    for (name, address) in upstreams {
+        config.push_str(&format!(
+            r#"
+[connections.{name}]
+upstream = "http://{address}"
+allow_private = true
+auth = {{ kind = "bearer" }}
+secret = "upstream-key"
+response_timeout = "1s"
+"#
+        ));
+        grants.push(format!(
+            r#"{{ connection = "{name}", methods = ["GET"], paths = ["/**"] }}"#
+        ));
+    }
+    config.push_str(&format!(
+        "\n[roles.user]\nallow = [{}]\n\n[agents.bot]\nowner = \"ops@example.com\"\nroles = [\"user\"]\n",
+        grants.join(", ")
+    ));
+    let castellan = Castellan::init();
+    castellan.write_config(&config);
+    castellan.set_secret("upstream-key", UPSTREAM_KEY);
+    let token = castellan.issue_token("bot");
+    (castellan, token)
+}
+
+fn committed_record(castellan: &Castellan, raw: &str) -> Value {
+    let request_id = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id in {raw}"))
+        .to_owned();
+    // Strict durability answers only after the commit.
+    record_for(castellan, &request_id).unwrap_or_else(|| panic!("no record for {request_id}"))
+}
+
+/// Strict durability reads bodies up to 64 KiB whole before it answers and
+/// streams longer ones; both ways mask the credential and keep the length.
+#[test]
+fn strict_durability_masks_whole_and_streamed_bodies() {
+    let small = spawn_raw_upstream(echoing_response(UPSTREAM_KEY, 1024));
+    let large = spawn_raw_upstream(echoing_response(UPSTREAM_KEY, 70_000));
+    let (castellan, token) = strict_setup(&[("small", small), ("large", large)]);
+    let server = castellan.serve();
+
+    for (path, length) in [("/small/x", 1024), ("/large/x", 70_000)] {
+        let raw = raw_get(server.agent_addr, path, &token);
+        assert_eq!(
+            raw_status(&raw),
+            200,
+            "{path}: {}",
+            &raw[..raw.len().min(300)]
+        );
+        assert_no_secret(&raw, UPSTREAM_KEY, path);
+        let body = &raw[raw.find("\r\n\r\n").expect("head ends") + 4..];
+        assert_eq!(body.len(), length, "{path}: masking changed the length");
+        assert!(
+            body.contains(&"*".repeat(UPSTREAM_KEY.len())),
+            "{path}: not masked"
+        );
+        let record = committed_record(&castellan, &raw);
+        assert_eq!(record["decision"], "allow", "{record}");
+        assert_eq!(record["bytes_out"], length, "{record}");
+    }
+}
+
+/// An upstream that closes before its declared length gets the agent a 502
+/// under strict durability, never a cut body, and the record gives the reason.
+#[test]
+fn strict_durability_answers_broken_body_with_502() {
+    let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
+    response.extend_from_slice(&[b'a'; 40]);
+    let broken = spawn_raw_upstream(response);
+    let (castellan, token) = strict_setup(&[("broken", broken)]);
+    let server = castellan.serve();
+
+    let raw = raw_get(server.agent_addr, "/broken/x", &token);
+
+    assert_eq!(raw_status(&raw), 502, "{raw}");
+    assert!(raw.contains("after 40 of 100 bytes"), "{raw}");
+    assert!(
+        !raw.contains(&"a".repeat(40)),
+        "part of the body reached the agent: {raw}"
+    );
+    let record = committed_record(&castellan, &raw);
+    assert_eq!(record["decision"], "error", "{record}");
+    assert_eq!(record["status"], 502, "{record}");
+    assert_eq!(record["bytes_out"], 0, "{record}");
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("after 40 of 100 bytes"), "{record}");
+}
+
+/// An upstream that stops sending mid-body gets the agent a 504 once the
+/// connection's response timeout has passed.
+#[test]
+fn strict_durability_answers_stalled_body_with_504() {
+    let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
+    response.extend_from_slice(&[b'a'; 10]);
+    let stalled = spawn_raw_upstream_holding(response, Duration::from_secs(5));
+    let (castellan, token) = strict_setup(&[("stalled", stalled)]);
+    let server = castellan.serve();
+
+    let raw = raw_get(server.agent_addr, "/stalled/x", &token);
+
+    assert_eq!(raw_status(&raw), 504, "{raw}");
+    assert!(
+        raw.contains("sent 10 of its 100 response bytes within 1s"),
+        "{raw}"
+    );
+    let record = committed_record(&castellan, &raw);
+    assert_eq!(record["decision"], "error", "{record}");
+    assert_eq!(record["status"], 504, "{record}");
 }
