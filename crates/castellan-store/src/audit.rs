@@ -2,8 +2,9 @@
 
 use std::sync::OnceLock;
 
+use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::Sqlite;
 
 use crate::audit_record::{AuditQuery, AuditRecord, AuditWindow, MAX_AUDIT_QUERY_LIMIT};
@@ -64,7 +65,9 @@ impl Store {
     /// Records are inserted [`AUDIT_ROWS_PER_STATEMENT`] at a time, and the
     /// usage summaries travel with the last of them, because each statement
     /// costs a round trip to the driver's worker thread. A batch of up to
-    /// that many records costs three: `BEGIN`, one statement text, `COMMIT`.
+    /// that many records costs one: a text that also begins and commits the
+    /// transaction. A larger batch costs `BEGIN`, one text per chunk and
+    /// `COMMIT`.
     pub async fn insert_audit_batch(
         &self,
         records: &[AuditRecord],
@@ -74,6 +77,10 @@ impl Store {
         };
         let operation = "write audit records";
         let usage = UsageBatch::from_records(records);
+        if full.is_empty() {
+            let last_seq = self.insert_one_chunk(&usage, last, operation).await?;
+            return Ok(seqs_ending_at(last_seq, records.len()));
+        }
         let mut tx = self.begin_write(operation).await?;
         for chunk in full.chunks(AUDIT_ROWS_PER_STATEMENT) {
             let mut query = sqlx::query(insert_audit_sql());
@@ -96,14 +103,32 @@ impl Store {
         tx.commit()
             .await
             .map_err(|error| db_error(operation, error))?;
-        // The transaction held SQLite's write lock, and an AUTOINCREMENT key
-        // takes the largest seq so far plus one for each row, so the records
-        // got consecutive seqs in batch order, ending at the last inserted
-        // one. The insert is the last statement of its text, so the result
-        // reports its row id.
-        let last_seq = done.last_insert_rowid();
-        let count = i64::try_from(records.len()).unwrap_or(i64::MAX);
-        Ok((last_seq - count + 1..=last_seq).collect())
+        // The insert is the last statement of its text, so the result
+        // reports the row id of the batch's last record.
+        Ok(seqs_ending_at(done.last_insert_rowid(), records.len()))
+    }
+
+    /// Writes a batch of at most [`AUDIT_ROWS_PER_STATEMENT`] records with
+    /// its usage summaries as one statement text that also begins and
+    /// commits the transaction: one round trip to the driver's worker
+    /// thread instead of three. Returns the seq of the last record.
+    async fn insert_one_chunk(
+        &self,
+        usage: &UsageBatch<'_>,
+        records: &[AuditRecord],
+        operation: &'static str,
+    ) -> Result<i64, StoreError> {
+        let mut query = usage.bind(sqlx::query(one_chunk_transaction_sql()), operation)?;
+        for record in records {
+            query = bind_record(query, record);
+        }
+        let mut connection = TextTransaction::new(self.acquire(operation).await?);
+        let done = query
+            .execute(connection.as_mut())
+            .await
+            .map_err(|error| db_error(operation, error))?;
+        connection.committed();
+        Ok(done.last_insert_rowid())
     }
 
     /// Returns the records selected by `query`, in ascending `seq` order.
@@ -256,6 +281,66 @@ fn insert_audit_sql() -> &'static str {
 fn usage_and_insert_audit_sql() -> &'static str {
     static TEXT: OnceLock<String> = OnceLock::new();
     TEXT.get_or_init(|| format!("{}; {}", crate::usage::APPLY_USAGE, insert_audit_sql()))
+}
+
+/// Returns [`usage_and_insert_audit_sql`] between `BEGIN IMMEDIATE` and
+/// `COMMIT`, the whole transaction of a batch that fits one insert.
+///
+/// `COMMIT` leaves SQLite's last insert row id alone, so the result still
+/// reports the seq of the batch's last record.
+fn one_chunk_transaction_sql() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| format!("BEGIN IMMEDIATE; {}; COMMIT", usage_and_insert_audit_sql()))
+}
+
+/// Returns the seqs of `count` records inserted in one transaction, the
+/// last of which got `last_seq`.
+///
+/// The transaction held SQLite's write lock, and an AUTOINCREMENT key
+/// takes the largest seq so far plus one for each row, so the records got
+/// consecutive seqs in batch order.
+fn seqs_ending_at(last_seq: i64, count: usize) -> Vec<i64> {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    (last_seq - count + 1..=last_seq).collect()
+}
+
+/// A pooled connection running a transaction that begins and ends inside
+/// one statement text.
+///
+/// sqlx does not know about such a transaction, so it cannot roll it back.
+/// If the text fails halfway, or the caller stops waiting for it, the
+/// transaction may still be open: the connection is then closed instead
+/// of going back to the pool, and SQLite rolls the transaction back as it
+/// closes.
+struct TextTransaction {
+    connection: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl TextTransaction {
+    fn new(connection: PoolConnection<Sqlite>) -> Self {
+        TextTransaction {
+            connection,
+            committed: false,
+        }
+    }
+
+    fn as_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.connection
+    }
+
+    /// Marks the text as run to its end, so the connection can be reused.
+    fn committed(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for TextTransaction {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.connection.close_on_drop();
+        }
+    }
 }
 
 /// Encodes rule ids as the JSON array stored in the `findings` column, or

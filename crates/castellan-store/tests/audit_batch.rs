@@ -296,3 +296,80 @@ async fn batch_returns_stored_seqs() {
     }
     assert!(db.store.insert_audit_batch(&[]).await.unwrap().is_empty());
 }
+
+/// Request id that the trigger of `failed_batch_leaves_nothing` rejects.
+const REJECTED_ID: &str = "rejected-by-trigger";
+
+/// A batch that fails halfway, here on a trigger that rejects its last
+/// record after the usage summaries and the other records were written,
+/// leaves no record and no summary change behind. The next batch commits,
+/// so the failed transaction did not stay open on a pooled connection.
+/// Sizes cover a batch written as one text and one split into chunks.
+#[tokio::test]
+async fn failed_batch_leaves_nothing() {
+    let db = prepared_db().await;
+    let url = format!("sqlite://{}", db.path.display());
+    let mut conn = SqliteConnection::connect(&url)
+        .await
+        .expect("open a second connection");
+    let trigger = format!(
+        "CREATE TRIGGER reject_marked BEFORE INSERT ON audit \
+         WHEN NEW.request_id = '{REJECTED_ID}' \
+         BEGIN SELECT RAISE(ABORT, 'rejected by the test trigger'); END"
+    );
+    sqlx::query(&trigger)
+        .execute(&mut conn)
+        .await
+        .expect("create the rejecting trigger");
+    conn.close().await.expect("close the second connection");
+    let before = dump_tables(&db.path).await;
+
+    for size in [1, 5, 64, 65, 130, 1, 1, 1] {
+        let mut records: Vec<AuditRecord> = (0..size).map(mixed_record).collect();
+        if let Some(last) = records.last_mut() {
+            last.request_id = REJECTED_ID.to_owned();
+        }
+        let error = db
+            .store
+            .insert_audit_batch(&records)
+            .await
+            .expect_err("the trigger rejects the batch");
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        assert!(
+            message.contains("write audit records") && message.contains("test trigger"),
+            "batch of {size}: {message}"
+        );
+        assert_eq!(
+            dump_tables(&db.path).await,
+            before,
+            "a failed batch of {size} left changes"
+        );
+    }
+
+    let records: Vec<AuditRecord> = (0..3).map(mixed_record).collect();
+    let seqs = db
+        .store
+        .insert_audit_batch(&records)
+        .await
+        .expect("a batch after the failures commits");
+    let stored = db
+        .store
+        .query_audit(&castellan_store::AuditQuery::after(seqs[0] - 1, 10))
+        .await
+        .expect("read the batch back");
+    let stored: Vec<_> = stored
+        .iter()
+        .map(|record| (record.seq, record.request_id.as_str()))
+        .collect();
+    let expected: Vec<_> = seqs
+        .iter()
+        .zip(&records)
+        .map(|(seq, record)| (Some(*seq), record.request_id.as_str()))
+        .collect();
+    assert_eq!(stored, expected);
+}
