@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::runtime::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 
 use super::background::Background;
 
@@ -27,8 +28,9 @@ pub async fn run(data_dir: &DataDir, args: &ServeArgs) -> Result<ExitCode> {
     run_gateway(data_dir, args, |_, _| {}).await
 }
 
-/// Runs the gateway until SIGTERM or SIGINT; `on_ready` is called with the
-/// bound agent and admin addresses once both listeners accept.
+/// Runs the gateway until SIGTERM or SIGINT. A failed agent listener task
+/// also stops it, with an error. `on_ready` is called with the bound agent
+/// and admin addresses once both listeners accept.
 ///
 /// Requests are served on the calling runtime. Everything else runs on a
 /// [`Background`] thread of lower priority.
@@ -121,7 +123,11 @@ async fn serve_in_background(
     let admin_address = admin_listener.local_addr()?;
 
     let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
-    tokio::spawn(handle_signals(Arc::clone(&reloader), tls.clone(), stop));
+    tokio::spawn(handle_signals(
+        Arc::clone(&reloader),
+        tls.clone(),
+        stop.clone(),
+    ));
     let reloads = tokio::spawn(Arc::clone(&reloader).run(wait_for(stopped.clone())));
     let admin = tokio::spawn(castellan_gateway::serve_admin(
         admin_listener,
@@ -142,9 +148,7 @@ async fn serve_in_background(
         tls,
         wait_for(stopped),
     ));
-    if let Err(error) = serving.await {
-        tracing::error!(%error, "the agent listener task failed");
-    }
+    let listener_failure = await_agent_listener(serving, &stop).await;
     if let Err(error) = admin.await {
         tracing::warn!(%error, "admin listener task failed");
     }
@@ -173,6 +177,9 @@ async fn serve_in_background(
     }
     store.close().await;
     tracing::info!("castellan stopped");
+    if let Some(error) = listener_failure {
+        bail!("the agent listener task failed ({error}), so castellan stopped; restart castellan serve");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -209,6 +216,20 @@ fn bind_on(
 
 fn bind_error(address: SocketAddr, listener: &str, flag: &str) -> String {
     format!("cannot listen on {address} for the {listener} listener; is another process using it? Pick another address with {flag}")
+}
+
+/// Waits for the agent listener task. When it fails (a panic, say), sets
+/// the stop flag, which ends the other tasks as SIGTERM does, and returns
+/// the failure. Without the agent listener castellan serves no agent, so it
+/// must not run on with only the admin listener.
+async fn await_agent_listener(
+    serving: JoinHandle<()>,
+    stop: &watch::Sender<bool>,
+) -> Option<JoinError> {
+    let error = serving.await.err()?;
+    tracing::error!(%error, "the agent listener task failed; stopping castellan");
+    let _ = stop.send(true);
+    Some(error)
 }
 
 /// Resolves when the stop flag becomes true.
@@ -276,7 +297,34 @@ fn is_private(ip: IpAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[tokio::test]
+    async fn failed_agent_listener_stops_tasks() {
+        let (stop, stopped) = watch::channel(false);
+        let other_task = tokio::spawn(wait_for(stopped.clone()));
+        let serving = tokio::spawn(async { panic!("agent listener failure for a test") });
+
+        let failure = await_agent_listener(serving, &stop).await;
+
+        assert!(failure.is_some_and(|error| error.is_panic()));
+        assert!(*stopped.borrow(), "the stop flag is not set");
+        let ended = tokio::time::timeout(Duration::from_secs(5), other_task).await;
+        assert!(ended.is_ok(), "a task waiting for the stop flag still runs");
+    }
+
+    #[tokio::test]
+    async fn finished_agent_listener_reports_nothing() {
+        let (stop, stopped) = watch::channel(false);
+        let serving = tokio::spawn(async {});
+
+        let failure = await_agent_listener(serving, &stop).await;
+
+        assert!(failure.is_none());
+        assert!(!*stopped.borrow(), "the stop flag is set");
+    }
 
     #[test]
     fn bind_addresses_checked() {
