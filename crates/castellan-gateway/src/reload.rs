@@ -69,7 +69,7 @@ pub struct Reloader {
 /// Error building the initial state.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] castellan_model::ConfigError),
     #[error(transparent)]
     Activate(#[from] crate::state::ActivateError),

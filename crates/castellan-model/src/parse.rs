@@ -1,6 +1,8 @@
 //! Parsing and validation of `castellan.toml`.
 
 mod response;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -958,6 +960,50 @@ fn build_paths(
     (patterns.len() == raw.get_ref().len()).then_some(patterns)
 }
 
+/// Reports each role of agent `agent_name` that is not declared in
+/// `declared`, and each role listed more than once. Returns whether every
+/// role is declared. A repeated role is reported but leaves the agent
+/// usable, so the rest of its declaration is still checked.
+fn check_agent_roles(
+    checker: &mut Checker<'_>,
+    agent_name: &str,
+    agent_roles: &[Spanned<String>],
+    declared: &[String],
+) -> bool {
+    let mut all_declared = true;
+    for (index, role) in agent_roles.iter().enumerate() {
+        if !declared.contains(role.get_ref()) {
+            let hint = match closest(role.get_ref(), declared.iter().map(String::as_str)) {
+                Some(near) => format!("did you mean {near:?}? Declare roles under [roles.NAME]"),
+                None => "declare it under [roles.NAME] first".to_string(),
+            };
+            checker.error_with_hint(
+                role,
+                format!(
+                    "agent {agent_name:?} names undefined role {:?}",
+                    role.get_ref()
+                ),
+                hint,
+            );
+            all_declared = false;
+        }
+        let repeated = agent_roles[..index]
+            .iter()
+            .any(|earlier| earlier.get_ref() == role.get_ref());
+        if repeated {
+            checker.error_with_hint(
+                role,
+                format!(
+                    "agent {agent_name:?} lists role {:?} more than once",
+                    role.get_ref()
+                ),
+                "remove the repeated entry from roles",
+            );
+        }
+    }
+    all_declared
+}
+
 fn build_agent(
     checker: &mut Checker<'_>,
     name: &Spanned<String>,
@@ -987,23 +1033,7 @@ fn build_agent(
         }
     };
     let mut valid = owner.is_some();
-    for role in &agent.roles {
-        if !roles.contains(role.get_ref()) {
-            let hint = match closest(role.get_ref(), roles.iter().map(String::as_str)) {
-                Some(near) => format!("did you mean {near:?}? Declare roles under [roles.NAME]"),
-                None => "declare it under [roles.NAME] first".to_string(),
-            };
-            checker.error_with_hint(
-                role,
-                format!(
-                    "agent {agent_name:?} names undefined role {:?}",
-                    role.get_ref()
-                ),
-                hint,
-            );
-            valid = false;
-        }
-    }
+    valid &= check_agent_roles(checker, agent_name, &agent.roles, roles);
     let mut networks = Vec::new();
     for network in &agent.networks {
         match parse_network(network.get_ref()) {

@@ -1,7 +1,7 @@
 mod common;
 
 use castellan_policy::{Decision, Policy};
-use common::{decide, policy, Call};
+use common::{config, decide, policy, Call};
 
 const ROLES: &str = r#"
 [roles.marketing]
@@ -386,18 +386,28 @@ fn network_reason_shows_canonical_source() {
     );
 }
 
+/// A configuration file cannot list a role twice for one agent, but a
+/// `Config` built in code can; the policy still counts the role once.
 #[test]
 fn repeated_role_counts_once() {
-    let policy = policy(
+    let mut config = config(
         r#"
 [roles.reader]
 allow = [{ connection = "blog", methods = ["GET"], paths = ["/**"] }]
 
 [agents.twice]
 owner = "jay@example.com"
-roles = ["reader", "reader"]
+roles = ["reader"]
 "#,
     );
+    let Some(agent) = config.agents.get_mut("twice") else {
+        panic!("agent twice is missing from the test configuration");
+    };
+    agent.roles.push("reader".to_owned());
+    let policy = match Policy::compile(&config) {
+        Ok(policy) => policy,
+        Err(error) => panic!("a repeated role must compile: {error}"),
+    };
     let decision = decide(&policy, "twice", "blog", "GET", "/x");
     assert!(decision.allowed, "{}", decision.reason);
     let call = Call {

@@ -42,7 +42,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::from(BROKEN_PIPE_STATUS),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let message = format!("{error:#}");
+            eprintln!("error: {}", output::printable_lines(message.trim_end()));
             ExitCode::from(2)
         }
     }

@@ -181,6 +181,132 @@ fn config_check_reports_line_and_column() {
 }
 
 #[test]
+fn config_check_rejects_repeated_role() {
+    let castellan = Castellan::init();
+    let toml = CONFIG.replacen(
+        r#"roles = ["reader"]"#,
+        r#"roles = ["reader", "reader"]"#,
+        1,
+    );
+    assert_ne!(toml, CONFIG, "the replacement did not apply");
+    castellan.write_config(&toml);
+    // The first `"reader"]` is the repeated entry of reader-bot.
+    let (line, column) = locate(&toml, r#""reader"]"#);
+
+    let output = castellan.cli(&["config", "check"]);
+
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{message}");
+    let expected = format!(
+        "castellan.toml:{line}:{column}: agent \"reader-bot\" lists role \"reader\" more than once"
+    );
+    assert!(
+        message.contains(&expected),
+        "no {expected:?} in:\n{message}"
+    );
+    assert!(
+        message.contains("hint: remove the repeated entry from roles"),
+        "{message}"
+    );
+}
+
+#[test]
+fn invalid_config_error_printed_once() {
+    let castellan = Castellan::init();
+    castellan.write_config("[connections.httpbin\nupstream = \"http://127.0.0.1:9\"\n");
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+
+    for args in [&["config", "check"][..], &serve[..]] {
+        let output = castellan.cli(args);
+
+        let message = stderr(&output);
+        assert!(!output.status.success(), "{args:?} succeeded: {message}");
+        assert_eq!(
+            message.matches("invalid configuration").count(),
+            1,
+            "{args:?} must print the error once:\n{message}"
+        );
+        assert_eq!(
+            message.matches("castellan.toml:1:").count(),
+            1,
+            "{args:?} must print the diagnostic once:\n{message}"
+        );
+    }
+}
+
+/// Returns the characters of `text` that a terminal would act on: C0
+/// controls other than the line feed, DEL, C1 controls and bidirectional
+/// formatting characters.
+fn terminal_controls(text: &str) -> Vec<char> {
+    text.chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}')
+                || ('\u{202A}'..='\u{202E}').contains(c)
+                || ('\u{2066}'..='\u{2069}').contains(c)
+        })
+        .collect()
+}
+
+#[test]
+fn stored_text_printed_escaped() {
+    // An owner that retitles the terminal, reverses the text after it and
+    // starts a C1 control sequence, written with TOML escapes.
+    let owner = r"ops\u001B]0;owned\u0007\u202Ecom.elpmaxe\u009B31m@example.com";
+    let escaped = r"ops\u{1b}]0;owned\u{7}\u{202e}com.elpmaxe\u{9b}31m@example.com";
+    let castellan = Castellan::init();
+    castellan.write_config(&format!(
+        "{CONFIG}\n[gateway]\ndeparted_owners = [\"{owner}\"]\n\n[agents.hostile-bot]\nowner = \"{owner}\"\nroles = [\"reader\"]\n"
+    ));
+    let reason = "moved\u{1b}[2J\u{1b}[Hcursor\u{202e}";
+    castellan.cli_ok(&["agent", "suspend", "hostile-bot", "--reason", reason]);
+    castellan.issue("hostile-bot", Some("30d"));
+
+    let commands: [&[&str]; 5] = [
+        &["agent", "list"],
+        &["agent", "token", "list"],
+        &["inventory"],
+        &["findings"],
+        &["audit", "events"],
+    ];
+    for args in commands {
+        let output = castellan.cli(args);
+
+        let text = format!("{}{}", stdout(&output), stderr(&output));
+        assert_eq!(
+            terminal_controls(&text),
+            Vec::<char>::new(),
+            "{args:?} printed raw terminal controls:\n{text:?}"
+        );
+        assert!(
+            !output.stdout.contains(&0x1b) && !output.stderr.contains(&0x1b),
+            "{args:?} printed a raw ESC byte"
+        );
+    }
+    let agents = castellan.cli_ok(&["agent", "list"]);
+    assert!(
+        agents.contains(escaped),
+        "the owner is not shown:\n{agents}"
+    );
+    let findings = stdout(&castellan.cli(&["findings"]));
+    assert!(
+        findings.contains(escaped),
+        "the departed owner is not shown:\n{findings}"
+    );
+    let events = castellan.cli_ok(&["audit", "events"]);
+    assert!(
+        events.contains(r"moved\u{1b}[2J\u{1b}[Hcursor\u{202e}"),
+        "the suspension reason is not shown:\n{events}"
+    );
+}
+
+#[test]
 fn policy_explain_names_deciding_rule() {
     let castellan = Castellan::init();
     castellan.write_config(CONFIG);

@@ -10,7 +10,7 @@ use castellan_vault::AgentToken;
 use crate::cli::{AgentCommand, TokenCommand};
 use crate::commands::events;
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
@@ -60,9 +60,12 @@ pub async fn run(data_dir: &DataDir, command: AgentCommand) -> Result<ExitCode> 
         AgentCommand::Token(TokenCommand::Revoke { id }) => match store.revoke_token(&id).await {
             Ok(true) => {
                 events::record(&store, "token.revoke", &id, None).await?;
-                eprintln!("Revoked token {id}; running gateways reject it within a second.")
+                eprintln!(
+                    "Revoked token {}; running gateways reject it within a second.",
+                    printable(&id)
+                )
             }
-            Ok(false) => eprintln!("Token {id} was already revoked."),
+            Ok(false) => eprintln!("Token {} was already revoked.", printable(&id)),
             Err(StoreError::TokenNotFound { .. }) => {
                 bail!("no agent token with id {id:?}; list them with `castellan agent token list`")
             }
@@ -179,8 +182,8 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
             "expired"
         };
         table.add_row(vec![
-            token.id.clone(),
-            token.agent.clone(),
+            printable(&token.id).into_owned(),
+            printable(&token.agent).into_owned(),
             status.to_string(),
             output::time(token.created_ms),
             output::age(token.created_ms, now),
@@ -221,9 +224,9 @@ async fn list_agents(data_dir: &DataDir, store: &Store, json: bool) -> Result<()
             println!("{line}");
         } else {
             table.add_row(vec![
-                agent.name.clone(),
-                agent.owner.clone(),
-                agent.roles.join(", "),
+                printable(&agent.name).into_owned(),
+                printable(&agent.owner).into_owned(),
+                printable(&agent.roles.join(", ")).into_owned(),
                 status.to_string(),
                 count.to_string(),
             ]);

@@ -8,9 +8,9 @@ use castellan_store::{now_ms, Alert, Store, StoreError};
 use serde::Serialize;
 
 use crate::cli::{AlertsArgs, AlertsCommand};
-use crate::commands::events::{self, printable};
+use crate::commands::events;
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 pub async fn run(data_dir: &DataDir, args: AlertsArgs) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
@@ -86,7 +86,7 @@ async fn list(store: &Store, open_only: bool, json: bool, limit: u32) -> Result<
             output::time(alert.first_seen_ms),
             format!("{} ago", output::age(alert.last_seen_ms, now)),
             alert.status.to_string(),
-            printable(&alert.summary),
+            printable(&alert.summary).into_owned(),
         ]);
     }
     println!("{table}");
@@ -104,23 +104,31 @@ async fn show(store: &Store, id: i64, json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let optional = |value: &Option<String>| value.as_deref().map_or("-".into(), printable);
+    let optional = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map_or_else(|| "-".to_owned(), |text| printable(text).into_owned())
+    };
     let seqs: Vec<String> = alert.evidence.iter().map(i64::to_string).collect();
-    let sources: Vec<String> = alert.sources.iter().map(|s| printable(s)).collect();
+    let sources: Vec<String> = alert
+        .sources
+        .iter()
+        .map(|s| printable(s).into_owned())
+        .collect();
     let lines = [
         ("id", alert.id.to_string()),
         ("kind", alert.kind.to_string()),
         ("severity", alert.severity.to_string()),
         ("status", alert.status.to_string()),
         ("agent", optional(&alert.agent)),
-        ("subject", printable(&alert.subject)),
+        ("subject", printable(&alert.subject).into_owned()),
         ("count", alert.count.to_string()),
         ("first seen", output::time(alert.first_seen_ms)),
         ("last seen", output::time(alert.last_seen_ms)),
         ("updated", output::time(alert.updated_ms)),
         ("acknowledged by", optional(&alert.acknowledged_by)),
         ("resolved by", optional(&alert.resolved_by)),
-        ("summary", printable(&alert.summary)),
+        ("summary", printable(&alert.summary).into_owned()),
         ("sources", list_or_dash(&sources)),
         ("evidence", format!("audit seq {}", seqs.join(", "))),
     ];
@@ -142,9 +150,9 @@ fn list_or_dash(items: &[String]) -> String {
 /// address or a token).
 fn who(alert: &Alert) -> String {
     match alert.agent.as_deref() {
-        Some(agent) if agent == alert.subject => printable(agent),
+        Some(agent) if agent == alert.subject => printable(agent).into_owned(),
         Some(agent) => format!("{} ({})", printable(agent), printable(&alert.subject)),
-        None => printable(&alert.subject),
+        None => printable(&alert.subject).into_owned(),
     }
 }
 

@@ -10,9 +10,8 @@ use castellan_store::{AuditQuery, AuditRecord, Event};
 use serde::Serialize;
 
 use crate::cli::{AuditCommand, EventsArgs, TailArgs};
-use crate::commands::events::printable;
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 /// How often `--follow` looks for new records.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -78,10 +77,14 @@ async fn list_events(data_dir: &DataDir, args: &EventsArgs) -> Result<ExitCode> 
         table.add_row(vec![
             event.seq.map_or_else(String::new, |seq| seq.to_string()),
             output::time(event.time_ms),
-            printable(&event.actor),
-            printable(&event.action),
-            printable(&event.target),
-            event.detail.as_deref().map(printable).unwrap_or_default(),
+            printable(&event.actor).into_owned(),
+            printable(&event.action).into_owned(),
+            printable(&event.target).into_owned(),
+            event
+                .detail
+                .as_deref()
+                .map(|detail| printable(detail).into_owned())
+                .unwrap_or_default(),
         ]);
     }
     println!("{table}");

@@ -7,6 +7,7 @@ use castellan_model::Config;
 
 use crate::cli::ConfigCommand;
 use crate::data_dir::DataDir;
+use crate::output::{printable, printable_lines};
 
 pub async fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode> {
     let ConfigCommand::Check = command;
@@ -16,17 +17,20 @@ pub async fn run(data_dir: &DataDir, command: ConfigCommand) -> Result<ExitCode>
     let config = match Config::load(&data_dir.config) {
         Ok(config) => config,
         Err(error) => {
-            eprint!("{error}");
+            eprint!("{}", printable_lines(&error.to_string()));
             return Ok(ExitCode::from(1));
         }
     };
     if let Err(error) = castellan_policy::Policy::compile(&config) {
-        eprintln!("error: the roles do not compile to a policy: {error}");
+        eprintln!(
+            "error: the roles do not compile to a policy: {}",
+            printable_lines(&error.to_string())
+        );
         return Ok(ExitCode::from(1));
     }
     println!(
         "{}: valid ({}, {}, {})",
-        data_dir.config.display(),
+        printable(&data_dir.config.display().to_string()),
         count(config.connections.len(), "connection"),
         count(config.roles.len(), "role"),
         count(config.agents.len(), "agent")
@@ -51,7 +55,7 @@ async fn warn_missing_secrets(data_dir: &DataDir, config: &Config) {
     let Ok(store) = data_dir.open_store().await else {
         eprintln!(
             "note: no store in {}, so secrets were not checked",
-            data_dir.root.display()
+            printable(&data_dir.root.display().to_string())
         );
         return;
     };
@@ -63,7 +67,8 @@ async fn warn_missing_secrets(data_dir: &DataDir, config: &Config) {
         if !stored.iter().any(|secret| secret.name == connection.secret) {
             eprintln!(
                 "warning: connection {name:?} uses secret {:?}, which is not in the vault; calls to it get 503 until `castellan secret set {}`",
-                connection.secret, connection.secret
+                connection.secret,
+                printable(&connection.secret)
             );
         }
     }

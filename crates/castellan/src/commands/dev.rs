@@ -13,6 +13,7 @@ use super::secret::store_secret;
 use super::serve::run_gateway;
 use crate::cli::ServeArgs;
 use crate::data_dir::DataDir;
+use crate::output::printable;
 
 const DEV_CONFIG: &str = r#"# Development configuration written by `castellan serve --dev`.
 [connections.echo]
@@ -99,9 +100,12 @@ fn print_welcome(data_dir: &DataDir, echo: SocketAddr, agents: SocketAddr, token
     println!("Castellan development mode");
     println!(
         "  data directory  {} (throwaway, deleted on exit)",
-        data_dir.root.display()
+        printable(&data_dir.root.display().to_string())
     );
-    println!("  configuration   {}", data_dir.config.display());
+    println!(
+        "  configuration   {}",
+        printable(&data_dir.config.display().to_string())
+    );
     println!("  echo upstream   http://{echo} (built in, development only: it answers with what it received)");
     println!("  agent           dev-agent, role echo-user: GET and POST allowed, DELETE denied");
     println!("  agent token     {token}");

@@ -16,6 +16,7 @@ use crate::cli::FindingsArgs;
 use crate::commands::finding_checks::check_all;
 use crate::commands::posture::{parse_as_of, Posture};
 use crate::data_dir::DataDir;
+use crate::output::printable;
 
 /// Version of the `--json` document. It moves when a key is renamed,
 /// removed or changes meaning; new keys and new finding kinds may be added
@@ -210,16 +211,16 @@ fn print_text(findings: &[Finding]) {
             finding.severity.as_str().to_uppercase(),
             finding.category.id(),
             finding.kind,
-            finding.object
+            printable(&finding.object.to_string())
         );
-        println!("         {}", finding.summary);
+        println!("         {}", printable(&finding.summary));
         println!(
             "         Why ({} {}): {}",
             finding.category.id(),
             finding.category.name(),
             finding.why
         );
-        println!("         Fix: {}", finding.fix);
+        println!("         Fix: {}", printable(&finding.fix));
         println!();
     }
     let counts = Counts::of(findings);

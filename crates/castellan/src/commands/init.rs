@@ -10,6 +10,7 @@ use castellan_vault::{KdfParams, MasterKey};
 
 use crate::cli::InitArgs;
 use crate::data_dir::{exists, DataDir, META_KDF, META_KEY_CHECK};
+use crate::output::printable;
 
 /// The configuration written by `castellan init`.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../castellan.example.toml");
@@ -18,16 +19,16 @@ pub async fn run(data_dir: &DataDir, args: &InitArgs) -> Result<ExitCode> {
     let created_dir = prepare_dir(data_dir)?;
     match create(data_dir, args.passphrase).await {
         Ok(()) => {
-            println!("Created {}", data_dir.root.display());
+            println!("Created {}", shown(&data_dir.root));
             if args.passphrase {
                 println!("  vault: master key derived from your passphrase (Argon2id)");
             } else {
                 println!(
                     "  vault: master key in {} (mode 0600; back it up, it cannot be recovered)",
-                    data_dir.key_path().display()
+                    shown(&data_dir.key_path())
                 );
             }
-            println!("  configuration: {}", data_dir.config.display());
+            println!("  configuration: {}", shown(&data_dir.config));
             let flag = data_dir_flag(data_dir);
             println!("Next: edit the configuration, then run `castellan{flag} secret set NAME` and `castellan{flag} serve`.");
             Ok(ExitCode::SUCCESS)
@@ -39,13 +40,18 @@ pub async fn run(data_dir: &DataDir, args: &InitArgs) -> Result<ExitCode> {
     }
 }
 
+/// Returns `path` as text that is safe to print.
+fn shown(path: &std::path::Path) -> String {
+    printable(&path.display().to_string()).into_owned()
+}
+
 /// Returns ` --data-dir DIR` unless `DIR` is the default, for the commands
 /// printed as next steps.
 fn data_dir_flag(data_dir: &DataDir) -> String {
     if data_dir.root == std::path::Path::new(crate::cli::DEFAULT_DATA_DIR) {
         String::new()
     } else {
-        format!(" --data-dir {}", data_dir.root.display())
+        format!(" --data-dir {}", shown(&data_dir.root))
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::cli::InventoryArgs;
 use crate::commands::posture::{days_between, parse_as_of, AgentSummary, Posture};
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 /// Version of the `--json` document. It moves when a key is renamed,
 /// removed or changes meaning; new keys may be added without it.
@@ -216,9 +216,12 @@ fn print_tables(inventory: &Inventory) {
     ]);
     for agent in &inventory.agents {
         agents.add_row(vec![
-            agent.name.clone(),
-            agent.owner.clone().unwrap_or_else(|| "-".to_string()),
-            agent.roles.join(", "),
+            printable(&agent.name).into_owned(),
+            agent
+                .owner
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |owner| printable(owner).into_owned()),
+            printable(&agent.roles.join(", ")).into_owned(),
             agent.status.to_string(),
             optional_time(agent.created_ms),
             optional_time(agent.last_used_ms),
@@ -244,10 +247,10 @@ fn print_tables(inventory: &Inventory) {
     ]);
     for connection in &inventory.connections {
         connections.add_row(vec![
-            connection.name.clone(),
-            connection.upstream.clone(),
+            printable(&connection.name).into_owned(),
+            printable(&connection.upstream).into_owned(),
             connection.auth.to_string(),
-            connection.secret.clone(),
+            printable(&connection.secret).into_owned(),
             connection
                 .secret_version
                 .map_or_else(|| "not set".to_string(), |v| v.to_string()),
@@ -271,8 +274,11 @@ fn print_tables(inventory: &Inventory) {
     ]);
     for entry in &inventory.usage {
         usage.add_row(vec![
-            entry.agent.clone(),
-            entry.connection.clone().unwrap_or_else(|| "-".to_string()),
+            printable(&entry.agent).into_owned(),
+            entry
+                .connection
+                .as_deref()
+                .map_or_else(|| "-".to_string(), |name| printable(name).into_owned()),
             entry.last_1d.requests.to_string(),
             entry.last_7d.requests.to_string(),
             entry.last_30d.requests.to_string(),

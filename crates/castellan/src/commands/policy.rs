@@ -8,6 +8,7 @@ use castellan_policy::{AccessRequest, Policy};
 
 use crate::cli::ExplainArgs;
 use crate::data_dir::DataDir;
+use crate::output::{printable, printable_lines};
 
 pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
     let config = data_dir.load_config()?;
@@ -33,19 +34,23 @@ pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
     let explanation = policy.explain(&request);
     let decision = &explanation.decision;
     println!(
-        "{} {method} /{connection}{path} for agent {:?} from {}",
+        "{} {} {} for agent {:?} from {}",
         if decision.allowed { "ALLOW" } else { "DENY" },
+        printable(&method),
+        printable(&format!("/{connection}{path}")),
         args.agent,
         args.source
     );
     println!(
         "  rule:   {}",
-        decision
-            .rule
-            .as_deref()
-            .unwrap_or("(none: deny by default)")
+        printable(
+            decision
+                .rule
+                .as_deref()
+                .unwrap_or("(none: deny by default)")
+        )
     );
-    println!("  reason: {}", decision.reason);
+    println!("  reason: {}", printable(&decision.reason));
     let rules: Vec<_> = explanation
         .rules
         .iter()
@@ -61,20 +66,20 @@ pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
             println!(
                 "    {:<5} {:<30} {} ({}:{})",
                 effect,
-                rule.id.to_string(),
+                printable(&rule.id.to_string()),
                 if rule.matched {
                     "matches"
                 } else {
                     "does not match"
                 },
-                data_dir.config.display(),
+                printable(&data_dir.config.display().to_string()),
                 rule.location.line
             );
         }
     }
     if args.cedar {
         if let Some(text) = &explanation.deciding_policy {
-            println!("  deciding Cedar policy:\n{text}");
+            println!("  deciding Cedar policy:\n{}", printable_lines(text));
         }
     }
     Ok(if decision.allowed {

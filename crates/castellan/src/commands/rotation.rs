@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::cli::RotationCommand;
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 /// Rotation state of one secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -197,8 +197,8 @@ fn print_table(rows: &[SecretRotation]) {
     ]);
     for row in rows {
         table.add_row(vec![
-            row.name.clone(),
-            dash_if_empty(row.connections.join(", ")),
+            printable(&row.name).into_owned(),
+            dash_if_empty(printable(&row.connections.join(", ")).into_owned()),
             row.version.map_or("-".to_string(), |v| v.to_string()),
             row.created_ms.map_or("-".to_string(), output::time),
             row.rotate_every_secs.map_or("-".to_string(), |secs| {
@@ -247,7 +247,7 @@ fn check(rows: &[SecretRotation]) -> ExitCode {
             ),
         };
         failed |= row.state.fails_check();
-        println!("{line}");
+        println!("{}", printable(&line));
     }
     if failed {
         ExitCode::FAILURE

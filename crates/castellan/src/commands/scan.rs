@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::cli::{ScanArgs, ScanFormat};
 use crate::commands::secret::store_secret;
 use crate::data_dir::DataDir;
+use crate::output::printable;
 
 /// Largest standard input accepted, so a runaway pipe cannot exhaust memory.
 const MAX_STDIN_BYTES: u64 = 256 * 1024 * 1024;
@@ -28,7 +29,7 @@ pub async fn run(data_dir: &DataDir, args: &ScanArgs) -> Result<ExitCode> {
         eprintln!(
             "Wrote {} findings to the baseline {}.",
             report.findings.len(),
-            path.display()
+            printable(&path.display().to_string())
         );
         return Ok(exit_code(&report, 0));
     }
@@ -46,7 +47,7 @@ pub async fn run(data_dir: &DataDir, args: &ScanArgs) -> Result<ExitCode> {
 
 fn exit_code(report: &ScanReport, findings: usize) -> ExitCode {
     for error in &report.errors {
-        eprintln!("error: {error}");
+        eprintln!("error: {}", printable(error));
     }
     match (findings, report.errors.is_empty()) {
         (0, true) => ExitCode::SUCCESS,
@@ -60,7 +61,11 @@ fn rule_set(args: &ScanArgs) -> Result<RuleSet> {
     if let Some(path) = &args.rules {
         let file = rules::load_rule_file(path)?;
         for note in &file.skipped {
-            eprintln!("warning: {}: {note}", path.display());
+            eprintln!(
+                "warning: {}: {}",
+                printable(&path.display().to_string()),
+                printable(note)
+            );
         }
         specs.extend(file.rules);
     }
@@ -153,11 +158,16 @@ fn table(findings: &[Located]) -> comfy_table::Table {
             .encoding
             .map_or_else(String::new, |e| format!(" ({e})"));
         table.add_row(vec![
-            finding.rule_id.clone(),
-            format!("{}:{}:{}", located.path, finding.line, finding.column),
-            commit,
-            format!("{}{encoding}", finding.preview),
-            finding.fingerprint.clone(),
+            printable(&finding.rule_id).into_owned(),
+            format!(
+                "{}:{}:{}",
+                printable(&located.path),
+                finding.line,
+                finding.column
+            ),
+            printable(&commit).into_owned(),
+            format!("{}{encoding}", printable(&finding.preview)),
+            printable(&finding.fingerprint).into_owned(),
         ]);
     }
     table
@@ -185,7 +195,10 @@ async fn import(data_dir: &DataDir, findings: &[Located]) -> Result<()> {
         let finding = &located.finding;
         eprint!(
             "{} at {}:{} ({}). Vault secret name (empty to skip): ",
-            finding.rule_id, located.path, finding.line, finding.preview
+            printable(&finding.rule_id),
+            printable(&located.path),
+            finding.line,
+            printable(&finding.preview)
         );
         std::io::stderr().flush().ok();
         let mut name = String::new();

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::cli::SecretCommand;
 use crate::commands::events;
 use crate::data_dir::DataDir;
-use crate::output;
+use crate::output::{self, printable};
 
 /// Maximum size of a secret value.
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -202,7 +202,7 @@ async fn list(store: &Store, json: bool) -> Result<()> {
     let mut table = output::table(&["name", "version", "versions", "created", "age"]);
     for secret in &secrets {
         table.add_row(vec![
-            secret.name.clone(),
+            printable(&secret.name).into_owned(),
             secret.latest_version.to_string(),
             secret.versions.to_string(),
             output::time(secret.created_ms),

@@ -13,6 +13,7 @@ use castellan_store::{now_ms, RouteUsage};
 
 use crate::cli::SuggestArgs;
 use crate::data_dir::DataDir;
+use crate::output::{is_unprintable, printable_lines};
 
 use crate::commands::posture::DAY_MS;
 
@@ -43,7 +44,13 @@ pub async fn run(data_dir: &DataDir, args: &SuggestArgs) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
     let since_ms = now_ms() - i64::from(args.days) * DAY_MS;
     let routes = store.route_usage(Some(&agent.name), since_ms).await?;
-    print!("{}", render(&config, agent, &routes, args.days));
+    // The comments quote paths from the audit log, which agents choose.
+    // Strings are escaped by `toml_string` already, so this changes only
+    // comments and keeps the output valid TOML.
+    print!(
+        "{}",
+        printable_lines(&render(&config, agent, &routes, args.days))
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,8 +332,9 @@ fn suggested_role_name(config: &Config, agent: &str) -> String {
     name
 }
 
-/// Writes a TOML basic string, escaping quotes, backslashes and control
-/// characters.
+/// Writes a TOML basic string, escaping quotes, backslashes, and the
+/// control and bidirectional formatting characters that
+/// [`crate::output::printable`] escapes.
 fn toml_string(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);
     quoted.push('"');
@@ -334,7 +342,7 @@ fn toml_string(text: &str) -> String {
         match c {
             '"' => quoted.push_str("\\\""),
             '\\' => quoted.push_str("\\\\"),
-            c if c.is_control() => {
+            c if is_unprintable(c) => {
                 let _ = write!(quoted, "\\u{:04X}", u32::from(c));
             }
             c => quoted.push(c),
@@ -413,5 +421,6 @@ mod tests {
     fn toml_strings_escaped() {
         assert_eq!(toml_string("/a\"b\\c"), "\"/a\\\"b\\\\c\"");
         assert_eq!(toml_string("x\u{1b}"), "\"x\\u001B\"");
+        assert_eq!(toml_string("/a\u{202e}b"), "\"/a\\u202Eb\"");
     }
 }
