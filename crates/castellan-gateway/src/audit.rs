@@ -295,7 +295,7 @@ impl Drop for Completion {
             // the commit.
             let _ = self.write(
                 0,
-                Some("agent closed the connection before the upstream responded"),
+                Some("agent closed the connection before the response was sent"),
             );
         }
     }

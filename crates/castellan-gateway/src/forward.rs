@@ -230,9 +230,23 @@ pub async fn forward(
     // credential and is never redacted: drop them all.
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
-    completion.set_status(response_parts.status.as_u16());
     let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
-    if strict && http_body::Body::is_end_stream(&upstream_body) {
+    let bodiless = http_body::Body::is_end_stream(&upstream_body);
+    if strict && !bodiless {
+        if let Some(length) = small_declared_length(response_parts.version, &upstream_body) {
+            let whole = Whole {
+                length,
+                timeout,
+                connection: &connection.name,
+                injector: &authorized.injector,
+            };
+            // The status is recorded only once the response is ready to
+            // send, so the record of an agent that leaves first has 499.
+            return answer_whole(whole, completion, response_parts, upstream_body).await;
+        }
+    }
+    completion.set_status(response_parts.status.as_u16());
+    if strict && bodiless {
         // hyper never polls the body of a HEAD, 204, 304 or Content-Length:
         // 0 response, so the head itself waits for the commit.
         let request_id = completion.facts().request_id.clone();
@@ -242,17 +256,6 @@ pub async fn forward(
             }
         }
         return Response::from_parts(response_parts, ResponseBody::empty());
-    }
-    if strict {
-        if let Some(length) = small_declared_length(response_parts.version, &upstream_body) {
-            let whole = Whole {
-                length,
-                timeout,
-                connection: &connection.name,
-                injector: &authorized.injector,
-            };
-            return answer_whole(whole, completion, response_parts, upstream_body).await;
-        }
     }
     let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
     Response::from_parts(response_parts, body)
@@ -332,10 +335,20 @@ async fn answer_whole(
     // upstream byte counts as sent.
     let bytes_out = match &failure {
         Some(rejection) => {
+            tracing::warn!(
+                request_id = %request_id,
+                connection = %whole.connection,
+                status = rejection.status.as_u16(),
+                reason = %rejection.reason,
+                "upstream response body failed before it was complete"
+            );
             completion.set_status(rejection.status.as_u16());
             0
         }
-        None => data.len() as u64,
+        None => {
+            completion.set_status(parts.status.as_u16());
+            data.len() as u64
+        }
     };
 
     let failed = failure.as_ref().map(|rejection| rejection.reason.as_str());

@@ -387,6 +387,9 @@ pub struct Timeouts {
     /// Limit for opening a connection to the upstream, TLS included.
     pub connect: Duration,
     /// Limit from sending the request to receiving the response headers.
+    /// Under strict audit durability, a body of declared length up to
+    /// 64 KiB is read before the response is sent, and gets this limit
+    /// again, counted from the headers.
     pub response: Duration,
 }
 

@@ -334,7 +334,7 @@ fn committed_record(castellan: &Castellan, raw: &str) -> Value {
 /// Strict durability reads bodies up to 64 KiB whole before it answers and
 /// streams longer ones; both ways mask the credential and keep the length.
 #[test]
-fn strict_durability_masks_whole_and_streamed_bodies() {
+fn strict_masks_whole_and_streamed_bodies() {
     let small = spawn_raw_upstream(echoing_response(UPSTREAM_KEY, 1024));
     let large = spawn_raw_upstream(echoing_response(UPSTREAM_KEY, 70_000));
     let (castellan, token) = strict_setup(&[("small", small), ("large", large)]);
@@ -364,7 +364,7 @@ fn strict_durability_masks_whole_and_streamed_bodies() {
 /// An upstream that closes before its declared length gets the agent a 502
 /// under strict durability, never a cut body, and the record gives the reason.
 #[test]
-fn strict_durability_answers_broken_body_with_502() {
+fn strict_broken_body_gets_502() {
     let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
     response.extend_from_slice(&[b'a'; 40]);
     let broken = spawn_raw_upstream(response);
@@ -390,7 +390,7 @@ fn strict_durability_answers_broken_body_with_502() {
 /// An upstream that stops sending mid-body gets the agent a 504 once the
 /// connection's response timeout has passed.
 #[test]
-fn strict_durability_answers_stalled_body_with_504() {
+fn strict_stalled_body_gets_504() {
     let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
     response.extend_from_slice(&[b'a'; 10]);
     let stalled = spawn_raw_upstream_holding(response, Duration::from_secs(5));
@@ -407,4 +407,40 @@ fn strict_durability_answers_stalled_body_with_504() {
     let record = committed_record(&castellan, &raw);
     assert_eq!(record["decision"], "error", "{record}");
     assert_eq!(record["status"], 504, "{record}");
+}
+
+/// An agent that leaves while a strict-durability gateway still reads a
+/// small body got nothing, and its record says so: status 499, no bytes.
+#[test]
+fn strict_records_agent_leaving_early() {
+    let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
+    response.extend_from_slice(&[b'a'; 10]);
+    let stalled = spawn_raw_upstream_holding(response, Duration::from_secs(5));
+    let (castellan, token) = strict_setup(&[("stalled", stalled)]);
+    let server = castellan.serve();
+    let mut stream = TcpStream::connect(server.agent_addr).expect("connect to the gateway");
+    let request = format!(
+        "GET /stalled/left-early HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+
+    thread::sleep(Duration::from_millis(300));
+    drop(stream);
+
+    let record = || {
+        castellan
+            .audit_records()
+            .into_iter()
+            .find(|record| record["path"] == "/left-early")
+    };
+    let found = poll_until(Duration::from_secs(5), || record().is_some());
+    assert!(found.is_some(), "no record of the abandoned request");
+    let record = record().expect("record exists");
+    assert_eq!(record["decision"], "error", "{record}");
+    assert_eq!(record["status"], 499, "{record}");
+    assert_eq!(record["bytes_out"], 0, "{record}");
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("before the response was sent"), "{record}");
 }
