@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -243,6 +244,11 @@ pub struct UpstreamStream {
     /// Trailers that wait for the bytes redaction held back to go first.
     trailers: Option<Frame<Bytes>>,
     finished: bool,
+    /// Maximum wait for the next frame of the upstream body.
+    idle_limit: Duration,
+    /// Ends that wait, started the first time the upstream has no frame
+    /// ready, so a body that arrives at once never arms a timer.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ResponseBody {
@@ -254,10 +260,13 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
+    /// Streams `inner` through redaction; the body fails once the upstream
+    /// sends no frame for `idle_limit`.
     pub fn upstream(
         inner: Incoming,
         injector: Option<Arc<Injector>>,
         completion: Completion,
+        idle_limit: Duration,
     ) -> Self {
         ResponseBody::Upstream(Box::new(UpstreamStream {
             inner,
@@ -268,6 +277,8 @@ impl ResponseBody {
             held: None,
             trailers: None,
             finished: false,
+            idle_limit,
+            idle: None,
         }))
     }
 
@@ -289,10 +300,20 @@ impl ResponseBody {
 impl UpstreamStream {
     /// Writes the audit record of a body that failed. The agent gets the
     /// failure anyway, so nothing waits for the commit.
-    fn finish_failed(&mut self) {
+    fn finish_failed(&mut self, reason: &str) {
         if let Some(completion) = self.completion.take() {
-            let _ = completion.finish(self.received, Some("upstream response body failed"));
+            let _ = completion.finish(self.received, Some(reason));
         }
+    }
+
+    /// Tells whether the upstream has sent nothing for the idle limit,
+    /// starting the wait on the first call after a frame.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.idle_limit;
+        let idle = self
+            .idle
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        idle.as_mut().poll(cx).is_ready()
     }
 
     /// Writes the audit record of a body that ended normally and returns
@@ -396,6 +417,15 @@ fn poll_upstream(
     }
     loop {
         match Pin::new(&mut stream.inner).poll_frame(cx) {
+            Poll::Pending if stream.idle_expired(cx) => {
+                stream.finished = true;
+                let reason = format!(
+                    "the upstream sent no response data for {} s, the response_timeout of its connection",
+                    stream.idle_limit.as_secs_f64()
+                );
+                stream.finish_failed(&reason);
+                return Poll::Ready(Some(Err(reason.into())));
+            }
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 let rest = stream.flush_pending().map(Frame::data);
@@ -403,10 +433,12 @@ fn poll_upstream(
             }
             Poll::Ready(Some(Err(error))) => {
                 stream.finished = true;
-                stream.finish_failed();
+                stream.finish_failed("upstream response body failed");
                 return Poll::Ready(Some(Err(Box::new(error))));
             }
             Poll::Ready(Some(Ok(frame))) => {
+                // The next wait starts when the upstream has no frame ready.
+                stream.idle = None;
                 let frame = match frame.into_data() {
                     Ok(data) => {
                         stream.received += data.len() as u64;

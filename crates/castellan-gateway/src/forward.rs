@@ -257,7 +257,12 @@ pub async fn forward(
         }
         return Response::from_parts(response_parts, ResponseBody::empty());
     }
-    let body = ResponseBody::upstream(upstream_body, Some(authorized.injector), completion);
+    let body = ResponseBody::upstream(
+        upstream_body,
+        Some(authorized.injector),
+        completion,
+        connection.timeouts.response,
+    );
     Response::from_parts(response_parts, body)
 }
 

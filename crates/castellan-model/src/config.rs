@@ -386,7 +386,8 @@ impl fmt::Display for TokenLocation {
 pub struct Timeouts {
     /// Limit for opening a connection to the upstream, TLS included.
     pub connect: Duration,
-    /// Limit from sending the request to receiving the response headers.
+    /// Limit from sending the request to receiving the response headers,
+    /// and for each pause between the frames of a streamed response body.
     /// Under strict audit durability, a body of declared length up to
     /// 64 KiB is read before the response is sent, and gets this limit
     /// again, counted from the headers.

@@ -293,7 +293,12 @@ fn echoing_response(key: &str, length: usize) -> Vec<u8> {
 /// A gateway under `audit_durability = "strict"` in front of raw upstreams:
 /// one connection per `(name, address)`, each with a 1 s response timeout.
 fn strict_setup(upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
-    let mut config = String::from("[gateway]\naudit_durability = \"strict\"\n");
+    raw_setup("strict", upstreams)
+}
+
+/// Like [`strict_setup`], with `durability` as the audit durability.
+fn raw_setup(durability: &str, upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
+    let mut config = format!("[gateway]\naudit_durability = \"{durability}\"\n");
     let mut grants = Vec::new();
     for (name, address) in upstreams {
         config.push_str(&format!(
@@ -443,4 +448,47 @@ fn strict_records_agent_leaving_early() {
     assert_eq!(record["bytes_out"], 0, "{record}");
     let reason = record["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("before the response was sent"), "{record}");
+}
+
+/// A streamed body whose upstream stops sending ends in an error once the
+/// connection's response timeout passes without data, instead of holding
+/// the agent's connection for as long as the upstream likes.
+#[test]
+fn stalled_stream_ends_after_timeout() {
+    let response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+    let stalled = spawn_raw_upstream_holding(response, Duration::from_secs(10));
+    for durability in ["batched", "strict"] {
+        let (castellan, token) = raw_setup(durability, &[("stalled", stalled)]);
+        let server = castellan.serve();
+
+        let started = std::time::Instant::now();
+        let raw = raw_get(server.agent_addr, "/stalled/stream", &token);
+
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_secs(8),
+            "{durability}: waited {waited:?}"
+        );
+        assert_eq!(raw_status(&raw), 200, "{durability}: {raw}");
+        assert!(raw.contains("hello"), "{durability}: {raw}");
+        assert!(
+            !raw.ends_with("0\r\n\r\n"),
+            "{durability}: ended cleanly: {raw}"
+        );
+        let record = || {
+            castellan
+                .audit_records()
+                .into_iter()
+                .find(|record| record["path"] == "/stream")
+        };
+        let found = poll_until(Duration::from_secs(5), || record().is_some());
+        assert!(found.is_some(), "{durability}: no record");
+        let record = record().expect("record exists");
+        assert_eq!(record["decision"], "error", "{durability}: {record}");
+        let reason = record["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("sent no response data for 1 s"),
+            "{durability}: {record}"
+        );
+    }
 }
