@@ -230,10 +230,13 @@ pub async fn forward(
     // credential and is never redacted: drop them all.
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
+    // The agent's connection has its own version: an HTTP/1.0 upstream
+    // must not make hyper answer an HTTP/1.1 agent as HTTP/1.0 and close.
+    let upstream_version = std::mem::replace(&mut response_parts.version, Version::HTTP_11);
     let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
     let bodiless = http_body::Body::is_end_stream(&upstream_body);
     if strict && !bodiless {
-        if let Some(length) = small_declared_length(response_parts.version, &upstream_body) {
+        if let Some(length) = small_declared_length(upstream_version, &upstream_body) {
             let whole = Whole {
                 length,
                 timeout,

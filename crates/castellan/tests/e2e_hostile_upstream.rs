@@ -492,3 +492,20 @@ fn stalled_stream_ends_after_timeout() {
         );
     }
 }
+
+/// An HTTP/1.0 upstream does not turn the agent's HTTP/1.1 connection into
+/// an HTTP/1.0 one: the status line stays HTTP/1.1 under either durability.
+#[test]
+fn http10_upstream_answered_as_http11() {
+    let response = b"HTTP/1.0 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec();
+    let old = spawn_raw_upstream(response);
+    for durability in ["batched", "strict"] {
+        let (castellan, token) = raw_setup(durability, &[("old", old)]);
+        let server = castellan.serve();
+
+        let raw = raw_get(server.agent_addr, "/old/x", &token);
+
+        assert!(raw.starts_with("HTTP/1.1 200"), "{durability}: {raw}");
+        assert!(raw.ends_with("hello"), "{durability}: {raw}");
+    }
+}
