@@ -306,6 +306,25 @@ impl UpstreamStream {
         }
     }
 
+    /// Describes and logs a body that ended because the upstream paused
+    /// past the idle limit.
+    fn idle_reason(&self) -> String {
+        let facts = self.completion.as_ref().map(Completion::facts);
+        let connection = facts.and_then(|facts| facts.connection.as_deref());
+        let reason = format!(
+            "the upstream of connection {:?} sent no response data for {}s; raise response_timeout of the connection if it pauses this long",
+            connection.unwrap_or("-"),
+            self.idle_limit.as_secs_f64()
+        );
+        tracing::warn!(
+            request_id = facts.map_or("-", |facts| facts.request_id.as_str()),
+            connection = connection.unwrap_or("-"),
+            received = self.received,
+            "upstream response body paused past response_timeout; the response was cut off"
+        );
+        reason
+    }
+
     /// Tells whether the upstream has sent nothing for the idle limit,
     /// starting the wait on the first call after a frame.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -419,10 +438,7 @@ fn poll_upstream(
         match Pin::new(&mut stream.inner).poll_frame(cx) {
             Poll::Pending if stream.idle_expired(cx) => {
                 stream.finished = true;
-                let reason = format!(
-                    "the upstream sent no response data for {} s, the response_timeout of its connection",
-                    stream.idle_limit.as_secs_f64()
-                );
+                let reason = stream.idle_reason();
                 stream.finish_failed(&reason);
                 return Poll::Ready(Some(Err(reason.into())));
             }

@@ -231,22 +231,41 @@ pub async fn forward(
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
     // The agent's connection has its own version: an HTTP/1.0 upstream
-    // must not make hyper answer an HTTP/1.1 agent as HTTP/1.0 and close.
+    // must not make hyper send HTTP/1.0 to an HTTP/1.1 agent and close.
     let upstream_version = std::mem::replace(&mut response_parts.version, Version::HTTP_11);
     let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
     let bodiless = http_body::Body::is_end_stream(&upstream_body);
-    if strict && !bodiless {
-        if let Some(length) = small_declared_length(upstream_version, &upstream_body) {
-            let whole = Whole {
-                length,
-                timeout,
-                connection: &connection.name,
-                injector: &authorized.injector,
-            };
-            // The status is recorded only once the response is ready to
-            // send, so the record of an agent that leaves first has 499.
-            return answer_whole(whole, completion, response_parts, upstream_body).await;
+    let declared = http_body::Body::size_hint(&upstream_body).exact();
+    let read_whole = if bodiless {
+        None
+    } else if strict && upstream_version < Version::HTTP_2 {
+        // HTTP/2 is left to stream: a body of declared length may still
+        // end with trailers there, and only the streaming path passes
+        // them on.
+        declared.filter(|length| *length <= WHOLE_BODY_LIMIT)
+    } else {
+        None
+    };
+    let read_whole = match (read_whole, declared) {
+        (Some(length), _) => Some((Some(length), length)),
+        // An HTTP/1.0 agent reads a body of unknown length until the
+        // connection closes, so a body cut short would look complete.
+        (None, None) if !bodiless && parts.version <= Version::HTTP_10 => {
+            Some((None, HTTP10_BODY_LIMIT))
         }
+        (None, _) => None,
+    };
+    if let Some((length, limit)) = read_whole {
+        let whole = Whole {
+            length,
+            limit,
+            timeout,
+            connection: &connection.name,
+            injector: &authorized.injector,
+        };
+        // The status is recorded only once the response is ready to
+        // send, so the record of an agent that leaves first has 499.
+        return answer_whole(whole, completion, response_parts, upstream_body).await;
     }
     completion.set_status(response_parts.status.as_u16());
     if strict && bodiless {
@@ -270,7 +289,7 @@ pub async fn forward(
 }
 
 /// Largest upstream body that strict durability reads whole before it
-/// answers.
+/// sends the response.
 ///
 /// A streamed body under strict durability holds its last frame until the
 /// commit, so hyper writes the head alone and the body after the commit:
@@ -279,23 +298,19 @@ pub async fn forward(
 /// write. The agent cannot use a response before its last byte anyway.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
 
-/// Returns the declared length of an HTTP/1 upstream body of at most
-/// [`WHOLE_BODY_LIMIT`] bytes.
+/// Largest body of unknown length that an HTTP/1.0 agent gets.
 ///
-/// HTTP/2 is left to stream: a body of declared length may still end with
-/// trailers there, and only the streaming path passes them on.
-fn small_declared_length(version: Version, body: &Incoming) -> Option<u64> {
-    if version >= Version::HTTP_2 {
-        return None;
-    }
-    http_body::Body::size_hint(body)
-        .exact()
-        .filter(|length| *length <= WHOLE_BODY_LIMIT)
-}
+/// HTTP/1.0 ends such a body by closing the connection, which the agent
+/// cannot tell from a failure. So the body is read whole and sent with its
+/// length, and a larger one gets 502.
+const HTTP10_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// What [`answer_whole`] needs besides the response.
+/// Settings of [`answer_whole`] for one response.
 struct Whole<'a> {
-    length: u64,
+    /// The declared length, if the upstream declared one.
+    length: Option<u64>,
+    /// Most bytes read before the body is refused.
+    limit: u64,
     timeout: std::time::Duration,
     connection: &'a str,
     injector: &'a crate::credential::Injector,
@@ -315,27 +330,33 @@ async fn answer_whole(
     mut upstream_body: Incoming,
 ) -> Response<ResponseBody> {
     let request_id = completion.facts().request_id.clone();
-    // The length is at most WHOLE_BODY_LIMIT, so it fits in usize.
-    let mut data = BytesMut::with_capacity(usize::try_from(whole.length).unwrap_or(0));
+    // A declared length is at most WHOLE_BODY_LIMIT, so it fits in usize.
+    let capacity = whole.length.and_then(|length| usize::try_from(length).ok());
+    let mut data = BytesMut::with_capacity(capacity.unwrap_or(0));
     let read = tokio::time::timeout(
         whole.timeout,
-        read_declared(&mut upstream_body, whole.length, &mut data),
+        read_body(&mut upstream_body, &whole, &mut data),
     )
     .await;
 
+    let of_length = whole
+        .length
+        .map_or_else(String::new, |length| format!(" of {length}"));
     let failure = match read {
         Ok(Ok(())) => None,
-        Ok(Err(())) => Some(Rejection::bad_gateway(format!(
-            "the upstream of connection {:?} broke off its response after {} of {} bytes",
+        Ok(Err(BodyFailure::TooLarge)) => Some(Rejection::bad_gateway(format!(
+            "the upstream of connection {:?} sent more than {} bytes without declaring a length, which an HTTP/1.0 client cannot tell from a cut response; send the request over HTTP/1.1",
+            whole.connection, whole.limit
+        ))),
+        Ok(Err(BodyFailure::BrokenOff)) => Some(Rejection::bad_gateway(format!(
+            "the upstream of connection {:?} broke off its response after {}{of_length} bytes",
             whole.connection,
             data.len(),
-            whole.length
         ))),
         Err(_) => Some(Rejection::gateway_timeout(format!(
-            "the upstream of connection {:?} sent {} of its {} response bytes within {}",
+            "the upstream of connection {:?} sent {}{of_length} response bytes within {}; raise response_timeout of the connection if the upstream is this slow",
             whole.connection,
             data.len(),
-            whole.length,
             humantime_secs(whole.timeout)
         ))),
     };
@@ -376,20 +397,37 @@ async fn answer_whole(
     Response::from_parts(parts, ResponseBody::full(data.freeze()))
 }
 
-/// Reads a body of `length` declared bytes into `data`; fails when the body
-/// fails or ends at another length.
-async fn read_declared(body: &mut Incoming, length: u64, data: &mut BytesMut) -> Result<(), ()> {
+/// Why [`read_body`] failed.
+enum BodyFailure {
+    /// The body failed or ended at another length than it declared.
+    BrokenOff,
+    /// The body passed the limit.
+    TooLarge,
+}
+
+/// Reads the upstream body into `data`, up to `whole.limit` bytes, and
+/// checks its declared length. Trailers are dropped: only a body of
+/// unknown length for an HTTP/1.0 client, which cannot receive them, can
+/// carry any here.
+async fn read_body(
+    body: &mut Incoming,
+    whole: &Whole<'_>,
+    data: &mut BytesMut,
+) -> Result<(), BodyFailure> {
     use http_body_util::BodyExt;
 
     while let Some(frame) = body.frame().await {
-        // HTTP/1 bodies of declared length carry no trailers.
-        let chunk = frame.map_err(drop)?.into_data().map_err(drop)?;
-        data.extend_from_slice(&chunk);
+        let frame = frame.map_err(|_| BodyFailure::BrokenOff)?;
+        if let Ok(chunk) = frame.into_data() {
+            if (data.len() + chunk.len()) as u64 > whole.limit {
+                return Err(BodyFailure::TooLarge);
+            }
+            data.extend_from_slice(&chunk);
+        }
     }
-    if data.len() as u64 == length {
-        Ok(())
-    } else {
-        Err(())
+    match whole.length {
+        Some(length) if data.len() as u64 != length => Err(BodyFailure::BrokenOff),
+        _ => Ok(()),
     }
 }
 

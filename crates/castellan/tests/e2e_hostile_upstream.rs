@@ -290,8 +290,9 @@ fn echoing_response(key: &str, length: usize) -> Vec<u8> {
     response
 }
 
-/// A gateway under `audit_durability = "strict"` in front of raw upstreams:
-/// one connection per `(name, address)`, each with a 1 s response timeout.
+/// Sets up a gateway under `audit_durability = "strict"` in front of raw
+/// upstreams, one connection per `(name, address)`, each with a 1 s response
+/// timeout, and returns it with an agent token.
 fn strict_setup(upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
     raw_setup("strict", upstreams)
 }
@@ -332,11 +333,11 @@ fn committed_record(castellan: &Castellan, raw: &str) -> Value {
         .find_map(|line| line.strip_prefix("x-request-id: "))
         .unwrap_or_else(|| panic!("no request id in {raw}"))
         .to_owned();
-    // Strict durability answers only after the commit.
+    // Strict durability sends the response only after the commit.
     record_for(castellan, &request_id).unwrap_or_else(|| panic!("no record for {request_id}"))
 }
 
-/// Strict durability reads bodies up to 64 KiB whole before it answers and
+/// Strict durability reads bodies up to 64 KiB whole before it responds and
 /// streams longer ones; both ways mask the credential and keep the length.
 #[test]
 fn strict_masks_whole_and_streamed_bodies() {
@@ -406,7 +407,7 @@ fn strict_stalled_body_gets_504() {
 
     assert_eq!(raw_status(&raw), 504, "{raw}");
     assert!(
-        raw.contains("sent 10 of its 100 response bytes within 1s"),
+        raw.contains("sent 10 of 100 response bytes within 1s"),
         "{raw}"
     );
     let record = committed_record(&castellan, &raw);
@@ -487,7 +488,7 @@ fn stalled_stream_ends_after_timeout() {
         assert_eq!(record["decision"], "error", "{durability}: {record}");
         let reason = record["reason"].as_str().unwrap_or_default();
         assert!(
-            reason.contains("sent no response data for 1 s"),
+            reason.contains("sent no response data for 1s"),
             "{durability}: {record}"
         );
     }
@@ -507,5 +508,40 @@ fn http10_upstream_answered_as_http11() {
 
         assert!(raw.starts_with("HTTP/1.1 200"), "{durability}: {raw}");
         assert!(raw.ends_with("hello"), "{durability}: {raw}");
+    }
+}
+
+/// An HTTP/1.0 agent cannot tell a body of unknown length that was cut
+/// short from a complete one, so it gets such bodies read whole and sent
+/// with their length, and a 504 when the upstream stalls midway.
+#[test]
+fn http10_agent_gets_whole_bodies() {
+    let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+    let mut complete = chunked.clone();
+    complete.extend_from_slice(b"0\r\n\r\n");
+    let complete = spawn_raw_upstream(complete);
+    let stalled = spawn_raw_upstream_holding(chunked, Duration::from_secs(10));
+    for durability in ["batched", "strict"] {
+        let upstreams = [("complete", complete), ("stalled", stalled)];
+        let (castellan, token) = raw_setup(durability, &upstreams);
+        let server = castellan.serve();
+        let get = |path: &str| {
+            raw_exchange(
+                server.agent_addr,
+                &format!("GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"),
+            )
+        };
+
+        let raw = get("/complete/x");
+        assert_eq!(raw_status(&raw), 200, "{durability}: {raw}");
+        assert!(raw.contains("content-length: 5\r\n"), "{durability}: {raw}");
+        assert!(raw.ends_with("\r\n\r\nhello"), "{durability}: {raw}");
+
+        let raw = get("/stalled/x");
+        assert_eq!(raw_status(&raw), 504, "{durability}: {raw}");
+        assert!(
+            !raw.contains("hello"),
+            "{durability}: part of the body: {raw}"
+        );
     }
 }
