@@ -235,26 +235,7 @@ pub async fn forward(
     let upstream_version = std::mem::replace(&mut response_parts.version, Version::HTTP_11);
     let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
     let bodiless = http_body::Body::is_end_stream(&upstream_body);
-    let declared = http_body::Body::size_hint(&upstream_body).exact();
-    let read_whole = if bodiless {
-        None
-    } else if strict && upstream_version < Version::HTTP_2 {
-        // HTTP/2 is left to stream: a body of declared length may still
-        // end with trailers there, and only the streaming path passes
-        // them on.
-        declared.filter(|length| *length <= WHOLE_BODY_LIMIT)
-    } else {
-        None
-    };
-    let read_whole = match (read_whole, declared) {
-        (Some(length), _) => Some((Some(length), length)),
-        // An HTTP/1.0 agent reads a body of unknown length until the
-        // connection closes, so a body cut short would look complete.
-        (None, None) if !bodiless && parts.version <= Version::HTTP_10 => {
-            Some((None, HTTP10_BODY_LIMIT))
-        }
-        (None, _) => None,
-    };
+    let read_whole = whole_read(strict, upstream_version, parts.version, &upstream_body);
     if let Some((length, limit)) = read_whole {
         let whole = Whole {
             length,
@@ -297,6 +278,34 @@ pub async fn forward(
 /// Reading a small body first, then committing, sends head and body in one
 /// write. The agent cannot use a response before its last byte anyway.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Decides whether a response body is read whole before the response is
+/// sent, and returns its declared length, if any, with the most bytes to
+/// read.
+fn whole_read(
+    strict: bool,
+    upstream_version: Version,
+    agent_version: Version,
+    body: &Incoming,
+) -> Option<(Option<u64>, u64)> {
+    if http_body::Body::is_end_stream(body) {
+        return None;
+    }
+    match http_body::Body::size_hint(body).exact() {
+        // HTTP/2 is left to stream: a body of declared length may still
+        // end with trailers there, and only the streaming path passes them.
+        Some(length)
+            if strict && upstream_version < Version::HTTP_2 && length <= WHOLE_BODY_LIMIT =>
+        {
+            Some((Some(length), length))
+        }
+        Some(_) => None,
+        // An HTTP/1.0 agent reads a body of unknown length until the
+        // connection closes, so a body cut short would look complete.
+        None if agent_version <= Version::HTTP_10 => Some((None, HTTP10_BODY_LIMIT)),
+        None => None,
+    }
+}
 
 /// Largest body of unknown length that an HTTP/1.0 agent gets.
 ///
