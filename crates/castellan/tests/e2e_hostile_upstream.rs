@@ -297,7 +297,9 @@ fn strict_setup(upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
     raw_setup("strict", upstreams)
 }
 
-/// Like [`strict_setup`], with `durability` as the audit durability.
+/// Like [`strict_setup`], with `durability` as the audit durability. The
+/// agent may have one request in flight, so a slot that a response keeps
+/// after it ends shows as 429 on the next request.
 fn raw_setup(durability: &str, upstreams: &[(&str, SocketAddr)]) -> (Castellan, String) {
     let mut config = format!("[gateway]\naudit_durability = \"{durability}\"\n");
     let mut grants = Vec::new();
@@ -317,7 +319,7 @@ response_timeout = "1s"
         ));
     }
     config.push_str(&format!(
-        "\n[roles.user]\nallow = [{}]\n\n[agents.bot]\nowner = \"ops@example.com\"\nroles = [\"user\"]\n",
+        "\n[roles.user]\nallow = [{}]\n\n[agents.bot]\nowner = \"ops@example.com\"\nroles = [\"user\"]\nmax_concurrent_requests = 1\n",
         grants.join(", ")
     ));
     let castellan = Castellan::init();
@@ -491,6 +493,10 @@ fn stalled_stream_ends_after_timeout() {
             reason.contains("sent no response data for 1s"),
             "{durability}: {record}"
         );
+
+        // The cut response gave back the agent's one concurrency slot.
+        let again = raw_get(server.agent_addr, "/stalled/again", &token);
+        assert_eq!(raw_status(&again), 200, "{durability}: {again}");
     }
 }
 
