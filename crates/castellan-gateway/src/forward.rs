@@ -235,7 +235,11 @@ pub async fn forward(
     let upstream_version = std::mem::replace(&mut response_parts.version, Version::HTTP_11);
     let strict = snapshot.config.config.gateway.audit_durability == AuditDurability::Strict;
     let bodiless = http_body::Body::is_end_stream(&upstream_body);
-    let read_whole = whole_read(strict, upstream_version, parts.version, &upstream_body);
+    let read_whole = if bodiless {
+        None
+    } else {
+        whole_read(strict, upstream_version, parts.version, &upstream_body)
+    };
     if let Some((length, limit)) = read_whole {
         let whole = Whole {
             length,
@@ -272,25 +276,22 @@ pub async fn forward(
 /// Largest upstream body that strict durability reads whole before it
 /// sends the response.
 ///
-/// A streamed body under strict durability holds its last frame until the
+/// A streamed body under strict durability keeps back its last frame until the
 /// commit, so hyper writes the head alone and the body after the commit:
 /// two writes to the agent, and two wakeups of its client, per response.
 /// Reading a small body first, then committing, sends head and body in one
 /// write. The agent cannot use a response before its last byte anyway.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
 
-/// Decides whether a response body is read whole before the response is
-/// sent, and returns its declared length, if any, with the most bytes to
-/// read.
+/// Decides whether a response body, not yet ended, is read whole before
+/// the response is sent, and returns its declared length, if any, with the
+/// maximum number of bytes to read.
 fn whole_read(
     strict: bool,
     upstream_version: Version,
     agent_version: Version,
     body: &Incoming,
 ) -> Option<(Option<u64>, u64)> {
-    if http_body::Body::is_end_stream(body) {
-        return None;
-    }
     match http_body::Body::size_hint(body).exact() {
         // HTTP/2 is left to stream: a body of declared length may still
         // end with trailers there, and only the streaming path passes them.
@@ -318,7 +319,7 @@ const HTTP10_BODY_LIMIT: u64 = 16 * 1024 * 1024;
 struct Whole<'a> {
     /// The declared length, if the upstream declared one.
     length: Option<u64>,
-    /// Most bytes read before the body is refused.
+    /// Maximum number of bytes read. A larger body is rejected with 502.
     limit: u64,
     timeout: std::time::Duration,
     connection: &'a str,
@@ -406,7 +407,7 @@ async fn answer_whole(
     Response::from_parts(parts, ResponseBody::full(data.freeze()))
 }
 
-/// Why [`read_body`] failed.
+/// Failure of [`read_body`].
 enum BodyFailure {
     /// The body failed or ended at another length than it declared.
     BrokenOff,

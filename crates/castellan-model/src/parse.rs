@@ -1,8 +1,6 @@
 //! Parsing and validation of `castellan.toml`.
 
 mod response;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,8 +2,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use castellan_model::{
-    AuthMethod, Config, ConfigError, DlpMode, MethodSet, NormalizedPath, TokenLocation,
-    DEFAULT_DLP_MAX_BYTES, DEFAULT_ROTATE_EVERY, DEFAULT_ROTATION_GRACE,
+    AuthMethod, Config, ConfigError, Diagnostic, DlpMode, Location, MethodSet, NormalizedPath,
+    TokenLocation, DEFAULT_DLP_MAX_BYTES, DEFAULT_ROTATE_EVERY, DEFAULT_ROTATION_GRACE,
 };
 
 const EXAMPLE: &str = r#"
@@ -377,4 +377,75 @@ fn invalid_rotation_periods_rejected() {
     let message = errors("[gateway]\nrotate_every = \"-1d\"\n");
     assert!(message.contains("castellan.toml:2:"), "{message}");
     assert!(message.contains("invalid rotate_every"), "{message}");
+}
+
+const CONNECTION_AND_ROLES: &str = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[roles.reader]
+allow = [{ connection = "blog", methods = ["GET"], paths = ["/**"] }]
+
+[roles.writer]
+allow = [{ connection = "blog", methods = ["POST"], paths = ["/posts"] }]
+"#;
+
+/// Returns the diagnostics of `agent` declared after the roles above.
+fn agent_diagnostics(agent: &str) -> Vec<Diagnostic> {
+    let source = format!("{CONNECTION_AND_ROLES}\n{agent}");
+    match parse(&source) {
+        Ok(_) => panic!("configuration should be rejected:\n{source}"),
+        Err(error) => error.diagnostics,
+    }
+}
+
+#[test]
+fn agent_role_listed_twice_rejected() {
+    let diagnostics = agent_diagnostics(
+        "[agents.bot]\nowner = \"a@example.com\"\nroles = [\"reader\", \"writer\", \"reader\"]\n",
+    );
+
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    let diagnostic = &diagnostics[0];
+    assert_eq!(
+        diagnostic.message,
+        "agent \"bot\" lists role \"reader\" more than once"
+    );
+    assert_eq!(
+        diagnostic.hint.as_deref(),
+        Some("remove the repeated entry from roles")
+    );
+    // The error points at the second "reader", the entry to remove. The
+    // `roles` line follows a blank line, `[agents.bot]` and `owner`.
+    let line = CONNECTION_AND_ROLES.lines().count() + 4;
+    assert_eq!(diagnostic.location, Location { line, column: 30 });
+}
+
+#[test]
+fn agent_role_repeated_per_extra_entry() {
+    let diagnostics = agent_diagnostics(
+        "[agents.bot]\nowner = \"a@example.com\"\nroles = [\"writer\", \"writer\", \"writer\"]\n",
+    );
+
+    let repeated = diagnostics
+        .iter()
+        .filter(|diagnostic| {
+            diagnostic.message == "agent \"bot\" lists role \"writer\" more than once"
+        })
+        .count();
+    assert_eq!(repeated, 2, "{diagnostics:?}");
+    assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+}
+
+#[test]
+fn agent_distinct_roles_accepted() {
+    let source = format!(
+        "{CONNECTION_AND_ROLES}\n[agents.bot]\nowner = \"a@example.com\"\nroles = [\"reader\", \"writer\"]\n"
+    );
+
+    let config = parse(&source).expect("valid");
+
+    assert_eq!(config.agents["bot"].roles, ["reader", "writer"]);
 }

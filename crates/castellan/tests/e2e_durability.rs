@@ -25,10 +25,11 @@ const CLIENTS: usize = 4;
 /// How long the clients run before the gateway is killed.
 const LOAD_TIME: Duration = Duration::from_secs(2);
 
-/// Requests that each client sends in turn: a response with a body of
-/// declared length (read whole before the response under strict), a chunked
-/// one (streamed), one without a body (hyper sends only the head), and a
-/// policy denial whose JSON body the gateway writes itself.
+/// Requests that each client sends in turn. The first response has a body
+/// of declared length, read whole before the response under strict, and the
+/// second a chunked body, which streams. The third has no body, so hyper
+/// sends only the head. The last is a policy denial whose JSON body the
+/// gateway writes itself.
 const REQUESTS: [(&str, &str, u16); 4] = [
     ("GET", "/api/get", 200),
     ("GET", "/api/stream/2", 200),

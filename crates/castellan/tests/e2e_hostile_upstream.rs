@@ -418,7 +418,7 @@ fn strict_stalled_body_gets_504() {
 }
 
 /// An agent that leaves while a strict-durability gateway still reads a
-/// small body got nothing, and its record says so: status 499, no bytes.
+/// small body got nothing, and its record shows it: status 499, no bytes.
 #[test]
 fn strict_records_agent_leaving_early() {
     let mut response = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n".to_vec();
