@@ -19,6 +19,7 @@ use crate::credential::Injector;
 use crate::framing::RequestBodyError;
 use crate::limits::InFlight;
 use crate::redact::StreamRedactor;
+use crate::upstream::UpstreamBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -231,7 +232,7 @@ impl HeldFinal {
 
 /// State of a streaming upstream response.
 pub struct UpstreamStream {
-    inner: Incoming,
+    inner: UpstreamBody,
     /// Holds the credential of the snapshot that served the request, so a
     /// reload during a long stream cannot change what is redacted.
     injector: Option<Arc<Injector>>,
@@ -263,7 +264,7 @@ impl ResponseBody {
     /// Streams `inner` through redaction; the body fails once the upstream
     /// sends no frame for `idle_limit`.
     pub fn upstream(
-        inner: Incoming,
+        inner: UpstreamBody,
         injector: Option<Arc<Injector>>,
         completion: Completion,
         idle_limit: Duration,

@@ -20,6 +20,7 @@ use crate::inspect::{InspectError, Plan};
 use crate::proxy::{Authorized, Gateway, REQUEST_ID_HEADER};
 use crate::redact::Redactor;
 use crate::state::Snapshot;
+use crate::upstream::{UpstreamBody, UpstreamError};
 
 /// Headers that carry credentials. All of them are removed from forwarded
 /// requests, whichever the connection uses: the injected credential is the
@@ -166,10 +167,12 @@ pub async fn forward(
             }
         }
     }
-    let upstream_request = match build_request(&authorized, &parts, completion.facts(), body) {
-        Ok(request) => request,
-        Err(rejection) => return reject(completion, rejection),
-    };
+    let origin_form = client.sends_origin_form();
+    let upstream_request =
+        match build_request(&authorized, &parts, completion.facts(), body, origin_form) {
+            Ok(request) => request,
+            Err(rejection) => return reject(completion, rejection),
+        };
 
     // If the agent goes away during this wait, the future is dropped and
     // the completion's drop writes the record.
@@ -290,7 +293,7 @@ fn whole_read(
     strict: bool,
     upstream_version: Version,
     agent_version: Version,
-    body: &Incoming,
+    body: &UpstreamBody,
 ) -> Option<(Option<u64>, u64)> {
     match http_body::Body::size_hint(body).exact() {
         // HTTP/2 is left to stream: a body of declared length may still
@@ -337,7 +340,7 @@ async fn answer_whole(
     whole: Whole<'_>,
     mut completion: Completion,
     parts: http::response::Parts,
-    mut upstream_body: Incoming,
+    mut upstream_body: UpstreamBody,
 ) -> Response<ResponseBody> {
     let request_id = completion.facts().request_id.clone();
     // A declared length is at most WHOLE_BODY_LIMIT, so it fits in usize.
@@ -420,7 +423,7 @@ enum BodyFailure {
 /// unknown length for an HTTP/1.0 client, which cannot receive them, can
 /// carry any here.
 async fn read_body(
-    body: &mut Incoming,
+    body: &mut UpstreamBody,
     whole: &Whole<'_>,
     data: &mut BytesMut,
 ) -> Result<(), BodyFailure> {
@@ -466,22 +469,30 @@ fn unreadable_encoding(headers: &HeaderMap) -> Option<String> {
     (!codings.is_empty()).then(|| codings.join(", "))
 }
 
+/// Builds the request to the upstream. Its target is absolute, or only the
+/// path and query when `origin_form` is set, for a client that knows its
+/// upstream already.
 fn build_request(
     authorized: &Authorized<'_>,
     parts: &Parts,
     facts: &RequestFacts,
     body: RequestBody,
+    origin_form: bool,
 ) -> Result<Request<RequestBody>, Rejection> {
     let connection = authorized.connection;
     let upstream = &connection.upstream;
     let mut query = filtered_query(parts.uri.query(), authorized);
     authorized.injector.append_query(&mut query);
-    let mut target = format!(
-        "{}{}{}",
-        upstream.origin(),
-        upstream.base_path,
-        authorized.path.as_str()
-    );
+    let mut target = if origin_form {
+        String::with_capacity(upstream.base_path.len() + authorized.path.as_str().len() + 1)
+    } else {
+        upstream.origin()
+    };
+    target.push_str(&upstream.base_path);
+    target.push_str(authorized.path.as_str());
+    if target.is_empty() {
+        target.push('/');
+    }
     if !query.is_empty() {
         target.push('?');
         target.push_str(&query);
@@ -672,7 +683,7 @@ fn rewrite_location(headers: &mut HeaderMap, authorized: &Authorized<'_>) {
 
 /// Describes an upstream failure without echoing URLs, which could carry
 /// a credential injected as a query parameter.
-fn upstream_failure(error: &hyper_util::client::legacy::Error) -> &'static str {
+fn upstream_failure(error: &UpstreamError) -> &'static str {
     let chain = error_chain(error).to_ascii_lowercase();
     if crate::dial::is_internal_address(error) {
         "its address is loopback, private, link-local or cloud metadata, which is rejected unless the connection sets allow_private = true in the configuration"

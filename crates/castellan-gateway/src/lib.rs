@@ -14,6 +14,7 @@ mod error;
 mod forward;
 mod framing;
 mod head_guard;
+mod http1_pool;
 mod inspect;
 mod limits;
 mod probe;

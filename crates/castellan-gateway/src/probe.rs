@@ -114,7 +114,7 @@ pub async fn probe(
 
 /// Describes a client error by its innermost cause, which names no URL
 /// and no header.
-fn describe(error: &hyper_util::client::legacy::Error) -> String {
+fn describe(error: &crate::upstream::UpstreamError) -> String {
     let mut source: &dyn std::error::Error = error;
     while let Some(inner) = source.source() {
         source = inner;

@@ -1,20 +1,121 @@
-//! HTTP clients for upstreams: pooled, TLS through rustls, one per
-//! connection so each keeps its own timeouts and address check. Connections
-//! with the same trust roots share one TLS configuration.
+//! HTTP clients for upstreams, one per connection so each keeps its own
+//! timeouts and address check. Plain-HTTP upstreams get an [`Http1Pool`],
+//! whose connections the requests drive themselves. HTTPS upstreams get
+//! hyper-util's pooled client, with TLS through rustls and HTTP/2 where the
+//! upstream offers it. Connections with the same trust roots share one TLS
+//! configuration.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use castellan_model::Connection;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::RequestBody;
 use crate::dial::CheckedConnector;
+use crate::http1_pool::{Http1Body, Http1Error, Http1Pool};
 
-pub type HttpClient = Client<HttpsConnector<CheckedConnector>, RequestBody>;
+type PooledClient = Client<HttpsConnector<CheckedConnector>, RequestBody>;
+
+/// The client of one connection.
+#[derive(Clone)]
+pub enum HttpClient {
+    /// hyper-util's pooled client, for HTTPS upstreams.
+    Pooled(Box<PooledClient>),
+    /// Connections driven by the requests, for plain-HTTP upstreams.
+    Direct(Arc<Http1Pool>),
+}
+
+impl HttpClient {
+    /// Tells whether requests for this client may carry only a path and
+    /// query. The pool of a plain-HTTP upstream has the address already,
+    /// and hyper-util's client needs an absolute URI.
+    pub fn sends_origin_form(&self) -> bool {
+        matches!(self, HttpClient::Direct(_))
+    }
+
+    /// Sends `request` and returns the response. Its URI is absolute
+    /// unless [`HttpClient::sends_origin_form`] allows only a path and
+    /// query.
+    pub async fn request(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        match self {
+            HttpClient::Pooled(client) => client
+                .request(request)
+                .await
+                .map(|response| response.map(UpstreamBody::Pooled))
+                .map_err(UpstreamError::Pooled),
+            HttpClient::Direct(pool) => pool
+                .request(request)
+                .await
+                .map(|response| response.map(UpstreamBody::Direct))
+                .map_err(UpstreamError::Direct),
+        }
+    }
+}
+
+/// Error of an upstream request.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream request failed")]
+    Pooled(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream request failed")]
+    Direct(#[source] Http1Error),
+}
+
+impl UpstreamError {
+    /// Tells whether no connection to the upstream could be opened.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pooled(error) => error.is_connect(),
+            UpstreamError::Direct(error) => matches!(error, Http1Error::Connect(_)),
+        }
+    }
+}
+
+/// The body of an upstream response.
+pub enum UpstreamBody {
+    Pooled(Incoming),
+    Direct(Http1Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Direct(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(body) => body.is_end_stream(),
+            UpstreamBody::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Pooled(body) => body.size_hint(),
+            UpstreamBody::Direct(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Error building an upstream client.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +126,10 @@ pub enum ClientError {
         path: String,
         reason: String,
     },
+    #[error(
+        "cannot build a client for connection {connection:?}: {reason}; check its upstream URL"
+    )]
+    Upstream { connection: String, reason: String },
 }
 
 /// TLS client configurations shared by the connections that trust the same
@@ -81,24 +186,35 @@ fn tls_config(connection: &Connection) -> Result<rustls::ClientConfig, ClientErr
     Ok(tls)
 }
 
-/// Builds the pooled client for `connection`, taking its TLS configuration
-/// from `tls`.
+/// Builds the client for `connection`, taking the TLS configuration of an
+/// HTTPS upstream from `tls`.
 pub fn build_client(
     connection: &Connection,
     tls: &mut TlsConfigs,
 ) -> Result<HttpClient, ClientError> {
-    let tls = tls.for_connection(connection)?;
     let mut tcp = CheckedConnector::new(&connection.name, connection.allow_private);
     let http = tcp.http_mut();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connection.timeouts.connect));
     http.set_nodelay(true);
-    // Plain http upstreams are allowed (force_https stays off), and ALPN
-    // offers HTTP/2 and HTTP/1.1 as set in `tls_config`.
+    let upstream = &connection.upstream;
+    if upstream.scheme == "http" {
+        let pool = Http1Pool::new(tcp, &upstream.host, upstream.port).map_err(|error| {
+            ClientError::Upstream {
+                connection: connection.name.clone(),
+                reason: error.to_string(),
+            }
+        })?;
+        return Ok(HttpClient::Direct(pool));
+    }
+    let tls = tls.for_connection(connection)?;
+    // ALPN offers HTTP/2 and HTTP/1.1 as set in `tls_config`.
     let connector = HttpsConnector::from((tcp, tls));
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(connector))
+    Ok(HttpClient::Pooled(Box::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(connector),
+    )))
 }
 
 fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {

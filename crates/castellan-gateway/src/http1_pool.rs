@@ -1,0 +1,376 @@
+//! Plain-HTTP upstream connections that the request using them drives.
+//!
+//! hyper-util's pooled client runs each upstream connection as a task of
+//! its own. A request hands its head to that task through a channel, the
+//! response comes back through another, and every body frame crosses
+//! between the two tasks as well. For an `http` upstream, [`Http1Pool`]
+//! lends the connection itself to the request instead: the request's task
+//! writes the request, reads the response and its body, and returns the
+//! connection to the pool when the body ends. HTTPS upstreams keep the
+//! pooled client, which negotiates HTTP/2 through ALPN.
+
+use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{header, HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::body::RequestBody;
+use crate::dial::CheckedConnector;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an unused connection stays open, the same as for the pooled
+/// client of HTTPS upstreams.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Maximum number of unused connections kept for one upstream. A
+/// connection returned beyond it is closed.
+const MAX_IDLE: usize = 512;
+
+/// How often a background task closes connections that stayed unused for
+/// [`IDLE_TIMEOUT`], so an upstream that receives no more requests does
+/// not keep its connections open.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Error of a request through an [`Http1Pool`].
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    /// No connection to the upstream could be opened.
+    #[error("cannot connect to the upstream")]
+    Connect(#[source] BoxError),
+    /// A new connection closed before it could take the request.
+    #[error("the upstream closed a new connection before the request was sent")]
+    Closed,
+    /// The exchange on an open connection failed.
+    #[error("the upstream exchange failed")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// Unused HTTP/1.1 connections to one plain-HTTP upstream, lent to one
+/// request at a time.
+pub struct Http1Pool {
+    connector: CheckedConnector,
+    /// Address that new connections dial: `http://host:port`.
+    origin: Uri,
+    /// `Host` header of every request, as hyper-util's client wrote it:
+    /// the host, with the port unless it is 80.
+    host: HeaderValue,
+    /// Unused connections, the oldest at the front. A request takes the
+    /// newest, from the back.
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    connection: Box<Lent>,
+    since: Instant,
+}
+
+/// One upstream connection: the handle that queues requests and the
+/// dispatcher future that performs its I/O. The request or response body
+/// that holds the connection polls the dispatcher.
+struct Lent {
+    sender: SendRequest<RequestBody>,
+    driver: Option<Connection<TokioIo<TcpStream>, RequestBody>>,
+}
+
+impl Lent {
+    /// Polls the connection's I/O. Returns true once the connection has
+    /// ended, and then does not poll it again.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = &mut self.driver else {
+            return true;
+        };
+        match Pin::new(driver).poll(cx) {
+            Poll::Pending => false,
+            Poll::Ready(result) => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+                self.driver = None;
+                true
+            }
+        }
+    }
+
+    /// Waits until the connection can take a request. Fails when it has
+    /// closed, as an unused one does when the upstream closes it first.
+    async fn ready(&mut self) -> Result<(), ()> {
+        poll_fn(|cx| {
+            if self.drive(cx) {
+                return Poll::Ready(Err(()));
+            }
+            self.sender.poll_ready(cx).map_err(|_| ())
+        })
+        .await
+    }
+}
+
+impl Http1Pool {
+    /// Builds the pool for an upstream at `host:port`, dialing through
+    /// `connector`.
+    pub fn new(
+        connector: CheckedConnector,
+        host: &str,
+        port: u16,
+    ) -> Result<Arc<Self>, http::Error> {
+        let bracketed = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+            _ => host.to_owned(),
+        };
+        let authority: Authority = format!("{bracketed}:{port}").parse()?;
+        let origin = Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query("/")
+            .build()?;
+        let host = if port == 80 {
+            HeaderValue::from_str(&bracketed)?
+        } else {
+            HeaderValue::from_str(&format!("{bracketed}:{port}"))?
+        };
+        let pool = Arc::new(Http1Pool {
+            connector,
+            origin,
+            host,
+            idle: Mutex::new(VecDeque::new()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(prune_until_dropped(Arc::downgrade(&pool)));
+        }
+        Ok(pool)
+    }
+
+    /// Sends `request` on an unused connection, or on a new one, and
+    /// returns the response with the connection inside its body.
+    ///
+    /// The request's URI may be absolute; only its path and query are
+    /// sent. A request that an unused connection closed before taking it
+    /// is sent once more on a new connection, as hyper-util's client does.
+    pub async fn request(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<Http1Body>, Http1Error> {
+        self.prepare(&mut request);
+        loop {
+            let (mut lent, reused) = match self.checkout() {
+                Some(lent) => (lent, true),
+                None => (self.dial().await?, false),
+            };
+            if lent.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(Http1Error::Closed);
+            }
+            let sending = lent.sender.try_send_request(request);
+            let mut sending = std::pin::pin!(sending);
+            let outcome = poll_fn(|cx| {
+                lent.drive(cx);
+                sending.as_mut().poll(cx)
+            })
+            .await;
+            match outcome {
+                Ok(response) => {
+                    let pool = Arc::clone(self);
+                    return Ok(response.map(|inner| Http1Body {
+                        inner,
+                        lease: Some(Lease { lent, pool }),
+                    }));
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(Http1Error::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+
+    /// Turns an absolute URI into the origin form that HTTP/1.1 sends
+    /// and sets `Host`, as hyper-util's client does.
+    fn prepare(&self, request: &mut Request<RequestBody>) {
+        if request.uri().authority().is_some() {
+            let path = request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(path);
+        }
+        request
+            .headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| self.host.clone());
+    }
+
+    /// Takes the most recently used connection that is still open.
+    fn checkout(&self) -> Option<Box<Lent>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = Instant::now();
+        while let Some(entry) = idle.pop_back() {
+            if now.duration_since(entry.since) < IDLE_TIMEOUT
+                && !entry.connection.sender.is_closed()
+            {
+                return Some(entry.connection);
+            }
+        }
+        None
+    }
+
+    async fn dial(&self) -> Result<Box<Lent>, Http1Error> {
+        let mut connector = self.connector.clone();
+        let io = connector
+            .call(self.origin.clone())
+            .await
+            .map_err(Http1Error::Connect)?;
+        let (sender, driver) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|error| Http1Error::Connect(Box::new(error)))?;
+        // Boxed: the dispatcher is several hundred bytes, and the
+        // connection moves between the pool and each response body.
+        Ok(Box::new(Lent {
+            sender,
+            driver: Some(driver),
+        }))
+    }
+
+    /// Returns `connection` to the pool unless it has closed or the pool
+    /// is full.
+    fn release(&self, connection: Box<Lent>) {
+        if connection.driver.is_none() || connection.sender.is_closed() {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections that stayed unused for [`IDLE_TIMEOUT`].
+    fn prune(&self) {
+        let expired: Vec<Idle> = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            let now = Instant::now();
+            let keep_from = idle
+                .iter()
+                .position(|entry| now.duration_since(entry.since) < IDLE_TIMEOUT)
+                .unwrap_or(idle.len());
+            idle.drain(..keep_from).collect()
+        };
+        // Closed outside the lock.
+        drop(expired);
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+    }
+}
+
+async fn prune_until_dropped(pool: Weak<Http1Pool>) {
+    let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match pool.upgrade() {
+            Some(pool) => pool.prune(),
+            None => return,
+        }
+    }
+}
+
+/// An upstream connection lent to one response.
+struct Lease {
+    lent: Box<Lent>,
+    pool: Arc<Http1Pool>,
+}
+
+/// The body of a response from an [`Http1Pool`]. Reading it drives the
+/// connection; once it has ended, the connection goes back to the pool.
+/// Dropped earlier, it closes the connection.
+pub struct Http1Body {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl std::fmt::Debug for Http1Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Body")
+            .field("leased", &self.lease.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Http1Body {
+    fn give_back(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.pool.release(lease.lent);
+        }
+    }
+}
+
+impl Body for Http1Body {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(lease) = &mut this.lease {
+            lease.lent.drive(cx);
+        }
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.give_back();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Http1Body {
+    fn drop(&mut self) {
+        // A body that was never read to its end leaves the connection
+        // in the middle of a response; only an empty one can be reused.
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
