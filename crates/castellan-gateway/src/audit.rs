@@ -68,26 +68,95 @@ impl RequestFacts {
         bytes_in: u64,
         bytes_out: u64,
     ) -> AuditRecord {
+        self.clone()
+            .into_record(decision, status, rule, reason, bytes_in, bytes_out)
+    }
+
+    /// Builds the record for an outcome, moving the request's text into it
+    /// instead of copying it.
+    pub fn into_record(
+        self,
+        decision: AuditDecision,
+        status: u16,
+        rule: Option<String>,
+        reason: Option<String>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> AuditRecord {
         AuditRecord {
             seq: None,
             time_ms: self.time_ms,
-            request_id: self.request_id.clone(),
-            agent: self.agent.clone(),
-            token_id: self.token_id.clone(),
-            source: self.source.to_string(),
-            connection: self.connection.clone(),
-            method: self.method.clone(),
-            path: self.path.clone(),
+            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            source: socket_text(self.source),
+            request_id: self.request_id,
+            agent: self.agent,
+            token_id: self.token_id,
+            connection: self.connection,
+            method: self.method,
+            path: self.path,
             decision,
             rule,
             reason,
             status,
             bytes_in,
             bytes_out,
-            duration_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            findings: self.findings.clone(),
-            user_agent: self.user_agent.clone(),
+            findings: self.findings,
+            user_agent: self.user_agent,
         }
+    }
+
+    /// Returns facts with the same time and source and no text, left
+    /// behind when the original moves into a record.
+    fn emptied(&self) -> RequestFacts {
+        RequestFacts {
+            time_ms: self.time_ms,
+            started: self.started,
+            request_id: String::new(),
+            source: self.source,
+            method: String::new(),
+            path: String::new(),
+            connection: None,
+            agent: None,
+            token_id: None,
+            findings: Vec::new(),
+            user_agent: None,
+        }
+    }
+}
+
+/// Writes `address` as `SocketAddr`'s `Display` does, without the
+/// formatting machinery for the common IPv4 case, which runs once per
+/// request.
+fn socket_text(address: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = address else {
+        return address.to_string();
+    };
+    let mut text = String::with_capacity(21);
+    for (index, octet) in v4.ip().octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, u32::from(octet));
+    }
+    text.push(':');
+    push_decimal(&mut text, u32::from(v4.port()));
+    text
+}
+
+fn push_decimal(text: &mut String, value: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut rest = value;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        text.push(char::from(digit));
     }
 }
 
@@ -274,7 +343,10 @@ impl Completion {
         } else {
             AuditDecision::Allow
         };
-        let record = self.facts.record(
+        // Nothing reads the facts after the record is written.
+        let emptied = self.facts.emptied();
+        let facts = std::mem::replace(&mut self.facts, emptied);
+        let record = facts.into_record(
             decision,
             self.status.unwrap_or(CLIENT_CLOSED_REQUEST),
             self.rule.take(),
@@ -425,6 +497,23 @@ fn log_unqueued() {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn socket_text_matches_display() {
+        let addresses = [
+            "0.0.0.0:0",
+            "127.0.0.1:8750",
+            "10.20.30.40:9",
+            "255.255.255.255:65535",
+            "192.168.1.100:10000",
+            "[::1]:8750",
+            "[2001:db8::7]:443",
+        ];
+        for text in addresses {
+            let address: SocketAddr = text.parse().expect("a valid socket address");
+            assert_eq!(socket_text(address), address.to_string());
+        }
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();

@@ -68,9 +68,18 @@ pub struct Http1Pool {
     /// `Host` header of every request, as hyper-util's client wrote it:
     /// the host, with the port unless it is 80.
     host: HeaderValue,
+    idle: Mutex<IdleSet>,
+}
+
+#[derive(Default)]
+struct IdleSet {
     /// Unused connections, the oldest at the front. A request takes the
     /// newest, from the back.
-    idle: Mutex<VecDeque<Idle>>,
+    connections: VecDeque<Idle>,
+    /// Set while a task prunes this pool. It runs only while there are
+    /// unused connections, so the pools of a thousand quiet upstreams
+    /// keep no task and no timer.
+    pruning: bool,
 }
 
 struct Idle {
@@ -145,11 +154,8 @@ impl Http1Pool {
             connector,
             origin,
             host,
-            idle: Mutex::new(VecDeque::new()),
+            idle: Mutex::new(IdleSet::default()),
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(prune_until_dropped(Arc::downgrade(&pool)));
-        }
         Ok(pool)
     }
 
@@ -222,7 +228,7 @@ impl Http1Pool {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let now = Instant::now();
-        while let Some(entry) = idle.pop_back() {
+        while let Some(entry) = idle.connections.pop_back() {
             if now.duration_since(entry.since) < IDLE_TIMEOUT
                 && !entry.connection.sender.is_closed()
             {
@@ -252,7 +258,7 @@ impl Http1Pool {
 
     /// Returns `connection` to the pool unless it has closed or the pool
     /// is full.
-    fn release(&self, connection: Box<Lent>) {
+    fn release(self: &Arc<Self>, connection: Box<Lent>) {
         if connection.driver.is_none() || connection.sender.is_closed() {
             return;
         }
@@ -260,46 +266,70 @@ impl Http1Pool {
             .idle
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle {
-                connection,
-                since: Instant::now(),
-            });
+        if idle.connections.len() >= MAX_IDLE {
+            return;
+        }
+        idle.connections.push_back(Idle {
+            connection,
+            since: Instant::now(),
+        });
+        if !idle.pruning {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                idle.pruning = true;
+                runtime.spawn(prune_while_idle(Arc::downgrade(self)));
+            }
         }
     }
 
-    /// Closes connections that stayed unused for [`IDLE_TIMEOUT`].
-    fn prune(&self) {
-        let expired: Vec<Idle> = {
+    /// Closes connections that stayed unused for [`IDLE_TIMEOUT`]. Returns
+    /// false, and clears `pruning`, once no unused connection is left.
+    fn prune(&self) -> bool {
+        let (expired, left): (Vec<Idle>, bool) = {
             let mut idle = self
                 .idle
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
             let now = Instant::now();
             let keep_from = idle
+                .connections
                 .iter()
                 .position(|entry| now.duration_since(entry.since) < IDLE_TIMEOUT)
-                .unwrap_or(idle.len());
-            idle.drain(..keep_from).collect()
+                .unwrap_or(idle.connections.len());
+            let expired = idle.connections.drain(..keep_from).collect();
+            idle.pruning = !idle.connections.is_empty();
+            (expired, idle.pruning)
         };
         // Closed outside the lock.
         drop(expired);
+        left
     }
 
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+        self.idle
+            .lock()
+            .map(|idle| idle.connections.len())
+            .unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    fn is_pruning(&self) -> bool {
+        self.idle.lock().map(|idle| idle.pruning).unwrap_or(false)
     }
 }
 
-async fn prune_until_dropped(pool: Weak<Http1Pool>) {
+async fn prune_while_idle(pool: Weak<Http1Pool>) {
     let mut ticks = tokio::time::interval(PRUNE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once.
+    ticks.tick().await;
     loop {
         ticks.tick().await;
-        match pool.upgrade() {
-            Some(pool) => pool.prune(),
-            None => return,
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        if !pool.prune() {
+            return;
         }
     }
 }
@@ -327,9 +357,34 @@ impl std::fmt::Debug for Http1Body {
 }
 
 impl Http1Body {
-    fn give_back(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.pool.release(lease.lent);
+    /// Returns the connection to the pool once the response has ended.
+    ///
+    /// An upstream may answer before it has read the whole request body.
+    /// hyper then still has body to send, and the connection cannot take
+    /// another request. A task finishes sending it, as hyper-util's client
+    /// does, and returns the connection afterwards. Returned at once, the
+    /// connection would stall: nothing polls a connection in the pool, so
+    /// the rest of the body would never go out, and the next request would
+    /// wait for it.
+    fn give_back(&mut self, cx: &mut Context<'_>) {
+        let Some(mut lease) = self.lease.take() else {
+            return;
+        };
+        if lease.lent.drive(cx) {
+            return;
+        }
+        match lease.lent.sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) => lease.pool.release(lease.lent),
+            Poll::Ready(Err(_)) => {}
+            Poll::Pending => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if lease.lent.ready().await.is_ok() {
+                            lease.pool.release(lease.lent);
+                        }
+                    });
+                }
+            }
         }
     }
 }
@@ -348,7 +403,7 @@ impl Body for Http1Body {
         }
         let frame = Pin::new(&mut this.inner).poll_frame(cx);
         if let Poll::Ready(None) = frame {
-            this.give_back();
+            this.give_back(cx);
         }
         frame
     }
@@ -365,9 +420,9 @@ impl Body for Http1Body {
 impl Drop for Http1Body {
     fn drop(&mut self) {
         // A body that was never read to its end leaves the connection
-        // in the middle of a response; only an empty one can be reused.
+        // in the middle of a response, so only an ended one is returned.
         if self.inner.is_end_stream() {
-            self.give_back();
+            self.give_back(&mut Context::from_waker(std::task::Waker::noop()));
         }
     }
 }

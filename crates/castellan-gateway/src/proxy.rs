@@ -108,7 +108,7 @@ impl Gateway {
         request: Request<Incoming>,
         peer: Arc<Peer>,
     ) -> Response<ResponseBody> {
-        let request_id = format!("{:032x}", rand::random::<u128>());
+        let request_id = new_request_id();
         let (parts, body) = request.into_parts();
         let mut facts = RequestFacts::new(
             request_id.clone(),
@@ -192,6 +192,16 @@ impl Gateway {
             None => response,
         }
     }
+}
+
+/// Returns a random request id: 32 lowercase hex digits.
+fn new_request_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let value: u128 = rand::random();
+    (0..32)
+        .rev()
+        .map(|nibble| char::from(HEX[((value >> (nibble * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 /// Runs the stages up to the policy decision.
@@ -443,5 +453,22 @@ mod tests {
         assert_eq!(split_route("/blog/"), ("blog", "/"));
         assert_eq!(split_route("/blog"), ("blog", ""));
         assert_eq!(split_route("/"), ("", ""));
+    }
+
+    #[test]
+    fn request_ids_are_random_hex() {
+        let first = new_request_id();
+        let second = new_request_id();
+        assert_eq!(first.len(), 32);
+        assert!(first
+            .bytes()
+            .all(|byte| byte.is_ascii_hexdigit() && !byte.is_ascii_uppercase()));
+        assert_ne!(first, second);
+        // Every digit position takes more than one value over many ids.
+        let ids: Vec<String> = (0..64).map(|_| new_request_id()).collect();
+        for position in 0..32 {
+            let first_digit = ids[0].as_bytes()[position];
+            assert!(ids.iter().any(|id| id.as_bytes()[position] != first_digit));
+        }
     }
 }

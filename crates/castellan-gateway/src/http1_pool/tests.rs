@@ -244,4 +244,29 @@ async fn unused_connections_closed_after_timeout() {
     assert_eq!(pool.idle_count(), 1);
     tokio::time::sleep(IDLE_TIMEOUT / 2 + PRUNE_INTERVAL * 2).await;
     assert_eq!(pool.idle_count(), 0);
+    assert!(!pool.is_pruning());
+
+    // A connection returned later starts the pruning again.
+    let response = pool
+        .request(get(upstream.address, "/"))
+        .await
+        .expect("response");
+    read_text(response).await;
+    assert!(pool.is_pruning());
+    tokio::time::sleep(IDLE_TIMEOUT + PRUNE_INTERVAL * 2).await;
+    assert_eq!(pool.idle_count(), 0);
+}
+
+#[tokio::test]
+async fn quiet_pool_starts_no_task() {
+    let upstream = upstream(After::KeepOpen, HELLO).await;
+    let pool = pool_for(upstream.address, true);
+    assert!(!pool.is_pruning());
+    let response = pool
+        .request(get(upstream.address, "/"))
+        .await
+        .expect("response");
+    assert!(!pool.is_pruning());
+    read_text(response).await;
+    assert!(pool.is_pruning());
 }
