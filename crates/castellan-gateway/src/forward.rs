@@ -233,6 +233,7 @@ pub async fn forward(
     // credential and is never redacted: drop them all.
     response_parts.extensions.clear();
     sanitize_response_headers(&mut response_parts.headers, &authorized);
+    drop_bodiless_length(&mut response_parts, &parts.method);
     // The agent's connection has its own version: an HTTP/1.0 upstream
     // must not make hyper send HTTP/1.0 to an HTTP/1.1 agent and close.
     let upstream_version = std::mem::replace(&mut response_parts.version, Version::HTTP_11);
@@ -533,6 +534,19 @@ fn build_request(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Ok(request)
+}
+
+/// Removes `Content-Length` from a 204, which must not carry it, and from a
+/// 304 that does not answer a HEAD. A 304's length describes a body that is
+/// never sent, and hyper's debug builds panic when the length of the body
+/// they write and the header differ.
+fn drop_bodiless_length(parts: &mut http::response::Parts, method: &http::Method) {
+    let status = parts.status;
+    let bodiless = status == http::StatusCode::NO_CONTENT
+        || (status == http::StatusCode::NOT_MODIFIED && method != http::Method::HEAD);
+    if bodiless {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// Removes headers that the `Connection` header names, as a proxy must.

@@ -517,6 +517,30 @@ fn http10_upstream_answered_as_http11() {
     }
 }
 
+/// A 204 must not carry `Content-Length`, and a 304's describes a body
+/// that is never sent. Either, passed on, made hyper's debug build panic
+/// and the agent get no response at all.
+#[test]
+fn bodiless_statuses_lose_their_length() {
+    let not_modified =
+        spawn_raw_upstream(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 20\r\n\r\n".to_vec());
+    let no_content =
+        spawn_raw_upstream(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n".to_vec());
+    for durability in ["batched", "strict"] {
+        let upstreams = [("cached", not_modified), ("empty", no_content)];
+        let (castellan, token) = raw_setup(durability, &upstreams);
+        let server = castellan.serve();
+
+        let raw = raw_get(server.agent_addr, "/cached/x", &token);
+        assert_eq!(raw_status(&raw), 304, "{durability}: {raw}");
+        assert!(!raw.contains("content-length"), "{durability}: {raw}");
+
+        let raw = raw_get(server.agent_addr, "/empty/x", &token);
+        assert_eq!(raw_status(&raw), 204, "{durability}: {raw}");
+        assert!(!raw.contains("content-length"), "{durability}: {raw}");
+    }
+}
+
 /// An HTTP/1.0 agent cannot tell a body of unknown length that was cut
 /// short from a complete one, so it gets such bodies read whole and sent
 /// with their length, and a 504 when the upstream stalls midway.
