@@ -22,6 +22,7 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper::client::conn::TrySendError as HyperTrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -31,6 +32,7 @@ use crate::body::RequestBody;
 use crate::dial::CheckedConnector;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TrySendError = HyperTrySendError<Request<RequestBody>>;
 
 /// How long an unused connection stays open, the same as for the pooled
 /// client of HTTPS upstreams.
@@ -40,10 +42,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// connection returned beyond it is closed.
 const MAX_IDLE: usize = 512;
 
-/// How often a background task closes connections that stayed unused for
-/// [`IDLE_TIMEOUT`], so an upstream that receives no more requests does
-/// not keep its connections open.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(15);
+/// How often a background task checks the unused connections of a pool.
+/// It closes those that stayed unused for [`IDLE_TIMEOUT`] and those that
+/// the upstream has closed, which nothing else notices while they wait.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Error of a request through an [`Http1Pool`].
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,9 @@ impl Http1Pool {
         mut request: Request<RequestBody>,
     ) -> Result<Response<Http1Body>, Http1Error> {
         self.prepare(&mut request);
+        // See `exchange_with_body` for why a request body changes how the
+        // connection is driven.
+        let streams_body = !request.body().is_end_stream();
         loop {
             let (mut lent, reused) = match self.checkout() {
                 Some(lent) => (lent, true),
@@ -182,6 +187,18 @@ impl Http1Pool {
                 return Err(Http1Error::Closed);
             }
             let sending = lent.sender.try_send_request(request);
+            if streams_body {
+                match self.exchange_with_body(lent, sending).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) if reused => {
+                            request = unsent;
+                            continue;
+                        }
+                        _ => return Err(Http1Error::Exchange(error.into_error())),
+                    },
+                }
+            }
             let mut sending = std::pin::pin!(sending);
             let outcome = poll_fn(|cx| {
                 lent.drive(cx);
@@ -202,6 +219,32 @@ impl Http1Pool {
                 },
             }
         }
+    }
+
+    /// Hands `lent` to a task of its own, which drives it until it can take
+    /// the next request, and waits for the response to `sending`.
+    ///
+    /// An upstream may answer while the request body is still going out.
+    /// Driven only by the response body, the connection would then stop
+    /// sending the request body whenever the agent stops reading, and an
+    /// agent that sends its whole body before it reads would wait forever.
+    /// A request with a body therefore crosses between two tasks, as every
+    /// request did with hyper-util's client, and the response body only
+    /// reads what that task receives.
+    async fn exchange_with_body(
+        self: &Arc<Self>,
+        mut lent: Box<Lent>,
+        sending: impl Future<Output = Result<Response<Incoming>, TrySendError>>,
+    ) -> Result<Response<Http1Body>, TrySendError> {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            // Ready again once the request is sent and the response read.
+            if lent.ready().await.is_ok() {
+                pool.release(lent);
+            }
+        });
+        let response = sending.await?;
+        Ok(response.map(|inner| Http1Body { inner, lease: None }))
     }
 
     /// Turns an absolute URI into the origin form that HTTP/1.1 sends
@@ -281,26 +324,35 @@ impl Http1Pool {
         }
     }
 
-    /// Closes connections that stayed unused for [`IDLE_TIMEOUT`]. Returns
-    /// false, and clears `pruning`, once no unused connection is left.
+    /// Closes connections that stayed unused for [`IDLE_TIMEOUT`] and
+    /// those that the upstream has closed. Returns false, and clears
+    /// `pruning`, once no unused connection is left.
     fn prune(&self) -> bool {
-        let (expired, left): (Vec<Idle>, bool) = {
+        // Polled without a waker: a closed connection reads its end at
+        // once, and an open one has nothing to do.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut ended = Vec::new();
+        let left = {
             let mut idle = self
                 .idle
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
             let now = Instant::now();
-            let keep_from = idle
-                .connections
-                .iter()
-                .position(|entry| now.duration_since(entry.since) < IDLE_TIMEOUT)
-                .unwrap_or(idle.connections.len());
-            let expired = idle.connections.drain(..keep_from).collect();
+            let mut kept = VecDeque::with_capacity(idle.connections.len());
+            for mut entry in std::mem::take(&mut idle.connections) {
+                let expired = now.duration_since(entry.since) >= IDLE_TIMEOUT;
+                if expired || entry.connection.drive(&mut cx) {
+                    ended.push(entry);
+                } else {
+                    kept.push_back(entry);
+                }
+            }
+            idle.connections = kept;
             idle.pruning = !idle.connections.is_empty();
-            (expired, idle.pruning)
+            idle.pruning
         };
         // Closed outside the lock.
-        drop(expired);
+        drop(ended);
         left
     }
 
@@ -359,13 +411,11 @@ impl std::fmt::Debug for Http1Body {
 impl Http1Body {
     /// Returns the connection to the pool once the response has ended.
     ///
-    /// An upstream may answer before it has read the whole request body.
-    /// hyper then still has body to send, and the connection cannot take
-    /// another request. A task finishes sending it, as hyper-util's client
-    /// does, and returns the connection afterwards. Returned at once, the
-    /// connection would stall: nothing polls a connection in the pool, so
-    /// the rest of the body would never go out, and the next request would
-    /// wait for it.
+    /// Only requests without a body lend their connection to the response
+    /// (see `Http1Pool::exchange_with_body`), so the request has been sent
+    /// by now. Should hyper still not take another request, a task drives
+    /// the connection until it does, because a pooled connection is polled
+    /// only every few seconds and the next request would wait on it.
     fn give_back(&mut self, cx: &mut Context<'_>) {
         let Some(mut lease) = self.lease.take() else {
             return;

@@ -18,6 +18,11 @@ use support::leak::assert_no_secret;
 
 const UPSTREAM_KEY: &str = "sk-e2e-pool-Vb7Rq2Xw9Lp4";
 
+/// Size of the `/early-large` response, a whole number of MiB: more than
+/// the socket buffers between the upstream, the gateway and an agent that
+/// does not read yet can take (loopback buffers grow to 32 MiB on Linux).
+const LARGE_RESPONSE: usize = 160 * 1024 * 1024;
+
 /// A request head that reached the upstream, with the number of body
 /// bytes read after it.
 #[derive(Debug, Clone)]
@@ -35,6 +40,8 @@ type Arrivals = Arc<Mutex<Vec<Arrival>>>;
 /// address and its arrivals. Its behaviour depends on the request path:
 /// - `/early` responds before it reads the request body, then reads the
 ///   whole body.
+/// - `/early-large` sends a response of [`LARGE_RESPONSE`] bytes while it
+///   reads the request body.
 /// - `/extra` sends a second, unrequested response right after the first.
 /// - `/drop` reads the request and closes without a response.
 /// - `/close-soon` responds without `Connection: close`, then closes the
@@ -72,10 +79,28 @@ fn serve_connection(stream: TcpStream, connection: usize, arrivals: &Mutex<Vec<A
         if path == "/early" {
             let _ = writer.write_all(&response("early"));
         }
+        // Writes a large response while it reads the request body.
+        let large = (path == "/early-large").then(|| {
+            let mut writer = writer.try_clone().expect("clone the upstream socket");
+            thread::spawn(move || {
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {LARGE_RESPONSE}\r\n\r\n");
+                let _ = writer.write_all(head.as_bytes());
+                let chunk = vec![b'x'; 1024 * 1024];
+                for _ in 0..LARGE_RESPONSE / chunk.len() {
+                    if writer.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+            })
+        });
         let Some(read) = read_body(&mut reader, length) else {
             return;
         };
         arrivals.lock().expect("arrivals lock")[index].body_bytes = read;
+        if let Some(large) = large {
+            let _ = large.join();
+            continue;
+        }
         let reply = match path {
             "/early" => continue,
             "/drop" => return,
@@ -446,4 +471,61 @@ fn connection_closed_while_idle_is_replaced() {
             after.body
         );
     }
+}
+
+#[test]
+fn upload_finishes_during_large_response() {
+    let setup = setup();
+    let length = 16 * 1024 * 1024;
+    let address = setup
+        .server
+        .url("")
+        .trim_start_matches("http://")
+        .to_owned();
+    let mut agent = TcpStream::connect(&address).expect("connect to the gateway");
+    let head = format!(
+        "POST /raw/early-large HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n",
+        setup.first
+    );
+    agent.write_all(head.as_bytes()).expect("write the head");
+    // The agent sends its whole body before it reads, as a blocking
+    // client does, while the upstream answers at once.
+    let writer = {
+        let mut stream = agent.try_clone().expect("clone the agent socket");
+        thread::spawn(move || stream.write_all(&vec![b'a'; length]).is_ok())
+    };
+    let uploaded = poll_until(Duration::from_secs(20), || writer.is_finished());
+    let arrivals = setup.arrivals_at("/early-large");
+    assert!(
+        uploaded.is_some(),
+        "the upload stalled behind the unread response: {arrivals:?}"
+    );
+    assert!(writer.join().expect("the writer thread"), "upload failed");
+
+    agent
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set the read timeout");
+    let mut received = 0;
+    let mut buffer = vec![0_u8; 1024 * 1024];
+    while received < LARGE_RESPONSE {
+        match agent.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => received += read,
+            Err(error) => panic!("the response stopped after {received} bytes: {error}"),
+        }
+    }
+    // The head comes first, so the agent receives at least the body.
+    assert!(received >= LARGE_RESPONSE, "received {received} bytes");
+    let drained = poll_until(Duration::from_secs(10), || {
+        setup
+            .arrivals_at("/early-large")
+            .first()
+            .is_some_and(|arrival| arrival.body_bytes == length)
+    });
+    assert!(
+        drained.is_some(),
+        "the upstream did not receive the whole body: {:?}",
+        setup.arrivals_at("/early-large")
+    );
 }

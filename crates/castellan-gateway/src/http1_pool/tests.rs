@@ -257,6 +257,32 @@ async fn unused_connections_closed_after_timeout() {
     assert_eq!(pool.idle_count(), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn upstream_closed_connection_pruned() {
+    // An upstream on a thread of its own, which closes the connection
+    // 100 ms after its response, once the pool has taken it back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("bound address");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut buffer = [0u8; 4096];
+        let _ = stream.read(&mut buffer);
+        let _ = stream.write_all(HELLO.as_bytes());
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let pool = pool_for(address, true);
+    let response = pool.request(get(address, "/")).await.expect("response");
+    assert_eq!(read_text(response).await, "hello");
+    assert_eq!(pool.idle_count(), 1);
+
+    // Real time for the close to arrive, then paused time for the prune.
+    std::thread::sleep(Duration::from_millis(300));
+    tokio::time::sleep(PRUNE_INTERVAL * 2).await;
+    assert_eq!(pool.idle_count(), 0);
+    assert!(!pool.is_pruning());
+}
+
 #[tokio::test]
 async fn quiet_pool_starts_no_task() {
     let upstream = upstream(After::KeepOpen, HELLO).await;
