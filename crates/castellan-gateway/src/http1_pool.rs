@@ -91,7 +91,7 @@ struct Idle {
 
 /// One upstream connection: the handle that queues requests and the
 /// dispatcher future that performs its I/O. The request or response body
-/// that holds the connection polls the dispatcher.
+/// that owns the connection polls the dispatcher.
 struct Lent {
     sender: SendRequest<RequestBody>,
     driver: Option<Connection<TokioIo<TcpStream>, RequestBody>>,
@@ -224,7 +224,7 @@ impl Http1Pool {
     /// Hands `lent` to a task of its own, which drives it until it can take
     /// the next request, and waits for the response to `sending`.
     ///
-    /// An upstream may answer while the request body is still going out.
+    /// An upstream may respond while the request body is still going out.
     /// Driven only by the response body, the connection would then stop
     /// sending the request body whenever the agent stops reading, and an
     /// agent that sends its whole body before it reads would wait forever.

@@ -490,7 +490,7 @@ fn upload_finishes_during_large_response() {
     );
     agent.write_all(head.as_bytes()).expect("write the head");
     // The agent sends its whole body before it reads, as a blocking
-    // client does, while the upstream answers at once.
+    // client does, while the upstream responds at once.
     let writer = {
         let mut stream = agent.try_clone().expect("clone the agent socket");
         thread::spawn(move || stream.write_all(&vec![b'a'; length]).is_ok())
