@@ -537,7 +537,7 @@ fn build_request(
 }
 
 /// Removes `Content-Length` from a 204, which must not carry it, and from a
-/// 304 that does not answer a HEAD. A 304's length describes a body that is
+/// 304 to any request but a HEAD. A 304's length describes a body that is
 /// never sent, and hyper's debug builds panic when the length of the body
 /// they write and the header differ.
 fn drop_bodiless_length(parts: &mut http::response::Parts, method: &http::Method) {

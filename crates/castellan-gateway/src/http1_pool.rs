@@ -187,38 +187,39 @@ impl Http1Pool {
                 return Err(Http1Error::Closed);
             }
             let sending = lent.sender.try_send_request(request);
-            if streams_body {
-                match self.exchange_with_body(lent, sending).await {
-                    Ok(response) => return Ok(response),
-                    Err(mut error) => match error.take_message() {
-                        Some(unsent) if reused => {
-                            request = unsent;
-                            continue;
-                        }
-                        _ => return Err(Http1Error::Exchange(error.into_error())),
-                    },
-                }
-            }
-            let mut sending = std::pin::pin!(sending);
-            let outcome = poll_fn(|cx| {
-                lent.drive(cx);
-                sending.as_mut().poll(cx)
-            })
-            .await;
+            let outcome = if streams_body {
+                self.exchange_with_body(lent, sending).await
+            } else {
+                self.exchange_in_place(lent, sending).await
+            };
             match outcome {
-                Ok(response) => {
-                    let pool = Arc::clone(self);
-                    return Ok(response.map(|inner| Http1Body {
-                        inner,
-                        lease: Some(Lease { lent, pool }),
-                    }));
-                }
+                Ok(response) => return Ok(response),
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => request = unsent,
                     _ => return Err(Http1Error::Exchange(error.into_error())),
                 },
             }
         }
+    }
+
+    /// Drives `lent` from this task until the response to `sending`
+    /// arrives, then lends it to the response body.
+    async fn exchange_in_place(
+        self: &Arc<Self>,
+        mut lent: Box<Lent>,
+        sending: impl Future<Output = Result<Response<Incoming>, TrySendError>>,
+    ) -> Result<Response<Http1Body>, TrySendError> {
+        let mut sending = std::pin::pin!(sending);
+        let response = poll_fn(|cx| {
+            lent.drive(cx);
+            sending.as_mut().poll(cx)
+        })
+        .await?;
+        let pool = Arc::clone(self);
+        Ok(response.map(|inner| Http1Body {
+            inner,
+            lease: Some(Lease { lent, pool }),
+        }))
     }
 
     /// Hands `lent` to a task of its own, which drives it until it can take
@@ -338,16 +339,16 @@ impl Http1Pool {
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
             let now = Instant::now();
-            let mut kept = VecDeque::with_capacity(idle.connections.len());
+            let mut open = VecDeque::with_capacity(idle.connections.len());
             for mut entry in std::mem::take(&mut idle.connections) {
                 let expired = now.duration_since(entry.since) >= IDLE_TIMEOUT;
                 if expired || entry.connection.drive(&mut cx) {
                     ended.push(entry);
                 } else {
-                    kept.push_back(entry);
+                    open.push_back(entry);
                 }
             }
-            idle.connections = kept;
+            idle.connections = open;
             idle.pruning = !idle.connections.is_empty();
             idle.pruning
         };
