@@ -18,6 +18,9 @@ pub const QUEUE_DEPTH: &str = "castellan_audit_queue_depth";
 /// Counter of committed batches left out of a full feed, whose receiver
 /// then reads them from the store.
 pub const FEED_BATCHES_SKIPPED_TOTAL: &str = "castellan_audit_feed_batches_skipped_total";
+/// Counter of committed batches for which the writer waited because the
+/// feed was full.
+pub const FEED_WAITS_TOTAL: &str = "castellan_audit_feed_waits_total";
 /// Histogram of the time one successful batch write took.
 pub const BATCH_DURATION_SECONDS: &str = "castellan_audit_batch_duration_seconds";
 
@@ -38,6 +41,10 @@ pub(crate) fn describe() {
     describe_counter!(
         FEED_BATCHES_SKIPPED_TOTAL,
         "Committed audit batches left out of the detection monitor's full feed"
+    );
+    describe_counter!(
+        FEED_WAITS_TOTAL,
+        "Committed audit batches for which the writer waited for room in the detection monitor's feed"
     );
     describe_counter!(
         PACED_TOTAL,

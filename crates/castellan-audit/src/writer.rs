@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::handle::{AuditHandle, Command, CommitError, CommitSender, Counters};
 use crate::metrics::{
-    describe, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, QUEUE_DEPTH,
+    describe, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, FEED_WAITS_TOTAL, QUEUE_DEPTH,
     RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use crate::sink::AuditSink;
@@ -43,6 +43,9 @@ pub struct WriterConfig {
     /// (logged and counted). While the writer retries, the queue fills and
     /// the gateway fails closed.
     pub give_up_after: Duration,
+    /// Maximum time the writer waits for room in a full feed before it
+    /// leaves a committed batch out; see [`AuditWriter::spawn_with_feed`].
+    pub feed_patience: Duration,
 }
 
 impl Default for WriterConfig {
@@ -54,6 +57,7 @@ impl Default for WriterConfig {
             flush_interval: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             give_up_after: Duration::from_secs(60),
+            feed_patience: Duration::from_millis(250),
         }
     }
 }
@@ -67,6 +71,10 @@ pub struct AuditWriter<S> {
     /// Receiver of committed batches, if one listens; see
     /// [`AuditWriter::spawn_with_feed`].
     feed: Option<mpsc::Sender<Vec<AuditRecord>>>,
+    /// Set when a wait for room in the feed ran out, and cleared once the
+    /// feed has room again. While set, the writer does not wait, so a
+    /// receiver that has stopped judging costs one wait, not one per batch.
+    feed_stalled: bool,
     pending: Vec<AuditRecord>,
     /// Acknowledgements owed for records in `pending`, sent once their
     /// batch is committed or dropped.
@@ -92,10 +100,15 @@ impl<S: AuditSink> AuditWriter<S> {
     /// the seqs the sink gave its records, to `feed`.
     ///
     /// The detection monitor reads its own gateway's records from here
-    /// instead of reading them back from the store. The writer never waits
-    /// for the feed: when it is full, the batch is not sent, and the
-    /// receiver must notice the gap in seqs and read those records from the
-    /// store.
+    /// instead of reading them back from the store. When the feed is full,
+    /// the writer waits up to [`WriterConfig::feed_patience`] for room
+    /// before it commits more. Meanwhile the queue fills and
+    /// [`AuditHandle::pace`] makes requests wait, so on a saturated machine
+    /// the receiver gets CPU time to catch up instead of falling further
+    /// behind. A batch still without room is left out, and the receiver
+    /// must notice the gap in seqs and read those records from the store.
+    /// The writer does not wait during shutdown, nor again until the feed
+    /// has had room since the last wait ran out.
     pub fn spawn_with_feed(
         sink: S,
         config: WriterConfig,
@@ -129,6 +142,7 @@ impl<S: AuditSink> AuditWriter<S> {
             config,
             counters: Arc::clone(&counters),
             feed,
+            feed_stalled: false,
             shutdown_replies: Vec::new(),
             shutting_down: false,
             gave_up_during_shutdown: false,
@@ -275,7 +289,7 @@ impl<S: AuditSink> AuditWriter<S> {
                 Ok(()) => {
                     self.count_written(attempt, attempt_started.elapsed());
                     self.acknowledge(Ok(()));
-                    self.send_to_feed();
+                    self.send_to_feed().await;
                     break;
                 }
                 Err(error) => error,
@@ -300,10 +314,42 @@ impl<S: AuditSink> AuditWriter<S> {
         self.counters.progress.notify_waiters();
     }
 
-    /// Hands the committed pending records to the feed, if it has room.
-    fn send_to_feed(&mut self) {
-        let Some(feed) = &self.feed else { return };
-        let closed = match feed.try_reserve() {
+    /// Hands the committed pending records to the feed, waiting for room
+    /// as [`AuditWriter::spawn_with_feed`] describes.
+    async fn send_to_feed(&mut self) {
+        // A handle of its own, so the permit does not borrow `self`.
+        let Some(feed) = self.feed.clone() else {
+            return;
+        };
+        let reserved = match feed.try_reserve() {
+            Ok(permit) => {
+                self.feed_stalled = false;
+                Ok(permit)
+            }
+            Err(mpsc::error::TrySendError::Full(()))
+                if !self.feed_stalled && !self.shutting_down =>
+            {
+                metrics::counter!(FEED_WAITS_TOTAL).increment(1);
+                match tokio::time::timeout(self.config.feed_patience, feed.reserve()).await {
+                    Ok(Ok(permit)) => Ok(permit),
+                    Ok(Err(mpsc::error::SendError(()))) => {
+                        Err(mpsc::error::TrySendError::Closed(()))
+                    }
+                    Err(_) => {
+                        self.feed_stalled = true;
+                        tracing::warn!(
+                            count = self.pending.len(),
+                            waited_ms = self.config.feed_patience.as_millis() as u64,
+                            "the detection monitor is not taking committed audit records; \
+                             it reads them from the store instead"
+                        );
+                        Err(mpsc::error::TrySendError::Full(()))
+                    }
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let closed = match reserved {
             Ok(permit) => {
                 // Moved into a vector of their own size, so a queued batch
                 // does not hold `max_batch` records of capacity.

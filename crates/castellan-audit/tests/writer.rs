@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use castellan_audit::{
     AuditBackpressure, AuditError, AuditHandle, AuditWriter, WriterConfig,
-    FEED_BATCHES_SKIPPED_TOTAL, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
+    FEED_BATCHES_SKIPPED_TOTAL, FEED_WAITS_TOTAL, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use castellan_store::Store;
 use common::{lingering_writer, record, CountingRecorder, FlakySink};
@@ -244,34 +244,103 @@ async fn feed_gets_committed_records_with_their_seqs() {
     assert_eq!(fed, stored, "the feed differs from the stored records");
 }
 
-/// An undrained feed does not hold the writer up: batches it has no room
-/// for are committed and left out of it.
+/// A full feed stops the writer until its receiver takes a batch, so a
+/// receiver that keeps judging gets every batch and reads none back.
 #[tokio::test]
-async fn full_feed_does_not_block_commits() {
+async fn full_feed_waits_for_its_receiver() {
     let recorder = CountingRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
     let (_dir, store) = create_store().await;
     let (feed, mut committed) = tokio::sync::mpsc::channel(1);
-    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), WriterConfig::default(), feed);
-    for request in 0..5 {
+    let config = WriterConfig {
+        feed_patience: Duration::from_secs(60),
+        ..WriterConfig::default()
+    };
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    handle.record_now(record(0)).unwrap();
+    handle.flush().await.unwrap();
+
+    // Batch 0 fills the feed, so batch 1 commits and then waits for room.
+    handle.record_now(record(1)).unwrap();
+    let flushing = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.flush().await }
+    });
+    wait_for_counter(&recorder, FEED_WAITS_TOTAL, 1).await;
+    assert_eq!(
+        store.audit_count().await.unwrap(),
+        2,
+        "batch 1 is committed"
+    );
+    assert!(
+        !flushing.is_finished(),
+        "the writer went on without waiting"
+    );
+
+    let first = committed.recv().await.unwrap();
+    assert_eq!(first[0].request_id, "req-0");
+    flushing.await.unwrap().unwrap();
+    let second = committed.try_recv().expect("batch 1 is in the feed");
+    assert_eq!(second[0].request_id, "req-1");
+    assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 0);
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+}
+
+/// A receiver that stops taking batches costs the writer one wait: the
+/// batches after it are committed and left out of the feed at once, until
+/// the feed has room again.
+#[tokio::test]
+async fn stalled_feed_costs_one_wait() {
+    let recorder = CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (_dir, store) = create_store().await;
+    let (feed, mut committed) = tokio::sync::mpsc::channel(1);
+    let config = WriterConfig {
+        feed_patience: Duration::from_millis(50),
+        ..WriterConfig::default()
+    };
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    for request in 0..4 {
+        handle.record_now(record(request)).unwrap();
+        handle.flush().await.unwrap();
+    }
+    assert_eq!(store.audit_count().await.unwrap(), 4);
+    assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 1);
+    assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 3);
+
+    // Room again: the next batch goes in without a wait, and the writer
+    // waits again for the one after it.
+    let first = committed.recv().await.unwrap();
+    assert_eq!(first[0].request_id, "req-0");
+    for request in 4..6 {
         handle.record_now(record(request)).unwrap();
         handle.flush().await.unwrap();
     }
     handle.shutdown().await.unwrap();
     task.await.unwrap();
 
-    assert_eq!(store.audit_count().await.unwrap(), 5);
-    let first = committed
-        .try_recv()
-        .expect("the first batch is in the feed");
-    assert_eq!(first.len(), 1);
-    assert_eq!(first[0].request_id, "req-0");
-    assert!(first[0].seq.is_some());
-    assert!(
-        committed.try_recv().is_err(),
-        "the feed held one batch only"
-    );
+    assert_eq!(store.audit_count().await.unwrap(), 6);
+    let fifth = committed.try_recv().expect("batch 4 is in the feed");
+    assert_eq!(fifth.len(), 1);
+    assert_eq!(fifth[0].request_id, "req-4");
+    assert!(fifth[0].seq.is_some());
+    assert!(committed.try_recv().is_err(), "the feed holds one batch");
+    assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 2);
     assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 4);
+}
+
+/// Waits until counter `name` reaches `value`, for at most 30 s.
+async fn wait_for_counter(recorder: &CountingRecorder, name: &str, value: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while recorder.counter_value(name) < value {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "counter {name} stayed at {} below {value} for 30 s",
+            recorder.counter_value(name)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Holds the store's write lock from another connection, so the writer

@@ -17,8 +17,9 @@ use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinHandle;
 
 /// Committed audit batches, of at most 512 records each, that the writer
-/// may queue for the monitor. Past that, the writer leaves batches out of
-/// the feed and the monitor reads them from the store.
+/// may queue for the monitor. Past that, the writer waits for room for up
+/// to `WriterConfig::feed_patience`, then leaves batches out of the feed
+/// and the monitor reads them from the store.
 pub const FEED_BATCHES: usize = 16;
 
 /// The running monitor and the webhook dispatcher it shares with the
