@@ -72,8 +72,9 @@ pub struct AuditWriter<S> {
     /// [`AuditWriter::spawn_with_feed`].
     feed: Option<mpsc::Sender<Vec<AuditRecord>>>,
     /// Set when a wait for room in the feed ran out, and cleared once the
-    /// feed has room again. While set, the writer does not wait, so a
-    /// receiver that has stopped judging costs one wait, not one per batch.
+    /// feed is empty again. While set, the writer does not wait, so a
+    /// receiver too slow to keep up even while requests wait costs one
+    /// wait, not one per batch it takes.
     feed_stalled: bool,
     pending: Vec<AuditRecord>,
     /// Acknowledgements owed for records in `pending`, sent once their
@@ -107,8 +108,9 @@ impl<S: AuditSink> AuditWriter<S> {
     /// the receiver gets CPU time to catch up instead of falling further
     /// behind. A batch still without room is left out, and the receiver
     /// must notice the gap in seqs and read those records from the store.
-    /// The writer does not wait during shutdown, nor again until the feed
-    /// has had room since the last wait ran out.
+    /// The writer does not wait once shutdown is requested, so the records
+    /// queued ahead of the request are committed at the store's pace. After
+    /// a wait runs out, it does not wait again until the feed is empty.
     pub fn spawn_with_feed(
         sink: S,
         config: WriterConfig,
@@ -321,13 +323,14 @@ impl<S: AuditSink> AuditWriter<S> {
         let Some(feed) = self.feed.clone() else {
             return;
         };
+        if feed.capacity() == feed.max_capacity() {
+            self.feed_stalled = false;
+        }
+        let shutdown_requested = self.counters.shutdown_requested.load(Ordering::Acquire);
         let reserved = match feed.try_reserve() {
-            Ok(permit) => {
-                self.feed_stalled = false;
-                Ok(permit)
-            }
+            Ok(permit) => Ok(permit),
             Err(mpsc::error::TrySendError::Full(()))
-                if !self.feed_stalled && !self.shutting_down =>
+                if !self.feed_stalled && !shutdown_requested =>
             {
                 metrics::counter!(FEED_WAITS_TOTAL).increment(1);
                 match tokio::time::timeout(self.config.feed_patience, feed.reserve()).await {

@@ -289,7 +289,7 @@ async fn full_feed_waits_for_its_receiver() {
 
 /// A receiver that stops taking batches costs the writer one wait: the
 /// batches after it are committed and left out of the feed at once, until
-/// the feed has room again.
+/// the feed is empty again.
 #[tokio::test]
 async fn stalled_feed_costs_one_wait() {
     let recorder = CountingRecorder::default();
@@ -309,7 +309,7 @@ async fn stalled_feed_costs_one_wait() {
     assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 1);
     assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 3);
 
-    // Room again: the next batch goes in without a wait, and the writer
+    // Empty again: the next batch goes in without a wait, and the writer
     // waits again for the one after it.
     let first = committed.recv().await.unwrap();
     assert_eq!(first[0].request_id, "req-0");
@@ -328,6 +328,98 @@ async fn stalled_feed_costs_one_wait() {
     assert!(committed.try_recv().is_err(), "the feed holds one batch");
     assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 2);
     assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 4);
+}
+
+/// After a wait ran out, a receiver that takes a batch now and then does
+/// not make the writer wait again: only an empty feed does.
+#[tokio::test]
+async fn stalled_feed_waits_again_once_empty() {
+    let recorder = CountingRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (_dir, store) = create_store().await;
+    let (feed, mut committed) = tokio::sync::mpsc::channel(2);
+    let config = WriterConfig {
+        feed_patience: Duration::from_millis(50),
+        ..WriterConfig::default()
+    };
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let mut flush_one = {
+        let handle = handle.clone();
+        let mut next = 0;
+        move || {
+            handle.record_now(record(next)).unwrap();
+            next += 1;
+            let handle = handle.clone();
+            async move { handle.flush().await.unwrap() }
+        }
+    };
+    // Batches 0 and 1 fill the feed, and the wait for batch 2 runs out.
+    for _ in 0..3 {
+        flush_one().await;
+    }
+    assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 1);
+
+    // One batch taken: batch 3 fits, and batch 4 is left out at once.
+    assert_eq!(committed.recv().await.unwrap()[0].request_id, "req-0");
+    flush_one().await;
+    flush_one().await;
+    assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 1);
+    assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 2);
+
+    // Empty: batches 5 and 6 fit, and the writer waits again for batch 7.
+    assert_eq!(committed.recv().await.unwrap()[0].request_id, "req-1");
+    assert_eq!(committed.recv().await.unwrap()[0].request_id, "req-3");
+    for _ in 0..3 {
+        flush_one().await;
+    }
+    assert_eq!(recorder.counter_value(FEED_WAITS_TOTAL), 2);
+    assert_eq!(recorder.counter_value(FEED_BATCHES_SKIPPED_TOTAL), 3);
+    assert_eq!(store.audit_count().await.unwrap(), 8);
+    handle.shutdown().await.unwrap();
+    task.await.unwrap();
+}
+
+/// Records queued ahead of a shutdown request do not wait for a receiver
+/// that takes no batches.
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_full_feed() {
+    let (_dir, store) = create_store().await;
+    let (feed, _committed) = tokio::sync::mpsc::channel(1);
+    let config = WriterConfig {
+        feed_patience: Duration::from_secs(60),
+        ..WriterConfig::default()
+    };
+    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    handle.record_now(record(0)).unwrap();
+    handle.flush().await.unwrap();
+    handle.record_now(record(1)).unwrap();
+
+    tokio::time::timeout(Duration::from_secs(10), handle.shutdown())
+        .await
+        .expect("shutdown waited for the feed")
+        .unwrap();
+    task.await.unwrap();
+    assert_eq!(store.audit_count().await.unwrap(), 2);
+}
+
+/// A record's acknowledgement does not wait for room in the feed.
+#[tokio::test]
+async fn acknowledgement_does_not_wait_for_the_feed() {
+    let (_dir, store) = create_store().await;
+    let (feed, _committed) = tokio::sync::mpsc::channel(1);
+    let config = WriterConfig {
+        feed_patience: Duration::from_secs(60),
+        ..WriterConfig::default()
+    };
+    let (handle, _task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    handle.record_now(record(0)).unwrap();
+    handle.flush().await.unwrap();
+
+    let ack = handle.record_acknowledged(record(1)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ack)
+        .await
+        .expect("the acknowledgement waited for the feed")
+        .unwrap();
 }
 
 /// Waits until counter `name` reaches `value`, for at most 30 s.
