@@ -60,6 +60,41 @@ pub fn is_unprintable(c: char) -> bool {
     c.is_control() || is_bidi_format(c)
 }
 
+/// Serializes `value` as indented JSON for stdout, with the characters
+/// that [`printable`] escapes and JSON leaves raw (DEL, C1 controls and
+/// the bidirectional formatting characters) written as `\uXXXX` escapes.
+/// JSON's own syntax is ASCII, so each of them sits inside a string, and
+/// the escape keeps the document's meaning: a parser reads the same value.
+pub fn json_pretty<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(value).map(escape_json_unprintable)
+}
+
+/// Like [`json_pretty`], on one line, for output with one value per line.
+pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    serde_json::to_string(value).map(escape_json_unprintable)
+}
+
+/// Escapes the unprintable characters of serialized JSON other than the
+/// line breaks of its layout. JSON escapes the C0 controls inside strings
+/// itself, so a raw line break can only be layout.
+fn escape_json_unprintable(json: String) -> String {
+    let unprintable = |c: char| c != '\n' && is_unprintable(c);
+    if !json.contains(unprintable) {
+        return json;
+    }
+    let mut escaped = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unprintable(c) {
+            // Every such character is in the Basic Multilingual Plane, so
+            // four hex digits are enough.
+            let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
 /// Unicode bidirectional marks, embeddings, overrides and isolates.
 fn is_bidi_format(c: char) -> bool {
     matches!(
@@ -97,6 +132,35 @@ pub fn age(ms: i64, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Text that a terminal acts on: a C1 control sequence introducer, a
+    /// right-to-left override, an isolate, DEL, and C0 controls that JSON
+    /// escapes itself.
+    const HOSTILE: &str = "a\u{9b}31m\u{202e}moc.\u{2066}x\u{7f}\u{1b}]0;t\u{7}\n";
+
+    #[test]
+    fn json_escapes_terminal_controls() {
+        let value = serde_json::json!({ "owner": HOSTILE, "list": [HOSTILE] });
+        for json in [json_pretty(&value).unwrap(), json_line(&value).unwrap()] {
+            let raw: Vec<char> = json
+                .chars()
+                .filter(|&c| c != '\n' && is_unprintable(c))
+                .collect();
+            assert_eq!(raw, Vec::<char>::new(), "{json}");
+            assert!(json.contains(r"\u009b31m\u202emoc.\u2066x\u007f"), "{json}");
+            let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(parsed, value, "the escapes change the value");
+        }
+    }
+
+    #[test]
+    fn json_keeps_ordinary_text_and_layout() {
+        let value = serde_json::json!({ "name": "zoë \\ 東京", "n": 1 });
+        let pretty = json_pretty(&value).unwrap();
+        assert_eq!(pretty, serde_json::to_string_pretty(&value).unwrap());
+        assert!(pretty.contains('\n'), "{pretty}");
+        assert_eq!(json_line(&value).unwrap(), value.to_string());
+    }
 
     #[test]
     fn printable_escapes_terminal_controls() {

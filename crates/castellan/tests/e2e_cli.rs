@@ -268,12 +268,19 @@ fn stored_text_printed_escaped() {
     castellan.cli_ok(&["agent", "suspend", "hostile-bot", "--reason", reason]);
     castellan.issue("hostile-bot", Some("30d"));
 
-    let commands: [&[&str]; 5] = [
+    // JSON escapes C0 controls itself but leaves C1 controls and the
+    // bidirectional characters raw unless the command escapes them.
+    let commands: [&[&str]; 10] = [
         &["agent", "list"],
         &["agent", "token", "list"],
         &["inventory"],
         &["findings"],
         &["audit", "events"],
+        &["agent", "list", "--json"],
+        &["agent", "token", "list", "--json"],
+        &["inventory", "--json"],
+        &["findings", "--json"],
+        &["audit", "events", "--json"],
     ];
     for args in commands {
         let output = castellan.cli(args);
@@ -303,6 +310,17 @@ fn stored_text_printed_escaped() {
     assert!(
         events.contains(r"moved\u{1b}[2J\u{1b}[Hcursor\u{202e}"),
         "the suspension reason is not shown:\n{events}"
+    );
+    // The escapes are JSON's own, so a parser reads the stored text back.
+    let agents = castellan.cli_ok(&["agent", "list", "--json"]);
+    let hostile = agents
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|agent| agent["agent"] == "hostile-bot")
+        .expect("hostile-bot is listed");
+    assert_eq!(
+        hostile["owner"],
+        "ops\u{1b}]0;owned\u{7}\u{202e}com.elpmaxe\u{9b}31m@example.com"
     );
 }
 

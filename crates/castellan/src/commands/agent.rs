@@ -166,7 +166,7 @@ async fn list_tokens(store: &Store, agent: Option<&str>, json: bool) -> Result<(
                 "active": token.is_active_at(now),
                 "canary": token.canary,
             });
-            println!("{line}");
+            println!("{}", crate::output::json_line(&line)?);
         }
         return Ok(());
     }
@@ -221,7 +221,7 @@ async fn list_agents(data_dir: &DataDir, store: &Store, json: bool) -> Result<()
                 "status": status,
                 "active_tokens": count,
             });
-            println!("{line}");
+            println!("{}", crate::output::json_line(&line)?);
         } else {
             table.add_row(vec![
                 printable(&agent.name).into_owned(),

@@ -56,7 +56,7 @@ async fn list(store: &Store, open_only: bool, json: bool, limit: u32) -> Result<
     let alerts = store.alerts(open_only, limit).await?;
     if json {
         let entries: Vec<AlertJson<'_>> = alerts.iter().map(AlertJson::from).collect();
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        println!("{}", crate::output::json_pretty(&entries)?);
         return Ok(());
     }
     if alerts.is_empty() {
@@ -98,10 +98,7 @@ async fn show(store: &Store, id: i64, json: bool) -> Result<()> {
         return Err(anyhow::anyhow!(StoreError::AlertNotFound { id }));
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&AlertJson::from(&alert))?
-        );
+        println!("{}", crate::output::json_pretty(&AlertJson::from(&alert))?);
         return Ok(());
     }
     let optional = |value: &Option<String>| {

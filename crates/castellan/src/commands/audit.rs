@@ -50,7 +50,7 @@ fn print(records: &[AuditRecord], args: &TailArgs) -> Result<Option<i64>> {
     let mut stdout = std::io::stdout().lock();
     for record in records {
         if args.json {
-            castellan_audit::write_json_line(&mut stdout, record)?;
+            writeln!(stdout, "{}", crate::output::json_line(record)?)?;
         } else {
             writeln!(stdout, "{}", castellan_audit::format_line(record))?;
         }
@@ -65,7 +65,7 @@ async fn list_events(data_dir: &DataDir, args: &EventsArgs) -> Result<ExitCode> 
     let events = store.events(None, args.limit).await?;
     if args.json {
         let entries: Vec<EventJson<'_>> = events.iter().map(EventJson::from).collect();
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        println!("{}", crate::output::json_pretty(&entries)?);
         return Ok(ExitCode::SUCCESS);
     }
     if events.is_empty() {

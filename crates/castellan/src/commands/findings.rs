@@ -36,7 +36,7 @@ pub async fn run(data_dir: &DataDir, args: &FindingsArgs) -> Result<ExitCode> {
             counts: Counts::of(&findings),
             findings: &findings,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", crate::output::json_pretty(&report)?);
     } else {
         print_text(&findings);
     }

@@ -28,7 +28,7 @@ pub async fn run(data_dir: &DataDir, args: &InventoryArgs) -> Result<ExitCode> {
     let posture = Posture::load(data_dir, &store, as_of_ms).await?;
     let inventory = build(&posture, &store).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inventory)?);
+        println!("{}", crate::output::json_pretty(&inventory)?);
     } else if args.csv {
         print!("{}", to_csv(&inventory));
     } else {

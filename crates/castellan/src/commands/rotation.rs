@@ -72,7 +72,7 @@ pub async fn run(data_dir: &DataDir, command: RotationCommand) -> Result<ExitCod
     match command {
         RotationCommand::Status { json } => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!("{}", crate::output::json_pretty(&rows)?);
             } else {
                 print_table(&rows);
             }

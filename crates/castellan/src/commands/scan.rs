@@ -135,9 +135,9 @@ fn merge(into: &mut ScanReport, from: ScanReport) {
 
 fn print_findings(report: &ScanReport, rules: &RuleSet, format: ScanFormat) -> Result<()> {
     let text = match format {
-        ScanFormat::Json => serde_json::to_string_pretty(&output::to_json(&report.findings))?,
+        ScanFormat::Json => crate::output::json_pretty(&output::to_json(&report.findings))?,
         ScanFormat::Sarif => {
-            serde_json::to_string_pretty(&output::to_sarif(&report.findings, rules))?
+            crate::output::json_pretty(&output::to_sarif(&report.findings, rules))?
         }
         ScanFormat::Table if report.findings.is_empty() => return Ok(()),
         ScanFormat::Table => table(&report.findings).to_string(),

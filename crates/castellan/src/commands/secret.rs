@@ -195,7 +195,7 @@ async fn list(store: &Store, json: bool) -> Result<()> {
                 "created_ms": secret.created_ms,
                 "first_created_ms": secret.first_created_ms,
             });
-            println!("{line}");
+            println!("{}", crate::output::json_line(&line)?);
         }
         return Ok(());
     }
