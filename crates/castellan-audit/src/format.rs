@@ -50,6 +50,10 @@ pub fn format_line(record: &AuditRecord) -> String {
 }
 
 /// Writes a record as one JSON object followed by a newline (JSON Lines).
+///
+/// serde_json leaves DEL, C1 controls and the bidirectional formatting
+/// characters raw, so this output is for files and pipes, not a terminal:
+/// `castellan audit tail --json` escapes them as well.
 pub fn write_json_line<W: io::Write>(out: &mut W, record: &AuditRecord) -> io::Result<()> {
     serde_json::to_writer(&mut *out, record)?;
     out.write_all(b"\n")

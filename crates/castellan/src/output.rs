@@ -154,6 +154,28 @@ mod tests {
     }
 
     #[test]
+    fn json_escapes_every_unprintable_char() {
+        let text: String = (0..=0x3000)
+            .chain([0xfeff, 0x1_f512, 0x10_ffff])
+            .filter_map(char::from_u32)
+            .collect();
+        let mut map = serde_json::Map::new();
+        map.insert(text.clone(), serde_json::json!([text]));
+        let value = serde_json::Value::Object(map);
+        let line = json_line(&value).unwrap();
+        assert!(!line.contains('\n'), "json_line wrote a line break");
+        for json in [json_pretty(&value).unwrap(), line] {
+            let raw: Vec<char> = json
+                .chars()
+                .filter(|&c| c != '\n' && is_unprintable(c))
+                .collect();
+            assert_eq!(raw, Vec::<char>::new());
+            let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(parsed, value, "the escapes change the value");
+        }
+    }
+
+    #[test]
     fn json_keeps_ordinary_text_and_layout() {
         let value = serde_json::json!({ "name": "zoë \\ 東京", "n": 1 });
         let pretty = json_pretty(&value).unwrap();

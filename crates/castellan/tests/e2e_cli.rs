@@ -270,7 +270,7 @@ fn stored_text_printed_escaped() {
 
     // JSON escapes C0 controls itself but leaves C1 controls and the
     // bidirectional characters raw unless the command escapes them.
-    let commands: [&[&str]; 10] = [
+    let commands: [&[&str]; 11] = [
         &["agent", "list"],
         &["agent", "token", "list"],
         &["inventory"],
@@ -281,11 +281,13 @@ fn stored_text_printed_escaped() {
         &["inventory", "--json"],
         &["findings", "--json"],
         &["audit", "events", "--json"],
+        &["inventory", "--csv"],
     ];
     for args in commands {
         let output = castellan.cli(args);
 
-        let text = format!("{}{}", stdout(&output), stderr(&output));
+        // CSV rows end in CRLF, as RFC 4180 asks.
+        let text = format!("{}{}", stdout(&output), stderr(&output)).replace("\r\n", "\n");
         assert_eq!(
             terminal_controls(&text),
             Vec::<char>::new(),

@@ -408,9 +408,13 @@ fn csv_row(kind: &str) -> CsvRow {
     row
 }
 
-/// Appends one RFC 4180 row with CRLF line ending.
+/// Appends one RFC 4180 row with CRLF line ending. Cells are escaped with
+/// [`printable`] first, because the rows go to stdout, often a terminal.
 fn push_csv_row(out: &mut String, cells: impl IntoIterator<Item = String>) {
-    let cells: Vec<String> = cells.into_iter().map(|cell| csv_cell(&cell)).collect();
+    let cells: Vec<String> = cells
+        .into_iter()
+        .map(|cell| csv_cell(&printable(&cell)))
+        .collect();
     out.push_str(&cells.join(","));
     out.push_str("\r\n");
 }
