@@ -21,6 +21,9 @@ pub const FEED_BATCHES_SKIPPED_TOTAL: &str = "castellan_audit_feed_batches_skipp
 /// Counter of committed batches for which the writer waited because the
 /// feed was full.
 pub const FEED_WAITS_TOTAL: &str = "castellan_audit_feed_waits_total";
+/// Histogram of the time each of those waits took, which is how long the
+/// writer, and the requests paced behind it, waited for the monitor.
+pub const FEED_WAIT_SECONDS: &str = "castellan_audit_feed_wait_seconds";
 /// Histogram of the time one successful batch write took.
 pub const BATCH_DURATION_SECONDS: &str = "castellan_audit_batch_duration_seconds";
 
@@ -45,6 +48,11 @@ pub(crate) fn describe() {
     describe_counter!(
         FEED_WAITS_TOTAL,
         "Committed audit batches for which the writer waited for room in the detection monitor's feed"
+    );
+    describe_histogram!(
+        FEED_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time the audit writer waited for room in the detection monitor's feed"
     );
     describe_counter!(
         PACED_TOTAL,

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::handle::{AuditHandle, Command, CommitError, CommitSender, Counters};
 use crate::metrics::{
-    describe, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, FEED_WAITS_TOTAL, QUEUE_DEPTH,
-    RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
+    describe, BATCH_DURATION_SECONDS, FEED_BATCHES_SKIPPED_TOTAL, FEED_WAITS_TOTAL,
+    FEED_WAIT_SECONDS, QUEUE_DEPTH, RECORDS_DROPPED_TOTAL, RECORDS_WRITTEN_TOTAL,
 };
 use crate::sink::AuditSink;
 
@@ -333,7 +333,10 @@ impl<S: AuditSink> AuditWriter<S> {
                 if !self.feed_stalled && !shutdown_requested =>
             {
                 metrics::counter!(FEED_WAITS_TOTAL).increment(1);
-                match tokio::time::timeout(self.config.feed_patience, feed.reserve()).await {
+                let started = Instant::now();
+                let waited = tokio::time::timeout(self.config.feed_patience, feed.reserve()).await;
+                metrics::histogram!(FEED_WAIT_SECONDS).record(started.elapsed().as_secs_f64());
+                match waited {
                     Ok(Ok(permit)) => Ok(permit),
                     Ok(Err(mpsc::error::SendError(()))) => {
                         Err(mpsc::error::TrySendError::Closed(()))
