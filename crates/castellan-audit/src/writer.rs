@@ -71,10 +71,8 @@ pub struct AuditWriter<S> {
     /// Receiver of committed batches, if one listens; see
     /// [`AuditWriter::spawn_with_feed`].
     feed: Option<mpsc::Sender<Vec<AuditRecord>>>,
-    /// Set when a wait for room in the feed ran out, and cleared once the
-    /// feed is empty again. While set, the writer does not wait, so a
-    /// receiver too slow to keep up even while requests wait costs one
-    /// wait, not one per batch it takes.
+    /// Set when a wait for room in the feed timed out, and cleared once the
+    /// feed is empty. While set, the writer does not wait for the feed.
     feed_stalled: bool,
     pending: Vec<AuditRecord>,
     /// Acknowledgements owed for records in `pending`, sent once their
@@ -319,7 +317,7 @@ impl<S: AuditSink> AuditWriter<S> {
     /// Hands the committed pending records to the feed, waiting for room
     /// as [`AuditWriter::spawn_with_feed`] describes.
     async fn send_to_feed(&mut self) {
-        // A handle of its own, so the permit does not borrow `self`.
+        // Cloned so that the permit does not borrow `self`.
         let Some(feed) = self.feed.clone() else {
             return;
         };
@@ -346,8 +344,8 @@ impl<S: AuditSink> AuditWriter<S> {
                         tracing::warn!(
                             count = self.pending.len(),
                             waited_ms = self.config.feed_patience.as_millis() as u64,
-                            "the detection monitor is not taking committed audit records; \
-                             it reads them from the store instead"
+                            "waiting for the detection monitor to take committed audit records \
+                             timed out, so it reads them from the store"
                         );
                         Err(mpsc::error::TrySendError::Full(()))
                     }

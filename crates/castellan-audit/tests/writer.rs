@@ -250,13 +250,13 @@ async fn feed_gets_committed_records_with_their_seqs() {
 async fn full_feed_waits_for_its_receiver() {
     let recorder = CountingRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (_dir, store) = create_store().await;
-    let (feed, mut committed) = tokio::sync::mpsc::channel(1);
-    let config = WriterConfig {
-        feed_patience: Duration::from_secs(60),
-        ..WriterConfig::default()
-    };
-    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let FedWriter {
+        _dir,
+        store,
+        handle,
+        task,
+        mut committed,
+    } = FedWriter::start(1, Duration::from_secs(60)).await;
     handle.record_now(record(0)).unwrap();
     handle.flush().await.unwrap();
 
@@ -294,13 +294,13 @@ async fn full_feed_waits_for_its_receiver() {
 async fn stalled_feed_costs_one_wait() {
     let recorder = CountingRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (_dir, store) = create_store().await;
-    let (feed, mut committed) = tokio::sync::mpsc::channel(1);
-    let config = WriterConfig {
-        feed_patience: Duration::from_millis(50),
-        ..WriterConfig::default()
-    };
-    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let FedWriter {
+        _dir,
+        store,
+        handle,
+        task,
+        mut committed,
+    } = FedWriter::start(1, Duration::from_millis(50)).await;
     for request in 0..4 {
         handle.record_now(record(request)).unwrap();
         handle.flush().await.unwrap();
@@ -336,13 +336,13 @@ async fn stalled_feed_costs_one_wait() {
 async fn stalled_feed_waits_again_once_empty() {
     let recorder = CountingRecorder::default();
     let _guard = metrics::set_default_local_recorder(&recorder);
-    let (_dir, store) = create_store().await;
-    let (feed, mut committed) = tokio::sync::mpsc::channel(2);
-    let config = WriterConfig {
-        feed_patience: Duration::from_millis(50),
-        ..WriterConfig::default()
-    };
-    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let FedWriter {
+        _dir,
+        store,
+        handle,
+        task,
+        mut committed,
+    } = FedWriter::start(2, Duration::from_millis(50)).await;
     let mut flush_one = {
         let handle = handle.clone();
         let mut next = 0;
@@ -383,13 +383,13 @@ async fn stalled_feed_waits_again_once_empty() {
 /// that takes no batches.
 #[tokio::test]
 async fn shutdown_does_not_wait_for_a_full_feed() {
-    let (_dir, store) = create_store().await;
-    let (feed, _committed) = tokio::sync::mpsc::channel(1);
-    let config = WriterConfig {
-        feed_patience: Duration::from_secs(60),
-        ..WriterConfig::default()
-    };
-    let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let FedWriter {
+        _dir,
+        store,
+        handle,
+        task,
+        committed: _committed,
+    } = FedWriter::start(1, Duration::from_secs(60)).await;
     handle.record_now(record(0)).unwrap();
     handle.flush().await.unwrap();
     handle.record_now(record(1)).unwrap();
@@ -405,13 +405,13 @@ async fn shutdown_does_not_wait_for_a_full_feed() {
 /// A record's acknowledgement does not wait for room in the feed.
 #[tokio::test]
 async fn acknowledgement_does_not_wait_for_the_feed() {
-    let (_dir, store) = create_store().await;
-    let (feed, _committed) = tokio::sync::mpsc::channel(1);
-    let config = WriterConfig {
-        feed_patience: Duration::from_secs(60),
-        ..WriterConfig::default()
-    };
-    let (handle, _task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+    let FedWriter {
+        _dir,
+        store: _,
+        handle,
+        task: _task,
+        committed: _committed,
+    } = FedWriter::start(1, Duration::from_secs(60)).await;
     handle.record_now(record(0)).unwrap();
     handle.flush().await.unwrap();
 
@@ -420,6 +420,35 @@ async fn acknowledgement_does_not_wait_for_the_feed() {
         .await
         .expect("the acknowledgement waited for the feed")
         .unwrap();
+}
+
+/// A writer whose feed has room for `batches` batches and which waits up to
+/// `patience` for room in it, with the feed's receiving end.
+struct FedWriter {
+    _dir: tempfile::TempDir,
+    store: Store,
+    handle: AuditHandle,
+    task: tokio::task::JoinHandle<()>,
+    committed: tokio::sync::mpsc::Receiver<Vec<castellan_store::AuditRecord>>,
+}
+
+impl FedWriter {
+    async fn start(batches: usize, patience: Duration) -> FedWriter {
+        let (dir, store) = create_store().await;
+        let (feed, committed) = tokio::sync::mpsc::channel(batches);
+        let config = WriterConfig {
+            feed_patience: patience,
+            ..WriterConfig::default()
+        };
+        let (handle, task) = AuditWriter::spawn_with_feed(store.clone(), config, feed);
+        FedWriter {
+            _dir: dir,
+            store,
+            handle,
+            task,
+            committed,
+        }
+    }
 }
 
 /// Waits until counter `name` reaches `value`, for at most 30 s.

@@ -286,7 +286,7 @@ fn stored_text_printed_escaped() {
     for args in commands {
         let output = castellan.cli(args);
 
-        // CSV rows end in CRLF, as RFC 4180 asks.
+        // CSV rows end in CRLF, as RFC 4180 specifies.
         let text = format!("{}{}", stdout(&output), stderr(&output)).replace("\r\n", "\n");
         assert_eq!(
             terminal_controls(&text),
