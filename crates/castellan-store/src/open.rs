@@ -128,6 +128,11 @@ impl Store {
             // round trip to the connection's thread per transaction. A local
             // file has no link to lose, and a failing statement reports errors.
             .test_before_acquire(false)
+            // A connection's SQLite thread keeps the CPU priority of the
+            // thread that opened it, so `castellan serve` opens them all
+            // (`Store::open_all_connections`) and keeps them.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(BUSY_TIMEOUT * 2)
             .connect_with(options)
             .await
@@ -136,6 +141,26 @@ impl Store {
             pool,
             path: Arc::new(path.to_owned()),
         })
+    }
+
+    /// Opens as many connections as the pool holds, so that their SQLite
+    /// threads start now, from the calling thread, and inherit its CPU
+    /// priority. The pool keeps them open for as long as it lives.
+    pub async fn open_all_connections(&self) -> Result<(), StoreError> {
+        // NOTE: a connection is closed after a statement text fails halfway
+        // or when it fails sqlx's check on its return to the pool. Its
+        // replacement starts from the thread that next needs one, which in
+        // `castellan serve` runs at lower priority.
+        let mut connections = Vec::with_capacity(MAX_CONNECTIONS as usize);
+        while connections.len() < MAX_CONNECTIONS as usize {
+            let connection = self
+                .pool
+                .acquire()
+                .await
+                .map_err(|error| open_error(&self.path, error))?;
+            connections.push(connection);
+        }
+        Ok(())
     }
 
     async fn check_application_id(&self) -> Result<(), StoreError> {

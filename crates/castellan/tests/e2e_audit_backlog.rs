@@ -203,11 +203,13 @@ fn background_work_runs_below_request_priority() {
         .expect("the main thread is named castellan");
     let expected = (main + 10).min(19);
     assert_eq!(nice_of("castellan-bg"), [expected], "{threads:?}");
+    // SQLite's threads commit the records and serve the monitor's reads;
+    // below request priority they let a saturated core starve detection.
     let store_threads = nice_of("sqlx-sqlite");
-    assert!(!store_threads.is_empty(), "no store thread in {threads:?}");
+    assert_eq!(store_threads.len(), 4, "{threads:?}");
     assert!(
-        store_threads.iter().all(|nice| *nice == expected),
-        "a store thread runs at request priority: {threads:?}"
+        store_threads.iter().all(|nice| *nice == main),
+        "a store thread runs below request priority: {threads:?}"
     );
     assert!(
         nice_of("tokio-rt-worker").contains(&main),

@@ -2,12 +2,16 @@
 //!
 //! Requests are served on the main runtime. Everything else runs on one
 //! thread of its own at a lower CPU priority: the audit writer, the
-//! detection monitor, reloads, the admin listener and every store
-//! connection, whose SQLite threads inherit the priority of the thread
-//! that opens them. No request waits on this work except through the
-//! audit queue, so on a busy core the kernel runs request handlers first,
-//! and the writer catches up while they wait (see
-//! `castellan_audit::AuditHandle::pace`).
+//! detection monitor, reloads and the admin listener. No request waits on
+//! this work except through the audit queue, so on a busy core the kernel
+//! runs request handlers first, and the writer catches up while they wait
+//! (see `castellan_audit::AuditHandle::pace`).
+//!
+//! The store's SQLite threads are the exception. Each inherits the
+//! priority of the thread that opens its connection, so `serve` opens all
+//! of them before it lowers the background thread's priority. At nice 10
+//! they delayed every commit and every read of the detection monitor on a
+//! saturated core, and the monitor fell behind by seconds.
 
 use std::thread::JoinHandle;
 
@@ -28,7 +32,9 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the thread, lowers its priority and starts its runtime.
+    /// Starts the thread and its runtime at the caller's priority. Work
+    /// spawned on it calls [`lower_priority`] once the threads that should
+    /// keep that priority exist.
     pub fn start() -> Result<Background> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -39,7 +45,6 @@ impl Background {
         let thread = std::thread::Builder::new()
             .name("castellan-bg".to_string())
             .spawn(move || {
-                lower_priority();
                 // A stop request or a dropped sender ends the runtime.
                 let _ = runtime.block_on(stopped);
             })
@@ -69,9 +74,10 @@ impl Background {
 }
 
 /// Raises the calling thread's nice value by [`NICENESS`]. Threads it
-/// starts later inherit the value.
+/// starts later inherit the value. A process without privilege cannot
+/// lower it again.
 #[cfg(target_os = "linux")]
-fn lower_priority() {
+pub fn lower_priority() {
     use rustix::process::{getpriority_process, setpriority_process};
     // On Linux the "process" of these calls is the thread with that id.
     let thread = Some(rustix::thread::gettid());
@@ -83,6 +89,6 @@ fn lower_priority() {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn lower_priority() {
+pub fn lower_priority() {
     // NOTE: elsewhere the background thread keeps the process's priority.
 }

@@ -66,6 +66,10 @@ async fn serve_in_background(
     ready: oneshot::Sender<(SocketAddr, SocketAddr)>,
 ) -> Result<ExitCode> {
     let store = data_dir.open_store().await?;
+    // Connection threads inherit this thread's priority, so they start
+    // before it drops.
+    store.open_all_connections().await?;
+    super::background::lower_priority();
     let master_key = data_dir.master_key(&store).await?;
     let loader = Loader {
         store: store.clone(),
