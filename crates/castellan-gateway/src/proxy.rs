@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use castellan_audit::{AuditHandle, AuditSlot};
+use castellan_model::text::printable;
 use castellan_model::{
     canonical_ip, ClientIdentity, Connection, NormalizedPath, DEFAULT_TOKEN_LOCATIONS,
 };
@@ -168,12 +169,12 @@ impl Gateway {
             agent = facts.agent.as_deref().unwrap_or("-"),
             connection,
             method = %facts.method,
-            path = %facts.path,
+            path = %printable(&facts.path),
             decision = decision.as_str(),
             status = rejection.status.as_u16(),
             rule = rejection.rule.as_deref().unwrap_or("-"),
             client.ip = %facts.source.ip(),
-            reason = %rejection.reason,
+            reason = %printable(&rejection.reason),
             "request rejected"
         );
         let record = facts.record(

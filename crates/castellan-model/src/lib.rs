@@ -14,6 +14,7 @@ mod parse;
 pub mod path;
 pub mod pattern;
 mod response;
+pub mod text;
 
 pub use alert::{AlertKind, Severity};
 pub use config::{

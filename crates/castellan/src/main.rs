@@ -6,6 +6,7 @@ mod commands;
 mod data_dir;
 mod output;
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -52,8 +53,11 @@ fn main() -> ExitCode {
 fn init_logging(cli: &cli::Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CASTELLAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,sqlx=warn"));
+    // Colors only for a terminal: a file or a log collector would keep the
+    // escape sequences as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();

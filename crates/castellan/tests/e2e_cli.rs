@@ -1,14 +1,18 @@
 //! The operator's commands: `init`, `config check`, `policy explain` and
-//! the listings of secrets and tokens.
+//! the listings of secrets and tokens, and how they and the gateway's log
+//! print hostile text.
 
 #![forbid(unsafe_code)]
 
 mod support;
 
 use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
-use support::castellan::{json_lines_or_array, Castellan};
+use support::castellan::{json_lines_or_array, poll_until, Castellan};
 
 const CONFIG: &str = r#"
 [connections.httpbin]
@@ -323,6 +327,94 @@ fn stored_text_printed_escaped() {
     assert_eq!(
         hostile["owner"],
         "ops\u{1b}]0;owned\u{7}\u{202e}com.elpmaxe\u{9b}31m@example.com"
+    );
+}
+
+/// Returns the HTTP status of one request with a raw path, which a client
+/// library would not send.
+fn raw_get_status(address: std::net::SocketAddr, path: &[u8], token: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect to the gateway");
+    let mut request = b"GET ".to_vec();
+    request.extend_from_slice(path);
+    request.extend_from_slice(
+        format!(
+            " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    stream.write_all(&request).expect("send the request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response);
+    let status_line = response.lines().next().unwrap_or_default();
+    status_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn gateway_log_escapes_request_text() {
+    let castellan = Castellan::init();
+    castellan.write_config(&format!(
+        "{CONFIG}\n[agents.hostile-bot]\nowner = \"ops@example.com\"\nroles = [\"reader\"]\n"
+    ));
+    let reason = "moved\u{1b}[2J\u{1b}[Hcursor\u{202e}";
+    castellan.cli_ok(&["agent", "suspend", "hostile-bot", "--reason", reason]);
+    let suspended = castellan.issue_token("hostile-bot");
+    let reader = castellan.issue_token("reader-bot");
+    let canary = castellan.cli_ok(&["agent", "token", "issue", "backup-admin", "--canary"]);
+    let canary = canary.trim();
+    let server = castellan.serve();
+
+    // The operator's reason shows in the rejection of the suspended agent.
+    assert_eq!(
+        raw_get_status(server.agent_addr, b"/httpbin/get", &suspended),
+        "403"
+    );
+    // A path with a right-to-left override and a C1 control sequence
+    // introducer, sent as raw UTF-8 bytes: the agent chooses this text.
+    let path = "/httpbin/get\u{202e}txt.exe\u{9b}31m";
+    assert_eq!(
+        raw_get_status(server.agent_addr, path.as_bytes(), &reader),
+        "400"
+    );
+
+    // A canary is rejected before its path is checked, so the monitor's
+    // alert summary quotes the raw path.
+    assert_eq!(
+        raw_get_status(server.agent_addr, path.as_bytes(), canary),
+        "401"
+    );
+
+    let logged = poll_until(Duration::from_secs(10), || {
+        let log = server.stderr();
+        log.matches("request rejected").count() >= 3 && log.contains("alert opened")
+    });
+    let log = server.stderr();
+    assert!(logged.is_some(), "the rejections are not logged:\n{log}");
+    assert_eq!(
+        terminal_controls(&log),
+        Vec::<char>::new(),
+        "the gateway log contains raw terminal controls:\n{log:?}"
+    );
+    assert!(
+        log.contains(r"moved\u{1b}[2J\u{1b}[Hcursor\u{202e}"),
+        "the suspension reason is not logged:\n{log}"
+    );
+    let escaped_path = r"/httpbin/get\u{202e}txt.exe\u{9b}31m";
+    assert!(
+        log.lines()
+            .any(|line| line.contains("request rejected") && line.contains(escaped_path)),
+        "the path is not logged:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|line| line.contains("alert opened") && line.contains(escaped_path)),
+        "the canary alert does not quote the path:\n{log}"
     );
 }
 
