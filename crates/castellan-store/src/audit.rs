@@ -123,12 +123,16 @@ impl Store {
             query = bind_record(query, record);
         }
         let mut connection = TextTransaction::new(self.acquire(operation).await?);
-        let done = query
-            .execute(connection.as_mut())
-            .await
-            .map_err(|error| db_error(operation, error))?;
-        connection.committed();
-        Ok(done.last_insert_rowid())
+        match query.execute(connection.as_mut()).await {
+            Ok(done) => {
+                connection.finished();
+                Ok(done.last_insert_rowid())
+            }
+            Err(error) => {
+                connection.roll_back().await;
+                Err(db_error(operation, error))
+            }
+        }
     }
 
     /// Returns the records selected by `query`, in ascending `seq` order.
@@ -308,20 +312,27 @@ fn seqs_ending_at(last_seq: i64, count: usize) -> Vec<i64> {
 /// one statement text.
 ///
 /// sqlx does not know about such a transaction, so it cannot roll it back.
-/// If the text fails halfway, or the caller stops waiting for it, the
-/// transaction may still be open: the connection is then closed instead
-/// of going back to the pool, and SQLite rolls the transaction back as it
-/// closes.
+/// If the text fails, [`TextTransaction::roll_back`] ends the transaction
+/// and keeps the connection. If the caller stops waiting for the text, or
+/// the rollback fails, the transaction may still be open: the connection is
+/// then closed instead of going back to the pool, and SQLite rolls the
+/// transaction back as it closes.
+///
+/// Keeping the connection matters to `castellan serve`, whose connections
+/// are all opened at request priority (see `Store::open_all_connections`).
+/// A write lock held by another process past the busy timeout makes the
+/// text fail at its `BEGIN IMMEDIATE`, and closing the connection each time
+/// replaced it with one opened at lower priority.
 struct TextTransaction {
     connection: PoolConnection<Sqlite>,
-    committed: bool,
+    finished: bool,
 }
 
 impl TextTransaction {
     fn new(connection: PoolConnection<Sqlite>) -> Self {
         TextTransaction {
             connection,
-            committed: false,
+            finished: false,
         }
     }
 
@@ -330,14 +341,27 @@ impl TextTransaction {
     }
 
     /// Marks the text as run to its end, so the connection can be reused.
-    fn committed(mut self) {
-        self.committed = true;
+    fn finished(mut self) {
+        self.finished = true;
+    }
+
+    /// Ends whatever transaction the failed text left open, and marks the
+    /// connection reusable once no transaction is open. `ROLLBACK` fails
+    /// when the text failed before its `BEGIN` took effect, so a failed
+    /// rollback is followed by a check that a new transaction can begin.
+    async fn roll_back(mut self) {
+        let rolled_back = sqlx::query("ROLLBACK").execute(self.as_mut()).await.is_ok();
+        self.finished = rolled_back
+            || sqlx::query("BEGIN DEFERRED; ROLLBACK")
+                .execute(self.as_mut())
+                .await
+                .is_ok();
     }
 }
 
 impl Drop for TextTransaction {
     fn drop(&mut self) {
-        if !self.committed {
+        if !self.finished {
             self.connection.close_on_drop();
         }
     }
@@ -355,6 +379,77 @@ fn findings_column(findings: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit_record::AuditDecision;
+    use crate::open::MAX_CONNECTIONS;
+    use sqlx::Connection as _;
+
+    fn record(request: u32) -> AuditRecord {
+        AuditRecord {
+            seq: None,
+            time_ms: 1_700_000_000_000 + i64::from(request),
+            request_id: format!("req-{request}"),
+            agent: Some("reader-bot".to_owned()),
+            token_id: Some("tok-1".to_owned()),
+            source: "127.0.0.1:50000".to_owned(),
+            connection: Some("github".to_owned()),
+            method: "GET".to_owned(),
+            path: "/repos".to_owned(),
+            decision: AuditDecision::Allow,
+            rule: None,
+            reason: None,
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 1024,
+            duration_us: 1500,
+            findings: Vec::new(),
+            user_agent: None,
+        }
+    }
+
+    /// Waits for the pool to take back the connections of finished calls,
+    /// which it does in tasks of its own.
+    async fn settled_size(store: &Store) -> u32 {
+        for _ in 0..100 {
+            if store.pool.num_idle() == store.pool.size() as usize {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        store.pool.size()
+    }
+
+    #[tokio::test]
+    async fn busy_insert_keeps_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("castellan.db");
+        let store = Store::create(&path).await.unwrap();
+        store.open_all_connections().await.unwrap();
+        assert_eq!(settled_size(&store).await, MAX_CONNECTIONS);
+
+        // Another process holds the write lock past the busy timeout.
+        let url = format!("sqlite://{}", path.display());
+        let mut other = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let error = store.insert_audit_batch(&[record(1)]).await.unwrap_err();
+        assert!(matches!(error, StoreError::Busy { .. }), "{error:?}");
+        assert_eq!(
+            settled_size(&store).await,
+            MAX_CONNECTIONS,
+            "the failed insert closed its connection"
+        );
+
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        let seqs = store
+            .insert_audit_batch(&[record(2), record(3)])
+            .await
+            .unwrap();
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(store.audit_count().await.unwrap(), 2);
+        assert_eq!(settled_size(&store).await, MAX_CONNECTIONS);
+    }
 
     #[test]
     fn split_keeps_last_chunk_nonempty() {

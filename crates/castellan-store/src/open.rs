@@ -22,7 +22,7 @@ const APPLICATION_ID: i32 = 0x4353_544C;
 
 /// Connections per process. SQLite runs one writer at a time, so more
 /// connections only add concurrent readers.
-const MAX_CONNECTIONS: u32 = 4;
+pub(crate) const MAX_CONNECTIONS: u32 = 4;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -147,10 +147,11 @@ impl Store {
     /// threads start now, from the calling thread, and inherit its CPU
     /// priority. The pool keeps them open for as long as it lives.
     pub async fn open_all_connections(&self) -> Result<(), StoreError> {
-        // NOTE: a connection is closed after a statement text fails halfway
-        // or when it fails sqlx's check on its return to the pool. Its
-        // replacement starts from the thread that next needs one, which in
-        // `castellan serve` runs at lower priority.
+        // NOTE: a connection is still closed when its caller stops waiting
+        // in the middle of an audit insert, when rolling back a failed one
+        // fails, or when it fails sqlx's check on its return to the pool.
+        // Its replacement starts from the thread that next needs one, which
+        // in `castellan serve` runs at lower priority.
         let mut connections = Vec::with_capacity(MAX_CONNECTIONS as usize);
         while connections.len() < MAX_CONNECTIONS as usize {
             let connection = self
@@ -311,5 +312,26 @@ fn migrate_error(path: &Path, error: MigrateError) -> StoreError {
         path: path.to_owned(),
         detail,
         source: Box::new(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn all_connections_open_and_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("castellan.db"))
+            .await
+            .unwrap();
+        store.open_all_connections().await.unwrap();
+
+        assert_eq!(store.pool.size(), MAX_CONNECTIONS);
+        // A connection replaced for idleness or age would start from the
+        // thread that next needs one, so the pool replaces none.
+        let options = store.pool.options();
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), None);
     }
 }

@@ -68,7 +68,12 @@ async fn serve_in_background(
     let store = data_dir.open_store().await?;
     // Connection threads inherit this thread's priority, so they start
     // before it drops.
-    store.open_all_connections().await?;
+    store.open_all_connections().await.with_context(|| {
+        format!(
+            "cannot open the store's connections in {}",
+            data_dir.root.display()
+        )
+    })?;
     super::background::lower_priority();
     let master_key = data_dir.master_key(&store).await?;
     let loader = Loader {
