@@ -21,7 +21,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use castellan_model::text::printable;
 use castellan_model::{Config, ResponseRule, WebhookTarget};
 use castellan_store::{
     now_ms, AlertStatus, AuditQuery, AuditRecord, Event, NewSignal, RaisedAlert, Store, StoreError,
@@ -375,7 +374,7 @@ impl Monitor {
                 kind = %signal.kind,
                 severity = %raised.severity,
                 agent = signal.agent.as_deref().unwrap_or("-"),
-                summary = %printable(&signal.summary),
+                summary = %signal.summary,
                 "alert opened"
             );
         }

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use castellan_model::text::printable;
 use castellan_model::{AuditDurability, AuditFailure, TokenLocation};
 use http::header::{self, HeaderMap, HeaderName};
 use http::request::Parts;
@@ -383,7 +382,7 @@ async fn answer_whole(
                 request_id = %request_id,
                 connection = %whole.connection,
                 status = rejection.status.as_u16(),
-                reason = %printable(&rejection.reason),
+                reason = %rejection.reason,
                 "upstream response body failed before it was complete"
             );
             completion.set_status(rejection.status.as_u16());

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use castellan_audit::{AuditHandle, AuditSlot};
-use castellan_model::text::printable;
 use castellan_model::{
     canonical_ip, ClientIdentity, Connection, NormalizedPath, DEFAULT_TOKEN_LOCATIONS,
 };
@@ -169,12 +168,12 @@ impl Gateway {
             agent = facts.agent.as_deref().unwrap_or("-"),
             connection,
             method = %facts.method,
-            path = %printable(&facts.path),
+            path = %facts.path,
             decision = decision.as_str(),
             status = rejection.status.as_u16(),
             rule = rejection.rule.as_deref().unwrap_or("-"),
             client.ip = %facts.source.ip(),
-            reason = %printable(&rejection.reason),
+            reason = %rejection.reason,
             "request rejected"
         );
         let record = facts.record(

@@ -4,10 +4,10 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Escapes the characters of `text` that a terminal acts on instead of
-/// showing: C0 controls (newline and tab included), DEL, C1 controls, and
-/// the Unicode bidirectional formatting characters that reorder the text
+/// showing: C0 controls (newline and tab included), DEL, C1 controls, the
+/// Unicode bidirectional formatting characters that reorder the text
 /// around them (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to
-/// U+2069). Each becomes a Rust-style escape such as `\u{1b}`. Other text,
+/// U+2069), and the line and paragraph separators (U+2028, U+2029). Each becomes a Rust-style escape such as `\u{1b}`. Other text,
 /// backslashes and non-ASCII letters included, is returned unchanged and
 /// without a copy.
 ///
@@ -33,7 +33,13 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 /// Tells whether [`printable`] escapes `c`.
 pub fn is_unprintable(c: char) -> bool {
-    c.is_control() || is_bidi_format(c)
+    c.is_control() || is_bidi_format(c) || is_line_separator(c)
+}
+
+/// Tells whether `c` is the Unicode line or paragraph separator, at which
+/// some viewers and editors break lines.
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 /// Unicode bidirectional marks, embeddings, overrides and isolates.
@@ -62,6 +68,7 @@ mod tests {
             ("exe.\u{202e}txt", "exe.\\u{202e}txt"),
             ("\u{2066}isolate\u{2069}", "\\u{2066}isolate\\u{2069}"),
             ("mark\u{200f}\u{61c}", "mark\\u{200f}\\u{61c}"),
+            ("line\u{2028}para\u{2029}", "line\\u{2028}para\\u{2029}"),
         ];
         for (text, expected) in cases {
             assert_eq!(printable(text), expected, "for {text:?}");
@@ -82,6 +89,25 @@ mod tests {
             let printed = printable(text);
             assert!(matches!(printed, Cow::Borrowed(_)), "{text:?} was copied");
             assert_eq!(printed, text);
+        }
+    }
+
+    /// The characters the documentation of [`printable`] lists, written
+    /// out here rather than taken from [`is_unprintable`].
+    #[test]
+    fn printable_escapes_documented_characters() {
+        let documented = (0x00..=0x1f)
+            .chain(0x7f..=0x9f)
+            .chain([0x061c, 0x200e, 0x200f, 0x2028, 0x2029])
+            .chain(0x202a..=0x202e)
+            .chain(0x2066..=0x2069);
+        for code in documented {
+            let c = char::from_u32(code).unwrap();
+            assert_eq!(
+                printable(&c.to_string()),
+                format!("\\u{{{code:x}}}"),
+                "U+{code:04X}"
+            );
         }
     }
 

@@ -347,15 +347,24 @@ impl TextTransaction {
 
     /// Ends whatever transaction the failed text left open, and marks the
     /// connection reusable once no transaction is open. `ROLLBACK` fails
-    /// when the text failed before its `BEGIN` took effect, so a failed
+    /// when no transaction is open, because the text failed before its
+    /// `BEGIN` took effect or SQLite already rolled back, so a failed
     /// rollback is followed by a check that a new transaction can begin.
     async fn roll_back(mut self) {
-        let rolled_back = sqlx::query("ROLLBACK").execute(self.as_mut()).await.is_ok();
-        self.finished = rolled_back
-            || sqlx::query("BEGIN DEFERRED; ROLLBACK")
-                .execute(self.as_mut())
-                .await
-                .is_ok();
+        if sqlx::query("ROLLBACK").execute(self.as_mut()).await.is_ok() {
+            self.finished = true;
+            return;
+        }
+        match sqlx::query("BEGIN DEFERRED; ROLLBACK")
+            .execute(self.as_mut())
+            .await
+        {
+            Ok(_) => self.finished = true,
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot end the transaction of a failed audit insert; closing its store connection"
+            ),
+        }
     }
 }
 
@@ -442,6 +451,34 @@ mod tests {
         );
 
         sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        // A trigger fails the insert after `BEGIN IMMEDIATE` took effect,
+        // once with the transaction left open and once rolled back.
+        for action in ["ABORT", "ROLLBACK"] {
+            let trigger = format!(
+                "CREATE TRIGGER fail_audit BEFORE INSERT ON audit \
+                 BEGIN SELECT RAISE({action}, 'refused by the test'); END"
+            );
+            sqlx::query(&trigger).execute(&mut other).await.unwrap();
+            let error = store.insert_audit_batch(&[record(2)]).await.unwrap_err();
+            assert!(
+                format!("{error:?}").contains("refused by the test"),
+                "{error:?}"
+            );
+            assert_eq!(
+                settled_size(&store).await,
+                MAX_CONNECTIONS,
+                "RAISE({action}) closed the connection"
+            );
+            sqlx::query("DROP TRIGGER fail_audit")
+                .execute(&mut other)
+                .await
+                .unwrap();
+            // No connection of the store holds the write lock.
+            sqlx::query("PRAGMA busy_timeout = 0; BEGIN IMMEDIATE; ROLLBACK")
+                .execute(&mut other)
+                .await
+                .unwrap();
+        }
         let seqs = store
             .insert_audit_batch(&[record(2), record(3)])
             .await

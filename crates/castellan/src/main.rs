@@ -4,9 +4,9 @@
 mod cli;
 mod commands;
 mod data_dir;
+mod logging;
 mod output;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,7 +28,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     exit_quietly_on_closed_stdout();
     let cli = cli::Cli::parse();
-    init_logging(&cli);
+    logging::init(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,22 +47,6 @@ fn main() -> ExitCode {
             eprintln!("error: {}", output::printable_lines(message.trim_end()));
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_logging(cli: &cli::Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CASTELLAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hyper=warn,sqlx=warn"));
-    // Colors only for a terminal: a file or a log collector would keep the
-    // escape sequences as text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

@@ -46,7 +46,7 @@ pub fn json_line<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<
 /// Escapes the unprintable characters of serialized JSON other than the
 /// line breaks of its layout. JSON escapes the C0 controls inside strings
 /// itself, so a raw line break can only be layout.
-fn escape_json_unprintable(json: String) -> String {
+pub fn escape_json_unprintable(json: String) -> String {
     let unprintable = |c: char| c != '\n' && is_unprintable(c);
     if !json.contains(unprintable) {
         return json;
