@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 /// showing: C0 controls (newline and tab included), DEL, C1 controls, the
 /// Unicode bidirectional formatting characters that reorder the text
 /// around them (U+061C, U+200E, U+200F, U+202A to U+202E, U+2066 to
-/// U+2069), and the line and paragraph separators (U+2028, U+2029). Each becomes a Rust-style escape such as `\u{1b}`. Other text,
-/// backslashes and non-ASCII letters included, is returned unchanged and
-/// without a copy.
+/// U+2069), and the line and paragraph separators (U+2028, U+2029). Each
+/// becomes a Rust-style escape such as `\u{1b}`. Other text, backslashes
+/// and non-ASCII letters included, is returned unchanged and without a
+/// copy.
 ///
 /// Stored names, notes, paths, request data and file contents go through
 /// it before they reach a terminal or a log line. An escape sequence in
