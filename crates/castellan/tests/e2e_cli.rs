@@ -356,51 +356,62 @@ fn raw_get_status(address: std::net::SocketAddr, path: &[u8], token: &str) -> St
         .to_string()
 }
 
-#[test]
-fn gateway_log_escapes_request_text() {
+/// The operator's suspension reason for hostile-bot.
+const HOSTILE_REASON: &str = "moved\u{1b}[2J\u{1b}[Hcursor\u{202e}";
+
+/// A path with a right-to-left override and a C1 control sequence
+/// introducer, sent as raw UTF-8 bytes: the agent chooses this text.
+const HOSTILE_PATH: &str = "/httpbin/get\u{202e}txt.exe\u{9b}31m";
+
+/// Starts a gateway with `serve_args`, makes three requests whose log
+/// lines quote hostile text, and returns the log once all are written.
+/// The requests: a suspended agent's (the operator's reason), one with
+/// [`HOSTILE_PATH`], and a canary's on that path. A canary is rejected
+/// before its path is checked, so its alert summary quotes the raw path.
+fn log_of_hostile_requests(serve_args: &[&str]) -> String {
     let castellan = Castellan::init();
     castellan.write_config(&format!(
         "{CONFIG}\n[agents.hostile-bot]\nowner = \"ops@example.com\"\nroles = [\"reader\"]\n"
     ));
-    let reason = "moved\u{1b}[2J\u{1b}[Hcursor\u{202e}";
-    castellan.cli_ok(&["agent", "suspend", "hostile-bot", "--reason", reason]);
+    castellan.cli_ok(&[
+        "agent",
+        "suspend",
+        "hostile-bot",
+        "--reason",
+        HOSTILE_REASON,
+    ]);
     let suspended = castellan.issue_token("hostile-bot");
     let reader = castellan.issue_token("reader-bot");
     let canary = castellan.cli_ok(&["agent", "token", "issue", "backup-admin", "--canary"]);
     let canary = canary.trim();
-    let server = castellan.serve();
+    let server = castellan.serve_with(serve_args, &[]);
 
-    // The operator's reason shows in the rejection of the suspended agent.
+    let path = HOSTILE_PATH.as_bytes();
     assert_eq!(
         raw_get_status(server.agent_addr, b"/httpbin/get", &suspended),
         "403"
     );
-    // A path with a right-to-left override and a C1 control sequence
-    // introducer, sent as raw UTF-8 bytes: the agent chooses this text.
-    let path = "/httpbin/get\u{202e}txt.exe\u{9b}31m";
-    assert_eq!(
-        raw_get_status(server.agent_addr, path.as_bytes(), &reader),
-        "400"
-    );
-
-    // A canary is rejected before its path is checked, so the monitor's
-    // alert summary quotes the raw path.
-    assert_eq!(
-        raw_get_status(server.agent_addr, path.as_bytes(), canary),
-        "401"
-    );
+    assert_eq!(raw_get_status(server.agent_addr, path, &reader), "400");
+    assert_eq!(raw_get_status(server.agent_addr, path, canary), "401");
 
     let logged = poll_until(Duration::from_secs(10), || {
         let log = server.stderr();
         log.matches("request rejected").count() >= 3 && log.contains("alert opened")
     });
     let log = server.stderr();
-    assert!(logged.is_some(), "the rejections are not logged:\n{log}");
+    assert!(logged.is_some(), "the requests are not logged:\n{log}");
     assert_eq!(
         terminal_controls(&log),
         Vec::<char>::new(),
         "the gateway log contains raw terminal controls:\n{log:?}"
     );
+    log
+}
+
+#[test]
+fn gateway_log_escapes_request_text() {
+    let log = log_of_hostile_requests(&[]);
+
     assert!(
         log.contains(r"moved\u{1b}[2J\u{1b}[Hcursor\u{202e}"),
         "the suspension reason is not logged:\n{log}"
@@ -414,6 +425,44 @@ fn gateway_log_escapes_request_text() {
     assert!(
         log.lines()
             .any(|line| line.contains("alert opened") && line.contains(escaped_path)),
+        "the canary alert does not quote the path:\n{log}"
+    );
+}
+
+#[test]
+fn gateway_json_log_escapes_request_text() {
+    let log = log_of_hostile_requests(&["--log-json"]);
+
+    // The escapes are JSON's own, so a parser reads the original text.
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let field = |line: &serde_json::Value, name: &str| {
+        line["fields"][name].as_str().unwrap_or("").to_owned()
+    };
+    let rejections: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|line| field(line, "message") == "request rejected")
+        .collect();
+    assert!(
+        rejections
+            .iter()
+            .any(|line| field(line, "reason").contains(HOSTILE_REASON)),
+        "the suspension reason is not logged:\n{log}"
+    );
+    assert!(
+        rejections
+            .iter()
+            .any(|line| field(line, "path") == HOSTILE_PATH),
+        "the path is not logged:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| field(line, "message") == "alert opened"
+                && field(line, "summary").contains(HOSTILE_PATH)),
         "the canary alert does not quote the path:\n{log}"
     );
 }
