@@ -203,8 +203,8 @@ fn background_work_runs_below_request_priority() {
         .expect("the main thread is named castellan");
     let expected = (main + 10).min(19);
     assert_eq!(nice_of("castellan-bg"), [expected], "{threads:?}");
-    // SQLite's threads commit the records and serve the monitor's reads;
-    // below request priority they let a saturated core starve detection.
+    // SQLite's threads commit the records and serve the monitor's reads.
+    // Below request priority, they let a saturated core starve detection.
     let store_threads = nice_of("sqlx-sqlite");
     assert_eq!(store_threads.len(), 4, "{threads:?}");
     assert!(
