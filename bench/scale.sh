@@ -8,7 +8,7 @@
 # requests.
 #
 # Steps:
-#   1. `cargo build --release -p castellan`, once.
+#   1. `cargo build --release -p castellan`, once, unless SKIP_BUILD=1.
 #   2. `castellan init` in a temporary data directory, then
 #      bench/scale_data.py writes castellan.toml, `castellan secret set`
 #      stores one secret per connection (read from stdin), and
@@ -27,7 +27,9 @@
 # Everything binds 127.0.0.1. Needs python3, curl and a Rust toolchain.
 #
 # Usage: bash bench/scale.sh    (from anywhere; KEEP_WORK=1 keeps the data
-# directory and logs; see bench/README.md for the record)
+# directory and logs; CASTELLAN=PATH with SKIP_BUILD=1 measures another
+# build, such as one of an earlier commit; see bench/README.md for the
+# record)
 set -euo pipefail
 
 TOKENS=${TOKENS:-100000}
@@ -39,7 +41,7 @@ ADMIN_PORT=${ADMIN_PORT:-18183}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-CASTELLAN=$TARGET_DIR/release/castellan
+CASTELLAN=${CASTELLAN:-$TARGET_DIR/release/castellan}
 DATA_SCRIPT=$ROOT/bench/scale_data.py
 
 log() { printf 'scale: %s\n' "$*" >&2; }
@@ -121,7 +123,6 @@ append_agent() {
 build() {
   log "building castellan in release mode"
   (cd "$ROOT" && cargo build --release -q -p castellan)
-  [[ -x $CASTELLAN ]] || die "build finished but $CASTELLAN is missing"
 }
 
 start_upstream() {
@@ -265,7 +266,9 @@ print_report() {
 main() {
   command -v python3 >/dev/null || die "python3 is missing; install it from your distribution"
   command -v curl >/dev/null || die "curl is missing; install it from your distribution"
-  build
+  [[ ${SKIP_BUILD:-0} == 1 ]] || build
+  [[ -x $CASTELLAN ]] || die "$CASTELLAN is missing or not executable; build it or set CASTELLAN"
+  log "measuring $CASTELLAN"
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/castellan-scale.XXXXXX")
   DATA=$WORK/data
   trap stop_all EXIT
