@@ -2,6 +2,10 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use castellan_store::{now_ms, StoreError, TokenRecord};
 use common::{create_db, fake_hash, token};
 
@@ -82,6 +86,56 @@ async fn active_tokens_exclude_revoked_and_expired() {
     assert_eq!(ids, ["tok-later", "tok-plain"]);
     visited.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(visited, [expiring, plain], "the visit sees the same tokens");
+}
+
+/// A scan of many tokens gives the other tasks of its runtime turns. The
+/// gateway scans on its background thread, where the audit writer runs
+/// too, and a scan that kept the thread stopped the writer, and every
+/// request waiting for its record, for most of a second at 100,000
+/// tokens. The visitor here is slower than SQLite, so rows are always
+/// waiting and the scan never yields on its own.
+#[tokio::test(flavor = "current_thread")]
+async fn visiting_tokens_lets_other_tasks_run() {
+    const TOKENS: usize = 1_000;
+    let db = create_db().await;
+    for index in 0..TOKENS {
+        let mut record = token(&format!("tok-{index:04}"), "alpha", 0);
+        record.hash = format!("{index:064x}");
+        db.store.insert_token(&record).await.unwrap();
+    }
+    let turns = Arc::new(AtomicUsize::new(0));
+    let other = tokio::spawn({
+        let turns = Arc::clone(&turns);
+        async move {
+            loop {
+                turns.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+
+    let mut seen = Vec::with_capacity(TOKENS);
+    db.store
+        .visit_active_tokens(|_| {
+            seen.push(turns.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_micros(20));
+        })
+        .await
+        .unwrap();
+    other.abort();
+
+    assert_eq!(seen.len(), TOKENS);
+    // Tokio gives a task 128 units of budget per turn, so the other task
+    // runs at least every 128 rows. A quarter of the rows leaves slack.
+    let longest = seen
+        .chunk_by(|a, b| a == b)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest <= TOKENS / 4,
+        "{longest} of {TOKENS} tokens were visited in a row without the other task running"
+    );
 }
 
 #[tokio::test]
