@@ -29,6 +29,11 @@ pub const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// deny rules among them.
 pub const CONFIG_SETTLE_TIME: Duration = Duration::from_millis(200);
 
+/// First and longest wait between checks whether a replaced snapshot is
+/// still held by requests; see [`retire`].
+const RETIRE_FIRST_WAIT: Duration = Duration::from_millis(10);
+const RETIRE_LONGEST_WAIT: Duration = Duration::from_secs(1);
+
 /// Location of the configuration file.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
@@ -62,8 +67,19 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     loader: Loader,
     source: ConfigSource,
-    /// Serializes reloads so two cannot interleave their swaps.
-    lock: Mutex<Option<(SystemTime, u64)>>,
+    /// Serializes snapshot swaps, so that two cannot interleave.
+    lock: Mutex<ReloadState>,
+}
+
+/// The progress of one gateway's reloads, guarded by [`Reloader::lock`].
+struct ReloadState {
+    /// The configuration file's modification time and size when a reload
+    /// last read it.
+    fingerprint: Option<(SystemTime, u64)>,
+    /// Number of configuration reloads started, which numbers them.
+    started: u64,
+    /// Number of the last configuration reload that was applied.
+    applied: u64,
 }
 
 /// Error building the initial state.
@@ -107,30 +123,50 @@ impl Reloader {
             gateway,
             loader,
             source,
-            lock: Mutex::new(fingerprint),
+            lock: Mutex::new(ReloadState {
+                fingerprint,
+                started: 0,
+                applied: 0,
+            }),
         }
     }
 
     /// Reloads the configuration file. An invalid file is logged and the
     /// running configuration stays in place.
     pub async fn reload_config(&self) -> bool {
-        let mut fingerprint = self.lock.lock().await;
-        *fingerprint = self.source.fingerprint();
-        let config = match Config::load(&self.source.path) {
-            Ok(config) => config,
-            Err(error) => {
+        let (number, previous) = {
+            let mut state = self.lock.lock().await;
+            state.fingerprint = self.source.fingerprint();
+            state.started += 1;
+            let previous = Arc::clone(&self.gateway.snapshot.load().config);
+            (state.started, previous)
+        };
+        // Loading and compiling a large configuration takes hundreds of
+        // milliseconds of CPU, and reading a file can block. On the
+        // background runtime's only thread that would stop the audit writer
+        // too, and with it every request waiting for its record. Holding
+        // the lock meanwhile would hold back revocations and suspensions.
+        let path = self.source.path.clone();
+        let compiled = tokio::task::spawn_blocking(move || -> Result<ConfigState, StartError> {
+            let config = Config::load(&path)?;
+            Ok(ConfigState::activate(config, Some(&previous))?)
+        });
+        let state = match compiled.await {
+            Ok(Ok(state)) => Arc::new(state),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+            Ok(Err(error)) => {
                 tracing::error!(path = %self.source.path.display(), error = %error, "configuration reload rejected; keeping the running configuration");
                 return false;
             }
         };
+        let mut reloads = self.lock.lock().await;
+        if reloads.applied > number {
+            tracing::info!(path = %self.source.path.display(), "configuration reload dropped because a reload started later was applied first");
+            return false;
+        }
+        // The store may have changed while the configuration compiled, so
+        // the tokens come from the snapshot running now.
         let current = self.gateway.snapshot.load_full();
-        let state = match ConfigState::activate(config, Some(&current.config)) {
-            Ok(state) => Arc::new(state),
-            Err(error) => {
-                tracing::error!(path = %self.source.path.display(), error = %error, "configuration reload rejected; keeping the running configuration");
-                return false;
-            }
-        };
         match self.loader.snapshot_for_config(state, &current).await {
             Ok(snapshot) => {
                 warn_missing_credentials(&snapshot);
@@ -143,6 +179,8 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 self.gateway.snapshot.store(Arc::new(snapshot));
+                reloads.applied = number;
+                retire(current);
                 true
             }
             Err(error) => {
@@ -163,6 +201,7 @@ impl Reloader {
         let snapshot = self.loader.snapshot(Arc::clone(&current.config)).await?;
         tracing::debug!(version = snapshot.store_version, "store changes applied");
         self.gateway.snapshot.store(Arc::new(snapshot));
+        retire(current);
         Ok(true)
     }
 
@@ -189,7 +228,7 @@ impl Reloader {
                 }
                 _ = config_tick.tick() => {
                     let seen = self.source.fingerprint();
-                    let changed = *self.lock.lock().await != seen;
+                    let changed = self.lock.lock().await.fingerprint != seen;
                     if !changed {
                         continue;
                     }
@@ -199,11 +238,41 @@ impl Reloader {
                         continue;
                     }
                     tracing::info!(path = %self.source.path.display(), "configuration file changed; reloading");
-                    self.reload_config().await;
+                    // A reload can wait on a slow file. In a task of its
+                    // own it holds back neither store changes nor shutdown.
+                    let reloader = Arc::clone(&self);
+                    tokio::spawn(async move { reloader.reload_config().await });
                 }
             }
         }
     }
+}
+
+/// Frees a replaced value on a blocking thread once no one else holds it.
+///
+/// Freeing the snapshot of a large configuration takes milliseconds: about
+/// 15 ms of CPU for the configuration of `bench/scale.sh`, sampled with
+/// perf. Each request keeps a reference to the snapshot it started
+/// with, and without this the last one to drop it frees it. On a request
+/// handler that stalls the requests queued behind it, and on the
+/// background thread it stalls the audit writer. This task keeps one
+/// reference until it is the only one, so the freeing falls to it. Call it
+/// on a Tokio runtime.
+fn retire<T: Send + Sync + 'static>(mut old: Arc<T>) {
+    tokio::spawn(async move {
+        let mut wait = RETIRE_FIRST_WAIT;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(value) => {
+                    let _ = tokio::task::spawn_blocking(move || drop(value)).await;
+                    return;
+                }
+                Err(shared) => old = shared,
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RETIRE_LONGEST_WAIT);
+        }
+    });
 }
 
 fn warn_missing_credentials(snapshot: &Snapshot) {
@@ -236,6 +305,45 @@ mod tests {
         let path = dir.path().join("castellan.toml");
         std::fs::write(&path, text).expect("configuration written");
         (dir, ConfigSource { path })
+    }
+
+    /// Records the name of the thread that drops it.
+    struct DropWitness(std::sync::mpsc::Sender<Option<String>>);
+
+    impl Drop for DropWitness {
+        fn drop(&mut self) {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = self.0.send(thread);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn retired_value_is_freed_by_neither_holder() {
+        let (sender, dropped) = std::sync::mpsc::channel();
+        let value = Arc::new(DropWitness(sender));
+        let request = Arc::clone(&value);
+
+        retire(value);
+        tokio::time::sleep(RETIRE_FIRST_WAIT * 3).await;
+        assert!(
+            dropped.try_recv().is_err(),
+            "freed while a request still held it"
+        );
+        std::thread::Builder::new()
+            .name("request".to_owned())
+            .spawn(move || drop(request))
+            .expect("start the request thread")
+            .join()
+            .expect("the request thread ended");
+        let freed_on =
+            tokio::task::spawn_blocking(move || dropped.recv_timeout(Duration::from_secs(10)))
+                .await
+                .expect("the waiting thread ended")
+                .expect("the retired value was freed");
+
+        let test_thread = std::thread::current().name().map(str::to_owned);
+        assert_ne!(freed_on.as_deref(), Some("request"));
+        assert_ne!(freed_on, test_thread);
     }
 
     #[tokio::test]

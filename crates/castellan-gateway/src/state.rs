@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use castellan_model::{Config, Connection};
 use castellan_policy::Policy;
-use castellan_store::{Store, StoreError, TokenRecord};
+use castellan_store::{SealedRow, Store, StoreError, TokenRecord};
 use castellan_vault::{MasterKey, SealedSecret, TokenHash};
 
 use crate::credential::{InjectError, Injector};
@@ -247,7 +247,7 @@ impl Loader {
         if store_version != previous.store_version {
             return self.load(config, store_version).await;
         }
-        let credentials = self.credentials(&config.config).await?;
+        let credentials = self.credentials(&config).await?;
         Ok(Snapshot {
             config,
             tokens: Arc::clone(&previous.tokens),
@@ -302,7 +302,7 @@ impl Loader {
         config: Arc<ConfigState>,
         part: StorePart,
     ) -> Result<Snapshot, LoadError> {
-        let credentials = self.credentials(&config.config).await?;
+        let credentials = self.credentials(&config).await?;
         Ok(Snapshot {
             config,
             tokens: part.tokens,
@@ -312,43 +312,66 @@ impl Loader {
         })
     }
 
+    /// Opens the secret of every configured connection. Each one costs a
+    /// decryption and an injector with its redactor, which add up with a
+    /// thousand connections, so the work runs on a blocking thread rather
+    /// than the caller's, which the audit writer shares.
     async fn credentials(
         &self,
-        config: &Config,
+        config: &Arc<ConfigState>,
     ) -> Result<HashMap<String, CredentialState>, LoadError> {
-        let mut sealed = HashMap::new();
-        for row in self.store.latest_secrets().await? {
-            sealed.insert(row.name.clone(), row);
+        let rows = self.store.latest_secrets().await?;
+        let master_key = Arc::clone(&self.master_key);
+        let config = Arc::clone(config);
+        let opened = tokio::task::spawn_blocking(move || {
+            open_credentials(&master_key, &config.config, rows)
+        })
+        .await;
+        match opened {
+            Ok(credentials) => Ok(credentials),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
         }
-        let mut credentials = HashMap::new();
-        for (name, connection) in &config.connections {
-            let secret = connection.secret.clone();
-            let state = match sealed.get(&secret) {
-                None => CredentialState::Missing { secret },
-                Some(row) => {
-                    let sealed = SealedSecret {
-                        name: row.name.clone(),
-                        version: row.version,
-                        wrapped_key: row.wrapped_key.clone(),
-                        ciphertext: row.ciphertext.clone(),
-                    };
-                    match castellan_vault::open(&self.master_key, &sealed) {
-                        Err(error) => CredentialState::Unusable {
-                            secret,
-                            reason: error.to_string(),
-                        },
-                        Ok(value) => match Injector::new(&connection.auth, &secret, value.expose())
-                        {
-                            Ok(injector) => CredentialState::Ready(Arc::new(injector)),
-                            Err(error) => unusable(secret, &error),
-                        },
-                    }
-                }
-            };
-            credentials.insert(name.clone(), state);
-        }
-        Ok(credentials)
     }
+}
+
+/// Builds the credential state of each connection of `config` from the
+/// latest version of each secret.
+fn open_credentials(
+    master_key: &MasterKey,
+    config: &Config,
+    rows: Vec<SealedRow>,
+) -> HashMap<String, CredentialState> {
+    let mut sealed = HashMap::new();
+    for row in rows {
+        sealed.insert(row.name.clone(), row);
+    }
+    let mut credentials = HashMap::new();
+    for (name, connection) in &config.connections {
+        let secret = connection.secret.clone();
+        let state = match sealed.get(&secret) {
+            None => CredentialState::Missing { secret },
+            Some(row) => {
+                let sealed = SealedSecret {
+                    name: row.name.clone(),
+                    version: row.version,
+                    wrapped_key: row.wrapped_key.clone(),
+                    ciphertext: row.ciphertext.clone(),
+                };
+                match castellan_vault::open(master_key, &sealed) {
+                    Err(error) => CredentialState::Unusable {
+                        secret,
+                        reason: error.to_string(),
+                    },
+                    Ok(value) => match Injector::new(&connection.auth, &secret, value.expose()) {
+                        Ok(injector) => CredentialState::Ready(Arc::new(injector)),
+                        Err(error) => unusable(secret, &error),
+                    },
+                }
+            }
+        };
+        credentials.insert(name.clone(), state);
+    }
+    credentials
 }
 
 fn unusable(secret: String, error: &InjectError) -> CredentialState {

@@ -6,9 +6,15 @@
 
 mod support;
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-use support::castellan::{poll_until, Castellan, Server, SHUTDOWN_TIMEOUT};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+use support::castellan::{poll_until, Castellan, IssuedToken, Server, SHUTDOWN_TIMEOUT};
 use support::http::{get, get_as, stream, Arrival};
 use support::peers::{spawn_httpbin, Peer};
 
@@ -253,6 +259,215 @@ fn sighup_invalid_config_keeps_running_one() {
     castellan.write_config(&config(&httpbin, READ_HEADERS));
     server.signal("HUP");
     await_status(&server, QUICK_DRIP, &token, 403, CONFIG_CHANGE_LIMIT);
+}
+
+/// A gateway with strict audit durability whose configuration reload waits
+/// on a CA file that is a pipe, as it could on a slow disk, until
+/// [`BlockedReload::finish`] writes the certificate.
+struct BlockedReload {
+    castellan: Castellan,
+    server: Server,
+    /// A token of reader-bot.
+    token: String,
+    /// A second token of reader-bot, for a test to revoke.
+    spare: IssuedToken,
+    pipe: PathBuf,
+}
+
+impl BlockedReload {
+    fn start(httpbin: &Peer) -> Self {
+        let castellan = Castellan::init();
+        let strict = format!(
+            "[gateway]\naudit_durability = \"strict\"\n{}",
+            config(httpbin, READ_ALL)
+        );
+        castellan.write_config(&strict);
+        castellan.set_secret("httpbin-key", UPSTREAM_KEY);
+        let token = castellan.issue_token("reader-bot");
+        let spare = castellan.issue("reader-bot", None);
+        let server = castellan.serve();
+        assert_eq!(get_as(&server.url("/httpbin/headers"), &token).status, 200);
+
+        let pipe = castellan.scratch_dir().join("slow-ca.pem");
+        let made = Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo {} failed", pipe.display());
+        castellan.write_config(&format!(
+            r#"{strict}
+[connections.internal]
+upstream = "https://127.0.0.1:9/"
+allow_private = true
+auth = {{ kind = "bearer" }}
+secret = "internal-key"
+ca_file = "{pipe}"
+"#,
+            pipe = pipe.display()
+        ));
+        let started = server.wait_for_stderr("configuration file changed", CONFIG_CHANGE_LIMIT);
+        assert!(started, "the reload did not start\n{}", server.logs());
+        BlockedReload {
+            castellan,
+            server,
+            token,
+            spare,
+            pipe,
+        }
+    }
+
+    /// Writes the CA certificate into the pipe and waits for the reload to
+    /// end.
+    fn finish(&self) {
+        self.release();
+        let reloaded = self
+            .server
+            .wait_for_stderr("configuration reloaded", CONFIG_CHANGE_LIMIT);
+        assert!(
+            reloaded,
+            "the reload did not finish\n{}",
+            self.server.logs()
+        );
+    }
+
+    /// Writes the CA certificate into the pipe from another thread, which
+    /// waits for the reload to open it.
+    fn release(&self) {
+        let pipe = self.pipe.clone();
+        // If the reload never opens the pipe, this thread stays blocked
+        // and ends with the test process.
+        std::thread::spawn(move || {
+            let mut writer = OpenOptions::new()
+                .write(true)
+                .open(&pipe)
+                .expect("open the pipe for writing");
+            writer
+                .write_all(generate_ca_pem().as_bytes())
+                .expect("write the CA certificate");
+        });
+    }
+
+    fn connections(&self) -> String {
+        let ready = get(&self.server.admin_url("/readyz"), &[]);
+        assert_eq!(ready.status, 200, "/readyz: {}", ready.body);
+        ready.body
+    }
+}
+
+/// A reload runs beside the work that responses wait for. With strict
+/// durability each response waits for its audit record to commit, and the
+/// audit writer shares a thread with reloads. Revocations still take
+/// effect, and the admin listener still responds.
+#[test]
+fn requests_answered_while_a_reload_waits() {
+    let httpbin = spawn_httpbin();
+    let reload = BlockedReload::start(&httpbin);
+    let (castellan, server) = (&reload.castellan, &reload.server);
+    let headers = server.url("/httpbin/headers");
+
+    let records_before = castellan.audit_records().len();
+    let reply = get_as(&headers, &reload.token);
+    assert_eq!(
+        reply.status,
+        200,
+        "request during the reload: {}\n{}",
+        reply.body,
+        server.logs()
+    );
+    assert_eq!(
+        castellan.audit_records().len(),
+        records_before + 1,
+        "the answered request has its record"
+    );
+    let spare = &reload.spare;
+    assert_eq!(get_as(&headers, &spare.token).status, 200);
+    castellan.cli_ok(&["agent", "token", "revoke", &spare.id]);
+    await_status(
+        server,
+        "/httpbin/headers",
+        &spare.token,
+        401,
+        STORE_CHANGE_LIMIT,
+    );
+    assert!(
+        reload.connections().contains(r#""connections":1"#),
+        "the reload ended before the CA file was written\n{}",
+        server.logs()
+    );
+
+    reload.finish();
+    let after = reload.connections();
+    assert!(
+        after.contains(r#""connections":2"#),
+        "/readyz after the reload: {after}"
+    );
+    assert_eq!(get_as(&headers, &reload.token).status, 200);
+}
+
+/// A reload that ends after a later one was applied is dropped, so the
+/// configuration on disk at the later reload stays.
+#[test]
+fn overtaken_reload_is_dropped() {
+    let httpbin = spawn_httpbin();
+    let reload = BlockedReload::start(&httpbin);
+    let (castellan, server) = (&reload.castellan, &reload.server);
+    castellan.write_config(&format!(
+        "[gateway]\naudit_durability = \"strict\"\n{}",
+        config(&httpbin, READ_HEADERS)
+    ));
+    server.signal("HUP");
+    await_status(server, QUICK_DRIP, &reload.token, 403, CONFIG_CHANGE_LIMIT);
+
+    reload.release();
+    let dropped = server.wait_for_stderr(
+        "reload started later was applied first",
+        CONFIG_CHANGE_LIMIT,
+    );
+
+    assert!(
+        dropped,
+        "the blocked reload was not dropped\n{}",
+        server.logs()
+    );
+    let ready = reload.connections();
+    assert!(
+        ready.contains(r#""connections":1"#),
+        "/readyz after the overtaken reload: {ready}"
+    );
+    assert_eq!(get_as(&server.url(QUICK_DRIP), &reload.token).status, 403);
+}
+
+/// SIGTERM stops the gateway even while a reload waits on a file.
+#[test]
+fn sigterm_stops_while_a_reload_waits() {
+    let httpbin = spawn_httpbin();
+    let mut reload = BlockedReload::start(&httpbin);
+
+    reload.server.signal("TERM");
+    let status = reload.server.wait_for_exit(SHUTDOWN_TIMEOUT);
+
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "castellan serve still runs {SHUTDOWN_TIMEOUT:?} after SIGTERM\n{}",
+            reload.server.logs()
+        )
+    });
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        reload.server.logs()
+    );
+}
+
+/// Returns a self-signed CA certificate in PEM.
+fn generate_ca_pem() -> String {
+    let key = KeyPair::generate().expect("generate the CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "castellan e2e reload CA");
+    params.self_signed(&key).expect("self-sign the CA").pem()
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! saturated core, and the monitor fell behind by seconds.
 
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use tokio::runtime::Handle;
@@ -23,6 +24,10 @@ use tokio::sync::oneshot;
 /// about a tenth of a core that request handlers keep busy, and all of an
 /// idle one.
 const NICENESS: i32 = 10;
+
+/// How long stopping waits for the runtime's blocking threads, which free
+/// replaced snapshots and compile reloads.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 
 /// A current-thread runtime on a thread of its own.
 pub struct Background {
@@ -47,6 +52,9 @@ impl Background {
             .spawn(move || {
                 // A stop request or a dropped sender ends the runtime.
                 let _ = runtime.block_on(stopped);
+                // A reload can still wait on a slow file in a blocking
+                // thread. The process is ending, so it is not waited for.
+                runtime.shutdown_timeout(BLOCKING_GRACE);
             })
             .context("cannot start the background thread")?;
         Ok(Background {

@@ -265,13 +265,19 @@ async fn handle_signals(
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP received; reloading the configuration");
-                reloader.reload_config().await;
-                if let Some(tls) = &tls {
-                    match tls.reload() {
-                        Ok(()) => tracing::info!("TLS certificate reloaded"),
-                        Err(error) => tracing::error!(%error, "TLS reload failed; keeping the current certificate"),
+                // A reload can wait on a slow file. In a task of its own it
+                // cannot keep SIGTERM waiting.
+                let reloader = Arc::clone(&reloader);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    reloader.reload_config().await;
+                    if let Some(tls) = &tls {
+                        match tls.reload() {
+                            Ok(()) => tracing::info!("TLS certificate reloaded"),
+                            Err(error) => tracing::error!(%error, "TLS reload failed; keeping the current certificate"),
+                        }
                     }
-                }
+                });
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
