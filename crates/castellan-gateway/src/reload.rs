@@ -7,11 +7,12 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use castellan_model::Config;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 use crate::proxy::Gateway;
 use crate::state::{ConfigState, CredentialState, LoadError, Loader, Snapshot};
@@ -67,19 +68,15 @@ pub struct Reloader {
     gateway: Arc<Gateway>,
     loader: Loader,
     source: ConfigSource,
-    /// Serializes snapshot swaps, so that two cannot interleave.
-    lock: Mutex<ReloadState>,
-}
-
-/// The progress of one gateway's reloads, guarded by [`Reloader::lock`].
-struct ReloadState {
     /// The configuration file's modification time and size when a reload
-    /// last read it.
-    fingerprint: Option<(SystemTime, u64)>,
-    /// Number of configuration reloads started, which numbers them.
-    started: u64,
-    /// Number of the last configuration reload that was applied.
-    applied: u64,
+    /// last read it. Snapshot swaps take this lock, so two cannot
+    /// interleave.
+    lock: Mutex<Option<(SystemTime, u64)>>,
+    /// Configuration reloads requested and not yet started. Requests made
+    /// while one is pending merge into it, and [`Reloader::run`] starts one
+    /// reload at a time, so a burst of signals, or a reload stuck on a
+    /// file, cannot pile up compiles and threads.
+    reload_requested: Notify,
 }
 
 /// Error building the initial state.
@@ -123,24 +120,16 @@ impl Reloader {
             gateway,
             loader,
             source,
-            lock: Mutex::new(ReloadState {
-                fingerprint,
-                started: 0,
-                applied: 0,
-            }),
+            lock: Mutex::new(fingerprint),
+            reload_requested: Notify::new(),
         }
     }
 
     /// Reloads the configuration file. An invalid file is logged and the
     /// running configuration stays in place.
     pub async fn reload_config(&self) -> bool {
-        let (number, previous) = {
-            let mut state = self.lock.lock().await;
-            state.fingerprint = self.source.fingerprint();
-            state.started += 1;
-            let previous = Arc::clone(&self.gateway.snapshot.load().config);
-            (state.started, previous)
-        };
+        *self.lock.lock().await = self.source.fingerprint();
+        let previous = Arc::clone(&self.gateway.snapshot.load().config);
         // Loading and compiling a large configuration takes hundreds of
         // milliseconds of CPU, and reading a file can block. On the
         // background runtime's only thread that would stop the audit writer
@@ -159,11 +148,7 @@ impl Reloader {
                 return false;
             }
         };
-        let mut reloads = self.lock.lock().await;
-        if reloads.applied > number {
-            tracing::info!(path = %self.source.path.display(), "configuration reload dropped because a reload started later was applied first");
-            return false;
-        }
+        let _guard = self.lock.lock().await;
         // The store may have changed while the configuration compiled, so
         // the tokens come from the snapshot running now.
         let current = self.gateway.snapshot.load_full();
@@ -179,7 +164,6 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 self.gateway.snapshot.store(Arc::new(snapshot));
-                reloads.applied = number;
                 retire(current);
                 true
             }
@@ -205,9 +189,43 @@ impl Reloader {
         Ok(true)
     }
 
-    /// Polls the store and the configuration file until `shutdown`.
+    /// Asks for a configuration reload, which [`Reloader::run`] starts once
+    /// the one in progress, if any, has ended.
+    pub fn request_reload(&self) {
+        self.reload_requested.notify_one();
+    }
+
+    /// Polls the store and the configuration file, and runs the reloads
+    /// requested with [`Reloader::request_reload`], until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // A reload can wait on a slow file. In a task of its own it holds
+        // back neither store changes nor shutdown.
+        let stop = Arc::new(Notify::new());
+        let reloads = tokio::spawn(Arc::clone(&self).reload_on_request(Arc::clone(&stop)));
+        self.poll(shutdown).await;
+        stop.notify_one();
+        if let Err(error) = reloads.await {
+            tracing::warn!(%error, "the configuration reload task failed");
+        }
+    }
+
+    /// Runs one requested reload at a time until `stop` is notified, which
+    /// also cancels a reload in progress.
+    async fn reload_on_request(self: Arc<Self>, stop: Arc<Notify>) {
+        loop {
+            tokio::select! {
+                () = stop.notified() => return,
+                () = self.reload_requested.notified() => {}
+            }
+            tokio::select! {
+                () = stop.notified() => return,
+                _ = self.reload_config() => {}
+            }
+        }
+    }
+
+    async fn poll(&self, mut shutdown: Pin<&mut impl Future<Output = ()>>) {
         let mut store_tick = tokio::time::interval(STORE_POLL_INTERVAL);
         let mut config_tick = tokio::time::interval(CONFIG_POLL_INTERVAL);
         let mut store_failures: u32 = 0;
@@ -228,7 +246,7 @@ impl Reloader {
                 }
                 _ = config_tick.tick() => {
                     let seen = self.source.fingerprint();
-                    let changed = self.lock.lock().await.fingerprint != seen;
+                    let changed = *self.lock.lock().await != seen;
                     if !changed {
                         continue;
                     }
@@ -238,10 +256,7 @@ impl Reloader {
                         continue;
                     }
                     tracing::info!(path = %self.source.path.display(), "configuration file changed; reloading");
-                    // A reload can wait on a slow file. In a task of its
-                    // own it holds back neither store changes nor shutdown.
-                    let reloader = Arc::clone(&self);
-                    tokio::spawn(async move { reloader.reload_config().await });
+                    self.request_reload();
                 }
             }
         }

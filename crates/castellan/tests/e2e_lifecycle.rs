@@ -8,8 +8,8 @@ mod support;
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::Command;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -263,7 +263,7 @@ fn sighup_invalid_config_keeps_running_one() {
 
 /// A gateway with strict audit durability whose configuration reload waits
 /// on a CA file that is a pipe, as it could on a slow disk, until
-/// [`BlockedReload::finish`] writes the certificate.
+/// [`BlockedReload::release`] lets it read the certificate.
 struct BlockedReload {
     castellan: Castellan,
     server: Server,
@@ -271,7 +271,8 @@ struct BlockedReload {
     token: String,
     /// A second token of reader-bot, for a test to revoke.
     spare: IssuedToken,
-    pipe: PathBuf,
+    /// Tells the thread holding the pipe open to write the certificate.
+    release: mpsc::Sender<()>,
 }
 
 impl BlockedReload {
@@ -307,12 +308,37 @@ ca_file = "{pipe}"
         ));
         let started = server.wait_for_stderr("configuration file changed", CONFIG_CHANGE_LIMIT);
         assert!(started, "the reload did not start\n{}", server.logs());
+
+        let (opened_sender, opened) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        // Opening a pipe for writing waits until a reader opens it, so the
+        // open returns once the reload reads the CA file, which then waits
+        // for the certificate. If the reload never opens the pipe, the
+        // thread stays blocked and ends with the test process.
+        std::thread::spawn(move || {
+            let mut writer = OpenOptions::new()
+                .write(true)
+                .open(&pipe)
+                .expect("open the pipe for writing");
+            let _ = opened_sender.send(());
+            if released.recv().is_ok() {
+                writer
+                    .write_all(generate_ca_pem().as_bytes())
+                    .expect("write the CA certificate");
+            }
+        });
+        let waiting = opened.recv_timeout(CONFIG_CHANGE_LIMIT);
+        assert!(
+            waiting.is_ok(),
+            "the reload did not open the CA file\n{}",
+            server.logs()
+        );
         BlockedReload {
             castellan,
             server,
             token,
             spare,
-            pipe,
+            release,
         }
     }
 
@@ -330,21 +356,11 @@ ca_file = "{pipe}"
         );
     }
 
-    /// Writes the CA certificate into the pipe from another thread, which
-    /// waits for the reload to open it.
+    /// Lets the reload read the CA certificate.
     fn release(&self) {
-        let pipe = self.pipe.clone();
-        // If the reload never opens the pipe, this thread stays blocked
-        // and ends with the test process.
-        std::thread::spawn(move || {
-            let mut writer = OpenOptions::new()
-                .write(true)
-                .open(&pipe)
-                .expect("open the pipe for writing");
-            writer
-                .write_all(generate_ca_pem().as_bytes())
-                .expect("write the CA certificate");
-        });
+        self.release
+            .send(())
+            .expect("the thread holding the pipe is waiting");
     }
 
     fn connections(&self) -> String {
@@ -404,37 +420,51 @@ fn requests_answered_while_a_reload_waits() {
     assert_eq!(get_as(&headers, &reload.token).status, 200);
 }
 
-/// A reload that ends after a later one was applied is dropped, so the
-/// configuration on disk at the later reload stays.
+/// Reload requests made while a reload waits merge into one, so a burst
+/// of signals cannot pile up compiles and threads behind a slow file.
 #[test]
-fn overtaken_reload_is_dropped() {
+fn reload_requests_merge_while_one_waits() {
+    const SIGNALS: usize = 10;
     let httpbin = spawn_httpbin();
     let reload = BlockedReload::start(&httpbin);
     let (castellan, server) = (&reload.castellan, &reload.server);
+    let threads_before = thread_count(server.pid());
+
+    for sent in 1..=SIGNALS {
+        server.signal("HUP");
+        let received = poll_until(CONFIG_CHANGE_LIMIT, || {
+            server.stderr().matches("SIGHUP received").count() >= sent
+        });
+        assert!(
+            received.is_some(),
+            "SIGHUP {sent} was not logged\n{}",
+            server.logs()
+        );
+    }
+    let threads_after = thread_count(server.pid());
+
+    assert!(
+        threads_after <= threads_before + 2,
+        "{SIGNALS} reload requests behind a waiting reload took the threads from {threads_before} to {threads_after}"
+    );
     castellan.write_config(&format!(
         "[gateway]\naudit_durability = \"strict\"\n{}",
         config(&httpbin, READ_HEADERS)
     ));
-    server.signal("HUP");
-    await_status(server, QUICK_DRIP, &reload.token, 403, CONFIG_CHANGE_LIMIT);
-
     reload.release();
-    let dropped = server.wait_for_stderr(
-        "reload started later was applied first",
-        CONFIG_CHANGE_LIMIT,
-    );
-
-    assert!(
-        dropped,
-        "the blocked reload was not dropped\n{}",
-        server.logs()
-    );
+    await_status(server, QUICK_DRIP, &reload.token, 403, CONFIG_CHANGE_LIMIT);
     let ready = reload.connections();
     assert!(
         ready.contains(r#""connections":1"#),
-        "/readyz after the overtaken reload: {ready}"
+        "/readyz after the merged reload: {ready}"
     );
-    assert_eq!(get_as(&server.url(QUICK_DRIP), &reload.token).status, 403);
+}
+
+/// Returns the number of threads of process `pid`.
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("list the gateway's threads")
+        .count()
 }
 
 /// SIGTERM stops the gateway even while a reload waits on a file.

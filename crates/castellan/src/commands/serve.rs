@@ -171,7 +171,8 @@ async fn serve_in_background(
     }
     let _ = reminders.await;
     let _ = token_files.await;
-    // A store poll in progress finishes before the store closes.
+    // A store poll in progress finishes, and a reload in progress is
+    // cancelled, before the store closes.
     let _ = reloads.await;
     // Queued webhooks get a few seconds; their retries end here.
     let unsent = detection
@@ -265,19 +266,13 @@ async fn handle_signals(
         tokio::select! {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP received; reloading the configuration");
-                // A reload can wait on a slow file. In a task of its own it
-                // cannot keep SIGTERM waiting.
-                let reloader = Arc::clone(&reloader);
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    reloader.reload_config().await;
-                    if let Some(tls) = &tls {
-                        match tls.reload() {
-                            Ok(()) => tracing::info!("TLS certificate reloaded"),
-                            Err(error) => tracing::error!(%error, "TLS reload failed; keeping the current certificate"),
-                        }
+                reloader.request_reload();
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificate reloaded"),
+                        Err(error) => tracing::error!(%error, "TLS reload failed; keeping the current certificate"),
                     }
-                });
+                }
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
