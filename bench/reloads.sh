@@ -68,11 +68,14 @@ run_mode() {
   "$CASTELLAN" serve --data-dir "$data" --listen "127.0.0.1:$AGENT_PORT" \
     --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/$mode.out" 2>"$WORK/$mode.log" &
   pid=$!
+  PIDS+=("$pid")
   for _ in $(seq 1 3000); do
     grep -q '^listening' "$WORK/$mode.out" && break
     kill -0 "$pid" 2>/dev/null || die "castellan serve exited; see $WORK/$mode.log"
     sleep 0.01
   done
+  grep -q '^listening' "$WORK/$mode.out" ||
+    die "castellan serve printed no listening line within 30 s; see $WORK/$mode.log"
   sleep 2
 
   case $mode in
@@ -80,15 +83,17 @@ run_mode() {
     hup)
       (for _ in 1 2 3; do sleep 3; kill -HUP "$pid"; done) &
       actions=$!
+      PIDS+=("$actions")
       ;;
     revoke)
       local ids
-      ids=$(python3 -c "import sqlite3, sys; print(' '.join(row[0] for row in sqlite3.connect(sys.argv[1]).execute('SELECT id FROM tokens WHERE revoked_ms IS NULL ORDER BY id LIMIT 3')))" "$data/castellan.db")
+      ids=$(python3 -c "import sqlite3, sys; print(' '.join(row[0] for row in sqlite3.connect(sys.argv[1]).execute('SELECT id FROM tokens WHERE revoked_ms IS NULL AND canary = 0 AND agent != \'agent-00000\' ORDER BY id LIMIT 3')))" "$data/castellan.db")
       (for id in $ids; do
         sleep 3
         "$CASTELLAN" agent token revoke "$id" --data-dir "$data" >/dev/null 2>&1
       done) &
       actions=$!
+      PIDS+=("$actions")
       ;;
     *) die "unknown mode $mode; use none, hup or revoke" ;;
   esac
@@ -97,7 +102,9 @@ run_mode() {
   taskset -c "$LAST_CORE" wrk -t 1 -c 2 -d 12s --latency \
     -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$AGENT_PORT$REQUEST_PATH" |
     awk '/^    Latency/ {avg = $2; max = $4} / 99%/ {p99 = $2} /Requests\/sec/ {rps = $2}
-      END {printf "req/s %s  avg %s  p99 %s  max %s", rps, avg, p99, max}'
+      /Non-2xx/ {failed = $NF} /Socket errors/ {errors = $0}
+      END {printf "req/s %s  avg %s  p99 %s  max %s  non-2xx %s%s", rps, avg, p99, max,
+        failed + 0, errors ? "  " errors : ""}'
   [[ -z $actions ]] || wait "$actions"
   printf '  reloads logged %s, active tokens %s\n' \
     "$(grep -c 'configuration reloaded' "$WORK/$mode.log" || true)" \

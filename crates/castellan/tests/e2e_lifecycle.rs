@@ -451,6 +451,22 @@ fn reload_requests_merge_while_one_waits() {
         "[gateway]\naudit_durability = \"strict\"\n{}",
         config(&httpbin, READ_HEADERS)
     ));
+    let changes = || {
+        server
+            .stderr()
+            .matches("configuration file changed")
+            .count()
+    };
+    let noticed = poll_until(CONFIG_CHANGE_LIMIT, || changes() >= 2);
+    assert!(
+        noticed.is_some(),
+        "the new file was not noticed\n{}",
+        server.logs()
+    );
+    // The file poll runs every second. A change already requested must not
+    // be requested, and logged, again at each poll.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(changes(), 2, "{}", server.logs());
     reload.release();
     await_status(server, QUICK_DRIP, &reload.token, 403, CONFIG_CHANGE_LIMIT);
     let ready = reload.connections();
