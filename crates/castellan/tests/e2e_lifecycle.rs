@@ -290,11 +290,11 @@ impl BlockedReload {
         assert_eq!(get_as(&server.url("/httpbin/headers"), &token).status, 200);
 
         let pipe = castellan.scratch_dir().join("slow-ca.pem");
-        let made = Command::new("mkfifo")
+        let mkfifo = Command::new("mkfifo")
             .arg(&pipe)
             .status()
             .expect("run mkfifo");
-        assert!(made.success(), "mkfifo {} failed", pipe.display());
+        assert!(mkfifo.success(), "mkfifo {} failed", pipe.display());
         castellan.write_config(&format!(
             r#"{strict}
 [connections.internal]
