@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod http1;
 pub mod paths;
 pub mod policy;
 pub mod secrets;

@@ -1,0 +1,131 @@
+//! Runs the open-loop generator against a loopback server that responds
+//! slower than requests fall due, to show that latency counts from when a
+//! request was due rather than from when it was written.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the server takes for each response.
+const SERVICE: Duration = Duration::from_millis(10);
+
+fn serve_slowly(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { return };
+        std::thread::spawn(move || {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                if stream.read_exact(&mut byte).is_err() {
+                    return;
+                }
+                head.push(byte[0]);
+                if head.ends_with(b"\r\n\r\n") {
+                    head.clear();
+                    std::thread::sleep(SERVICE);
+                    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if stream.write_all(response).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+#[test]
+fn latency_includes_wait_behind_slow_responses() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || serve_slowly(listener));
+
+    // One connection asked for 200 requests a second by a server that
+    // responds to 100: the queue grows for the whole second.
+    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", &format!("http://{address}/x")])
+        .args(["--rate", "200", "--connections", "1"])
+        .args(["--duration", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = stdout
+        .lines()
+        .find(|line| line.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in {stdout}"));
+
+    let requests = field(result, "requests");
+    // The number of requests due in one second is Poisson with mean 200.
+    assert!((120..=280).contains(&requests), "{result}");
+    assert_eq!(field(result, "errors"), 0, "{result}");
+    // Timed from when they were written, responses would take 10 ms. Timed
+    // from when they were due, the later ones waited for hundreds of
+    // milliseconds behind the ones before.
+    assert!(field(result, "p99_us") >= 300_000, "{result}");
+    assert!(field(result, "p50_us") >= 50_000, "{result}");
+}
+
+#[test]
+fn unreachable_server_fails_without_hanging() {
+    // A port that was just free on loopback: connecting to it is refused.
+    let address = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", &format!("http://{address}/"), "--rate", "100"])
+        .args(["--connections", "4", "--duration", "1", "--warmup", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("openloop still runs 30 s after its connections were refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&format!("cannot connect to {address}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", "http://127.0.0.1:9/", "--rate", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--rate \"fast\" is not a positive number"),
+        "{stderr}"
+    );
+}
