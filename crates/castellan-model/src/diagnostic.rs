@@ -4,7 +4,8 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-/// A 1-based line and column in the configuration file.
+/// A 1-based line and column in the configuration file. Line 0 means the
+/// whole file, as for a file that cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Location {
     pub line: usize,
@@ -99,14 +100,19 @@ impl fmt::Display for ConfigError {
             if count == 1 { "" } else { "s" }
         )?;
         for diagnostic in &self.diagnostics {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.path.display(),
-                diagnostic.location.line,
-                diagnostic.location.column,
-                diagnostic.message
-            )?;
+            let location = diagnostic.location;
+            if location.line == 0 {
+                write!(f, "{}: {}", self.path.display(), diagnostic.message)?;
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    self.path.display(),
+                    location.line,
+                    location.column,
+                    diagnostic.message
+                )?;
+            }
             if let Some(hint) = &diagnostic.hint {
                 write!(f, "\n  hint: {hint}")?;
             }
@@ -121,6 +127,19 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_file_problem_has_no_position() {
+        let path = Path::new("/nonexistent/castellan.toml");
+        let error = crate::Config::load(path).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("/nonexistent/castellan.toml: cannot read the configuration:"),
+            "{text}"
+        );
+        assert!(!text.contains(":0:0"), "{text}");
+        assert!(text.contains("hint: run `castellan init`"), "{text}");
+    }
 
     #[test]
     fn offsets_map_to_lines_and_columns() {
