@@ -8,6 +8,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 /// Largest response head the client accepts.
 const MAX_HEAD: usize = 64 * 1024;
@@ -77,9 +78,14 @@ pub struct Response {
 }
 
 impl Connection {
-    pub fn open(address: SocketAddr) -> io::Result<Connection> {
-        let stream = TcpStream::connect(address)?;
+    /// Connects to `address`. A read or write that waits longer than
+    /// `timeout` fails, so a server that stops responding cannot stall the
+    /// caller forever.
+    pub fn open(address: SocketAddr, timeout: Duration) -> io::Result<Connection> {
+        let stream = TcpStream::connect_timeout(&address, timeout)?;
         stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
         Ok(Connection::from_stream(stream))
     }
 
@@ -93,7 +99,7 @@ impl Connection {
 
     /// Writes `request` and reads the response to its end.
     pub fn exchange(&mut self, request: &[u8]) -> io::Result<Response> {
-        self.stream.write_all(request)?;
+        self.stream.write_all(request).map_err(timed_out)?;
         self.read_response()
     }
 
@@ -104,7 +110,21 @@ impl Connection {
             match response.parse(&self.buffer[self.read..]) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = response.code.unwrap_or(0);
-                    let (framing, close) = framing(response.headers)?;
+                    // An interim response (100 Continue, 103 Early Hints) has
+                    // no body and precedes the final one.
+                    if (100..200).contains(&status) && status != 101 {
+                        self.read += head_len;
+                        continue;
+                    }
+                    let (mut framing, close) = framing(response.headers, response.version)?;
+                    // RFC 9112, section 6.3: these responses end with their
+                    // head, whatever their headers contain.
+                    if status == 204 || status == 304 {
+                        framing = Some(Framing::Length(0));
+                    }
+                    let framing = framing.ok_or_else(|| {
+                        invalid("the response has neither Content-Length nor chunked encoding, but this client reads only framed responses")
+                    })?;
                     break (status, framing, close, head_len);
                 }
                 Ok(httparse::Status::Partial) => {
@@ -194,7 +214,7 @@ impl Connection {
             Ok(count) => count,
             Err(error) => {
                 self.buffer.truncate(start);
-                return Err(error);
+                return Err(timed_out(error));
             }
         };
         self.buffer.truncate(start + count);
@@ -213,32 +233,61 @@ enum Framing {
     Chunked,
 }
 
-fn framing(headers: &[httparse::Header<'_>]) -> io::Result<(Framing, bool)> {
+/// Returns the body's framing, if the headers set one, and whether the
+/// server closes the connection after this response. An HTTP/1.0 response
+/// closes it unless it sends `Connection: keep-alive`.
+fn framing(
+    headers: &[httparse::Header<'_>],
+    version: Option<u8>,
+) -> io::Result<(Option<Framing>, bool)> {
     let mut framing = None;
+    let mut length = None;
     let mut close = false;
+    let mut keep_alive = false;
     for header in headers {
         let value = String::from_utf8_lossy(header.value);
         if header.name.eq_ignore_ascii_case("content-length") {
-            let length = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(&format!("invalid Content-Length {value:?}")))?;
-            framing.get_or_insert(Framing::Length(length));
+            let text = value.trim();
+            let parsed: usize = match text.parse() {
+                Ok(parsed) if text.bytes().all(|byte| byte.is_ascii_digit()) => parsed,
+                _ => return Err(invalid(&format!("invalid Content-Length {value:?}"))),
+            };
+            // Differing lengths leave the end of the body ambiguous.
+            if length.is_some_and(|previous| previous != parsed) {
+                return Err(invalid(
+                    "the response has conflicting Content-Length headers",
+                ));
+            }
+            length = Some(parsed);
+            framing.get_or_insert(Framing::Length(parsed));
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             if !value.trim().eq_ignore_ascii_case("chunked") {
                 return Err(invalid(&format!("unsupported Transfer-Encoding {value:?}")));
             }
             framing = Some(Framing::Chunked);
         } else if header.name.eq_ignore_ascii_case("connection") {
-            close |= value
-                .split(',')
-                .any(|token| token.trim().eq_ignore_ascii_case("close"));
+            for token in value.split(',').map(str::trim) {
+                close |= token.eq_ignore_ascii_case("close");
+                keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
         }
     }
-    let framing = framing.ok_or_else(|| {
-        invalid("the response has neither Content-Length nor chunked encoding; this client reads only framed responses")
-    })?;
+    if version == Some(0) && !keep_alive {
+        close = true;
+    }
     Ok((framing, close))
+}
+
+/// Converts a socket timeout, which Linux reports as `EAGAIN` (`WouldBlock`),
+/// to a `TimedOut` error with a message that names the timeout.
+fn timed_out(error: io::Error) -> io::Error {
+    match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the server did not respond within the timeout",
+        ),
+        _ => error,
+    }
 }
 
 fn invalid(message: &str) -> io::Error {
@@ -289,7 +338,7 @@ mod tests {
         let (address, server) = serve(responses);
         let url = format!("http://{address}/v1/items?id=4");
         let target = Target::new(&url, &["Authorization: Bearer t".to_owned()]).unwrap();
-        let mut connection = Connection::open(target.address).unwrap();
+        let mut connection = Connection::open(target.address, Duration::from_secs(5)).unwrap();
         let responses: Vec<Response> = (0..3)
             .map(|_| connection.exchange(&target.request).unwrap())
             .collect();
@@ -323,12 +372,70 @@ mod tests {
     }
 
     #[test]
+    fn reads_interim_bodiless_and_http10_responses() {
+        let responses = vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n".to_vec(),
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        ];
+        let (address, server) = serve(responses);
+        let target = Target::new(&format!("http://{address}/"), &[]).unwrap();
+        let mut connection = Connection::open(target.address, Duration::from_secs(5)).unwrap();
+        let no_content = connection.exchange(&target.request).unwrap();
+        assert_eq!(no_content.status, 204);
+        assert_eq!(no_content.body_len, 0);
+        assert!(!no_content.close);
+        let not_modified = connection.exchange(&target.request).unwrap();
+        assert_eq!(not_modified.status, 304);
+        assert_eq!(not_modified.body_len, 0);
+        // HTTP/1.0 closes the connection unless the server sends keep-alive.
+        let http10 = connection.exchange(&target.request).unwrap();
+        assert_eq!(http10.body_len, 2);
+        assert!(http10.close);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn exchange_rejects_conflicting_lengths() {
+        let (address, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc".to_vec(),
+        ]);
+        let target = Target::new(&format!("http://{address}/"), &[]).unwrap();
+        let mut connection = Connection::open(target.address, Duration::from_secs(5)).unwrap();
+        let error = connection.exchange(&target.request).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        assert!(error.to_string().contains("conflicting"), "{error}");
+    }
+
+    #[test]
+    fn exchange_times_out_on_silent_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        // Accepts and reads the request but never responds.
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            thread::sleep(Duration::from_secs(2));
+        });
+        let target = Target::new(&format!("http://{address}/"), &[]).unwrap();
+        let mut connection = Connection::open(address, Duration::from_millis(200)).unwrap();
+        let started = std::time::Instant::now();
+        let error = connection.exchange(&target.request).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{error}");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("timeout"), "{error}");
+        server.join().unwrap();
+    }
+
+    #[test]
     fn exchange_rejects_truncated_body() {
         let (address, server) = serve(vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_vec()
         ]);
         let target = Target::new(&format!("http://{address}/"), &[]).unwrap();
-        let mut connection = Connection::open(target.address).unwrap();
+        let mut connection = Connection::open(target.address, Duration::from_secs(5)).unwrap();
         let error = connection.exchange(&target.request).unwrap_err();
         server.join().unwrap();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");

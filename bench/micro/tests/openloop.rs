@@ -75,6 +75,9 @@ fn latency_includes_wait_behind_slow_responses() {
     // milliseconds behind the ones before.
     assert!(field(result, "p99_us") >= 300_000, "{result}");
     assert!(field(result, "p50_us") >= 50_000, "{result}");
+    // Serving them all took the server about requests * 10 ms, and the
+    // throughput counts that time rather than the 1 s that they were due in.
+    assert!(field(result, "duration_us") >= requests * 8_000, "{result}");
 }
 
 #[test]
@@ -128,4 +131,124 @@ fn bad_arguments_are_named() {
         stderr.contains("--rate \"fast\" is not a positive number"),
         "{stderr}"
     );
+}
+
+/// Runs openloop with `args` and returns its exit status and stderr, or
+/// panics if it still runs after 30 s.
+fn run_bounded(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("openloop {args:?} still runs after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn silent_server_times_out_as_errors() {
+    // Accepts connections and reads requests but never responds.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink), Ok(count) if count > 0) {}
+            });
+        }
+    });
+    let url = format!("http://{address}/");
+    let (status, stderr) = run_bounded(&[
+        "--url",
+        &url,
+        "--rate",
+        "20",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--timeout",
+        "0.2",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("did not respond within the timeout"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn failing_exchanges_are_reported_as_failures() {
+    // Responds to every request with a head that is not HTTP.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 1024];
+                if matches!(stream.read(&mut request), Ok(count) if count > 0) {
+                    let _ = stream.write_all(b"not http\r\n\r\n");
+                }
+            });
+        }
+    });
+    let url = format!("http://{address}/");
+    let (status, stderr) = run_bounded(&[
+        "--url",
+        &url,
+        "--rate",
+        "50",
+        "--connections",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("requests in the measured window failed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("malformed response head"), "{stderr}");
+}
+
+#[test]
+fn too_long_durations_are_rejected() {
+    for args in [
+        ["--duration", "1e300", "--rate", "10"],
+        ["--warmup", "1e19", "--rate", "10"],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+            .args(["--url", "http://127.0.0.1:9/"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("too long"), "{args:?}: {stderr}");
+    }
 }

@@ -37,6 +37,8 @@ struct Options {
     connections: usize,
     duration: Duration,
     warmup: Duration,
+    /// How long one read or write may wait before the exchange fails.
+    timeout: Duration,
 }
 
 /// Counts and latencies of one connection in the measured window.
@@ -51,6 +53,9 @@ struct Tally {
     /// The first exchange that failed, to print with the summary.
     first_error: Option<String>,
     reconnects: u64,
+    /// Time from the start of the measured window to the end of the last
+    /// response to a request due in it.
+    measured_span: Duration,
 }
 
 fn main() -> ExitCode {
@@ -58,7 +63,7 @@ fn main() -> ExitCode {
         Ok(options) => options,
         Err(message) => {
             eprintln!("openloop: {message}");
-            eprintln!("usage: openloop --url http://IP:PORT/PATH --rate REQ_PER_S [--connections N] [--duration S] [--warmup S] [--header 'Name: value']...");
+            eprintln!("usage: openloop --url http://IP:PORT/PATH --rate REQ_PER_S [--connections N] [--duration S] [--warmup S] [--timeout S] [--header 'Name: value']...");
             return ExitCode::from(2);
         }
     };
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
                 total.send_lag.extend(tally.send_lag);
                 total.errors += tally.errors;
                 total.reconnects += tally.reconnects;
+                total.measured_span = total.measured_span.max(tally.measured_span);
                 if total.first_error.is_none() {
                     total.first_error = tally.first_error;
                 }
@@ -96,6 +102,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
+    if total.latencies.is_empty() && total.errors > 0 {
+        let cause = total.first_error.as_deref().unwrap_or("non-2xx responses");
+        eprintln!(
+            "openloop: all {} requests in the measured window failed; the first failure: {cause}",
+            total.errors
+        );
+        return ExitCode::FAILURE;
+    }
     if total.latencies.is_empty() {
         eprintln!(
             "openloop: no request was due in the measured window; raise --rate or --duration"
@@ -111,7 +125,7 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
     // The default slack lets each sleep end up to 50 µs late.
     let _ = rustix::thread::set_current_timer_slack(NonZeroU64::new(1_000));
     let address = options.target.address;
-    let opened = Connection::open(address);
+    let opened = Connection::open(address, options.timeout);
     let mut random = Xorshift::new(index);
     let mean_gap = options.connections as f64 / options.rate;
 
@@ -126,9 +140,11 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
     let mut due = start;
 
     loop {
-        due += Duration::from_secs_f64(random.exponential(mean_gap));
-        if due >= end {
-            return Ok(tally);
+        // A gap too long for a `Duration` or an `Instant` ends the run too.
+        let gap = Duration::try_from_secs_f64(random.exponential(mean_gap));
+        match gap.ok().and_then(|gap| due.checked_add(gap)) {
+            Some(next) if next < end => due = next,
+            _ => return Ok(tally),
         }
         let now = Instant::now();
         if due > now {
@@ -139,6 +155,9 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
         let response = connection.exchange(&options.target.request);
         let done = Instant::now();
         let measured = due >= measured_from;
+        if measured {
+            tally.measured_span = done - measured_from;
+        }
 
         match response {
             Ok(response) => {
@@ -152,7 +171,7 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
                     }
                 }
                 if response.close {
-                    connection = reconnect(address, &mut tally)?;
+                    connection = reconnect(address, options.timeout, &mut tally)?;
                 }
             }
             Err(error) => {
@@ -160,20 +179,28 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
                     tally.errors += 1;
                 }
                 tally.first_error.get_or_insert_with(|| error.to_string());
-                connection = reconnect(address, &mut tally)?;
+                connection = reconnect(address, options.timeout, &mut tally)?;
             }
         }
     }
 }
 
-fn reconnect(address: std::net::SocketAddr, tally: &mut Tally) -> Result<Connection, String> {
+fn reconnect(
+    address: std::net::SocketAddr,
+    timeout: Duration,
+    tally: &mut Tally,
+) -> Result<Connection, String> {
     tally.reconnects += 1;
-    Connection::open(address).map_err(|error| format!("cannot reconnect to {address}: {error}"))
+    Connection::open(address, timeout)
+        .map_err(|error| format!("cannot reconnect to {address}: {error}"))
 }
 
 fn report(options: &Options, total: &mut Tally) {
     let requests = total.latencies.len();
-    let seconds = options.duration.as_secs_f64();
+    // A server slower than the requested rate leaves a queue that takes
+    // longer than --duration to drain, and the throughput counts that time.
+    let elapsed = options.duration.max(total.measured_span);
+    let seconds = elapsed.as_secs_f64();
     let p50 = percentile(&mut total.latencies, 0.50);
     let p99 = percentile(&mut total.latencies, 0.99);
     let p999 = percentile(&mut total.latencies, 0.999);
@@ -183,7 +210,7 @@ fn report(options: &Options, total: &mut Tally) {
         percentile(&mut total.send_lag, 0.99)
     };
     println!(
-        "{requests} requests in {seconds} s ({:.0} req/s, {:.0} requested) on {} connections",
+        "{requests} requests in {seconds:.3} s ({:.0} req/s, {:.0} requested) on {} connections",
         requests as f64 / seconds,
         options.rate,
         options.connections
@@ -198,7 +225,7 @@ fn report(options: &Options, total: &mut Tally) {
     }
     println!(
         "RESULT requests={requests} duration_us={} p50_us={p50} p99_us={p99} p999_us={p999} errors={}",
-        options.duration.as_micros(),
+        elapsed.as_micros(),
         total.errors
     );
 }
@@ -239,6 +266,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut connections = 50usize;
     let mut duration = 10.0f64;
     let mut warmup = 3.0f64;
+    let mut timeout = 2.0f64;
     let mut headers = Vec::new();
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -253,6 +281,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             }
             "--duration" => duration = positive("--duration", &value("--duration")?)?,
             "--warmup" => warmup = non_negative("--warmup", &value("--warmup")?)?,
+            "--timeout" => timeout = positive("--timeout", &value("--timeout")?)?,
             "--header" => headers.push(value("--header")?),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -264,13 +293,28 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--connections {connections} is out of range: use 1 to 10000"
         ));
     }
+    let duration = seconds("--duration", duration)?;
+    let warmup = seconds("--warmup", warmup)?;
+    // The connection threads add both to the current `Instant`.
+    if warmup
+        .checked_add(duration)
+        .and_then(|run| Instant::now().checked_add(run))
+        .is_none()
+    {
+        return Err("--warmup plus --duration is too long to schedule".to_owned());
+    }
     Ok(Options {
         target: Target::new(&url, &headers)?,
         rate,
         connections,
-        duration: Duration::from_secs_f64(duration),
-        warmup: Duration::from_secs_f64(warmup),
+        duration,
+        warmup,
+        timeout: seconds("--timeout", timeout)?,
     })
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("{name} {value} s is too long"))
 }
 
 fn positive(name: &str, text: &str) -> Result<f64, String> {
