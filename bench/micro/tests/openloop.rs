@@ -252,3 +252,44 @@ fn too_long_durations_are_rejected() {
         assert!(stderr.contains("too long"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn non_2xx_status_is_named() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 1024];
+                while matches!(stream.read(&mut request), Ok(count) if count > 0) {
+                    let response = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+                    if stream.write_all(response).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", &format!("http://{address}/")])
+        .args(["--rate", "50", "--connections", "2"])
+        .args(["--duration", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("first failed exchange: status 503"),
+        "{stdout}"
+    );
+    let result = stdout
+        .lines()
+        .find(|line| line.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in {stdout}"));
+    assert_eq!(
+        field(result, "errors"),
+        field(result, "requests"),
+        "{result}"
+    );
+}

@@ -50,7 +50,8 @@ struct Tally {
     /// for requests whose connection was free: the generator's own lateness.
     send_lag: Vec<u64>,
     errors: u64,
-    /// The first exchange that failed, to print with the summary.
+    /// The first exchange in the measured window that failed or had a
+    /// status other than 2xx, to print with the summary.
     first_error: Option<String>,
     reconnects: u64,
     /// Time from the start of the measured window to the end of the last
@@ -164,6 +165,9 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
                 if measured {
                     if !(200..300).contains(&response.status) {
                         tally.errors += 1;
+                        tally
+                            .first_error
+                            .get_or_insert_with(|| format!("status {}", response.status));
                     }
                     tally.latencies.push(micros(done - due));
                     if now <= due {
@@ -177,8 +181,8 @@ fn run_connection(index: usize, options: &Options, barrier: &Barrier) -> Result<
             Err(error) => {
                 if measured {
                     tally.errors += 1;
+                    tally.first_error.get_or_insert_with(|| error.to_string());
                 }
-                tally.first_error.get_or_insert_with(|| error.to_string());
                 connection = reconnect(address, options.timeout, &mut tally)?;
             }
         }
@@ -209,6 +213,7 @@ fn report(options: &Options, total: &mut Tally) {
     } else {
         percentile(&mut total.send_lag, 0.99)
     };
+
     println!(
         "{requests} requests in {seconds:.3} s ({:.0} req/s, {:.0} requested) on {} connections",
         requests as f64 / seconds,
@@ -286,6 +291,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
+
     let url = url.ok_or("--url is required")?;
     let rate = rate.ok_or("--rate is required")?;
     if connections == 0 || connections > 10_000 {
