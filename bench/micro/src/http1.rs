@@ -73,7 +73,7 @@ pub struct Connection {
 pub struct Response {
     pub status: u16,
     pub body_len: usize,
-    /// The server asked to close the connection after this response.
+    /// Whether the server closes the connection after this response.
     pub close: bool,
 }
 
@@ -329,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_length_and_chunked_responses_on_one_connection() {
+    fn exchange_reads_length_and_chunked_bodies() {
         let responses = vec![
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
             b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nTrailer: 1\r\n\r\n".to_vec(),
@@ -372,7 +372,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_interim_bodiless_and_http10_responses() {
+    fn exchange_handles_interim_bodiless_http10() {
         let responses = vec![
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec(),
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n".to_vec(),

@@ -1,37 +1,52 @@
-//! Runs the open-loop generator against a loopback server that responds
-//! slower than requests fall due, to show that latency counts from when a
-//! request was due rather than from when it was written.
+//! Runs the open-loop generator against loopback servers that respond
+//! slowly, never, wrongly or with errors. The first test shows that latency
+//! counts from when a request was due rather than from when it was written.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long the server takes for each response.
+/// How long the slow server takes for each response.
 const SERVICE: Duration = Duration::from_millis(10);
 
-fn serve_slowly(listener: TcpListener) {
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { return };
-        std::thread::spawn(move || {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            loop {
-                if stream.read_exact(&mut byte).is_err() {
-                    return;
-                }
-                head.push(byte[0]);
-                if head.ends_with(b"\r\n\r\n") {
-                    head.clear();
-                    std::thread::sleep(SERVICE);
-                    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if stream.write_all(response).is_err() {
-                        return;
-                    }
-                }
+/// Starts a loopback server that runs `handle` on each connection in a
+/// thread of its own, and returns its address.
+fn spawn_server(handle: fn(TcpStream)) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || handle(stream));
+        }
+    });
+    address
+}
+
+/// Responds to each request head after [`SERVICE`].
+fn respond_slowly(mut stream: TcpStream) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() {
+        head.push(byte[0]);
+        if head.ends_with(b"\r\n\r\n") {
+            head.clear();
+            std::thread::sleep(SERVICE);
+            let response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if stream.write_all(response).is_err() {
+                return;
             }
-        });
+        }
     }
+}
+
+/// Returns the `RESULT` line of openloop's standard output.
+fn result_line(stdout: &str) -> &str {
+    stdout
+        .lines()
+        .find(|line| line.starts_with("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in {stdout}"))
 }
 
 fn field(line: &str, name: &str) -> u64 {
@@ -41,101 +56,9 @@ fn field(line: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
-#[test]
-fn latency_includes_wait_behind_slow_responses() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || serve_slowly(listener));
-
-    // One connection asked for 200 requests a second by a server that
-    // responds to 100: the queue grows for the whole second.
-    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
-        .args(["--url", &format!("http://{address}/x")])
-        .args(["--rate", "200", "--connections", "1"])
-        .args(["--duration", "1", "--warmup", "0"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result = stdout
-        .lines()
-        .find(|line| line.starts_with("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in {stdout}"));
-
-    let requests = field(result, "requests");
-    // The number of requests due in one second is Poisson with mean 200.
-    assert!((120..=280).contains(&requests), "{result}");
-    assert_eq!(field(result, "errors"), 0, "{result}");
-    // Timed from when they were written, responses would take 10 ms. Timed
-    // from when they were due, the later ones waited for hundreds of
-    // milliseconds behind the ones before.
-    assert!(field(result, "p99_us") >= 300_000, "{result}");
-    assert!(field(result, "p50_us") >= 50_000, "{result}");
-    // Serving them all took the server about requests * 10 ms, and the
-    // throughput counts that time rather than the 1 s that they were due in.
-    assert!(field(result, "duration_us") >= requests * 8_000, "{result}");
-}
-
-#[test]
-fn unreachable_server_fails_without_hanging() {
-    // A port that was just free on loopback: connecting to it is refused.
-    let address = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_openloop"))
-        .args(["--url", &format!("http://{address}/"), "--rate", "100"])
-        .args(["--connections", "4", "--duration", "1", "--warmup", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("openloop still runs 30 s after its connections were refused");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(!status.success());
-    assert!(
-        stderr.contains(&format!("cannot connect to {address}")),
-        "{stderr}"
-    );
-}
-
-#[test]
-fn bad_arguments_are_named() {
-    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
-        .args(["--url", "http://127.0.0.1:9/", "--rate", "fast"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--rate \"fast\" is not a positive number"),
-        "{stderr}"
-    );
-}
-
 /// Runs openloop with `args` and returns its exit status and stderr, or
 /// panics if it still runs after 30 s.
-fn run_bounded(args: &[&str]) -> (std::process::ExitStatus, String) {
+fn run_bounded(args: &[&str]) -> (ExitStatus, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_openloop"))
         .args(args)
         .stdout(Stdio::null())
@@ -164,18 +87,86 @@ fn run_bounded(args: &[&str]) -> (std::process::ExitStatus, String) {
 }
 
 #[test]
+fn latency_includes_wait_behind_slow_responses() {
+    let address = spawn_server(respond_slowly);
+
+    // One connection requested 200 requests a second from a server that
+    // responds to 100, so the queue grows for the whole second.
+    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", &format!("http://{address}/x")])
+        .args(["--rate", "200", "--connections", "1"])
+        .args(["--duration", "1", "--warmup", "0"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result = result_line(&stdout);
+
+    let requests = field(result, "requests");
+    // The number of requests due in one second is Poisson with mean 200.
+    assert!((120..=280).contains(&requests), "{result}");
+    assert_eq!(field(result, "errors"), 0, "{result}");
+    // Timed from when they were written, responses would take 10 ms. Timed
+    // from when they were due, the later ones waited for hundreds of
+    // milliseconds behind the ones before.
+    assert!(field(result, "p99_us") >= 300_000, "{result}");
+    assert!(field(result, "p50_us") >= 50_000, "{result}");
+    // Serving them all took the server about requests * 10 ms, and the
+    // throughput counts that time rather than the 1 s that they were due in.
+    assert!(field(result, "duration_us") >= requests * 8_000, "{result}");
+}
+
+#[test]
+fn unreachable_server_fails_without_hanging() {
+    // A port that was just free on loopback: connecting to it is refused.
+    let address = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{address}/");
+    let (status, stderr) = run_bounded(&[
+        "--url",
+        &url,
+        "--rate",
+        "100",
+        "--connections",
+        "4",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to {address}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_arguments_are_named() {
+    let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
+        .args(["--url", "http://127.0.0.1:9/", "--rate", "fast"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--rate \"fast\" is not a positive number"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn silent_server_times_out_as_errors() {
-    // Accepts connections and reads requests but never responds.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut sink = [0u8; 1024];
-                while matches!(stream.read(&mut sink), Ok(count) if count > 0) {}
-            });
-        }
+    // Reads requests but never responds.
+    let address = spawn_server(|mut stream| {
+        let mut sink = [0u8; 1024];
+        while matches!(stream.read(&mut sink), Ok(count) if count > 0) {}
     });
     let url = format!("http://{address}/");
     let (status, stderr) = run_bounded(&[
@@ -200,19 +191,12 @@ fn silent_server_times_out_as_errors() {
 }
 
 #[test]
-fn failing_exchanges_are_reported_as_failures() {
-    // Responds to every request with a head that is not HTTP.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut request = [0u8; 1024];
-                if matches!(stream.read(&mut request), Ok(count) if count > 0) {
-                    let _ = stream.write_all(b"not http\r\n\r\n");
-                }
-            });
+fn failed_exchanges_fail_the_run() {
+    // Responds to the first request with a head that is not HTTP.
+    let address = spawn_server(|mut stream| {
+        let mut request = [0u8; 1024];
+        if matches!(stream.read(&mut request), Ok(count) if count > 0) {
+            let _ = stream.write_all(b"not http\r\n\r\n");
         }
     });
     let url = format!("http://{address}/");
@@ -255,20 +239,14 @@ fn too_long_durations_are_rejected() {
 
 #[test]
 fn non_2xx_status_is_named() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut request = [0u8; 1024];
-                while matches!(stream.read(&mut request), Ok(count) if count > 0) {
-                    let response = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
-                    if stream.write_all(response).is_err() {
-                        return;
-                    }
-                }
-            });
+    // Responds to every request with 503.
+    let address = spawn_server(|mut stream| {
+        let mut request = [0u8; 1024];
+        while matches!(stream.read(&mut request), Ok(count) if count > 0) {
+            let response = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+            if stream.write_all(response).is_err() {
+                return;
+            }
         }
     });
     let output = Command::new(env!("CARGO_BIN_EXE_openloop"))
@@ -283,10 +261,7 @@ fn non_2xx_status_is_named() {
         stdout.contains("first failed exchange: status 503"),
         "{stdout}"
     );
-    let result = stdout
-        .lines()
-        .find(|line| line.starts_with("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line in {stdout}"));
+    let result = result_line(&stdout);
     assert_eq!(
         field(result, "errors"),
         field(result, "requests"),

@@ -239,7 +239,8 @@ fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// xorshift64*: enough randomness for arrival times, no dependency.
+/// A xorshift64* generator, random enough for arrival times and free of
+/// dependencies.
 struct Xorshift(u64);
 
 impl Xorshift {
