@@ -1,6 +1,8 @@
 //! `castellan`: the keeper of the keys for AI agents.
-#![forbid(unsafe_code)]
+// Only `allocator` and the call in `main` that configures it use `unsafe`.
+#![deny(unsafe_code)]
 
+mod allocator;
 mod cli;
 mod commands;
 mod data_dir;
@@ -15,17 +17,12 @@ use clap::Parser;
 /// SIGPIPE killed (128 + 13), as `cat` and `grep` end in `... | head -1`.
 const BROKEN_PIPE_STATUS: u8 = 141;
 
-/// mimalloc instead of glibc malloc. Each reload frees a whole snapshot,
-/// which glibc kept, so the resident size grew with every reload. mimalloc
-/// gives that memory back and takes fewer instructions per request; both
-/// are measured in `bench/README.md`. It is built without transparent huge
-/// pages (the `no_thp` feature): it asked the kernel for them on all of its
-/// memory, and a 2 MiB page that is mostly free still counts as resident,
-/// which made idle RSS larger and less predictable.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
+    // SAFETY: no other thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        allocator::purge_freed_memory_at_once();
+    }
     exit_quietly_on_closed_stdout();
     let cli = cli::Cli::parse();
     logging::init(cli.log_json);

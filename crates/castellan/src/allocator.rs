@@ -1,0 +1,129 @@
+//! The global allocator and the one setting castellan changes in it.
+//!
+//! This is the only module with `unsafe` code: calls into mimalloc's C API
+//! that read or set the purge delay option.
+
+use libmimalloc_sys::{mi_option_set_default, mi_option_t};
+
+/// mimalloc instead of glibc malloc. Each reload frees a whole snapshot,
+/// which glibc kept, so the resident size grew with every reload. mimalloc
+/// gives that memory back and takes fewer instructions per request; both
+/// are measured in `bench/README.md`. It is built without transparent huge
+/// pages (the `no_thp` feature): it asked the kernel for them on all of its
+/// memory, and a 2 MiB page that is mostly free still counts as resident,
+/// which made idle RSS larger and less predictable.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc 3 that
+/// `libmimalloc-sys` 0.1.49 bundles, which has no Rust constant for it.
+/// The test `purge_delay_index_follows_its_variable` shows that this index
+/// reads `MIMALLOC_PURGE_DELAY`, so an upgrade that moves it fails there.
+const PURGE_DELAY: mi_option_t = 15;
+
+/// Makes mimalloc return memory to the system as soon as freeing leaves a
+/// page of it empty, instead of after its purge delay of one second,
+/// unless `MIMALLOC_PURGE_DELAY` sets the delay.
+///
+/// A delayed purge happens only during a later call into the allocator.
+/// Loading a large configuration frees about as much as it keeps, and an
+/// idle gateway makes few calls. With the configuration of
+/// `bench/scale.sh`, idle RSS varied from 81 to 101 MiB between runs, and
+/// was 77 to 80 MiB without the delay. Throughput did not change
+/// measurably; both are recorded in `bench/README.md`.
+///
+/// # Safety
+///
+/// mimalloc's option functions are not thread safe: call this before the
+/// process starts a second thread.
+#[allow(unsafe_code)]
+pub unsafe fn purge_freed_memory_at_once() {
+    // SAFETY: the caller guarantees that no other thread runs, so nothing
+    // reads the option table while this writes it. The call stores the
+    // value only if the option did not come from the environment.
+    unsafe { mi_option_set_default(PURGE_DELAY, 0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::c_long;
+    use std::process::Command;
+
+    use libmimalloc_sys::mi_option_get;
+
+    use super::*;
+
+    /// Default of `mi_option_purge_delay` in mimalloc 3 (`options.c`), in
+    /// milliseconds.
+    const DEFAULT_PURGE_DELAY: c_long = 1000;
+
+    /// Environment variable that marks the child process, which runs
+    /// [`check_purge_delay`].
+    const CHILD: &str = "CASTELLAN_ALLOCATOR_TEST_CHILD";
+
+    const TEST_NAME: &str = "allocator::tests::purge_delay_index_follows_its_variable";
+
+    /// Returns the delay that `MIMALLOC_PURGE_DELAY` sets in this process,
+    /// if it is set.
+    fn delay_from_environment() -> Option<c_long> {
+        let value = std::env::var("MIMALLOC_PURGE_DELAY").ok()?;
+        Some(value.parse().expect("the parent sets an integer"))
+    }
+
+    /// Checks the option at [`PURGE_DELAY`] before and after
+    /// [`purge_freed_memory_at_once`], in a process with one test thread.
+    #[allow(unsafe_code)]
+    fn check_purge_delay() {
+        let from_environment = delay_from_environment();
+        // SAFETY here and below: this child process runs this one test on
+        // one thread, so no other thread uses the allocator meanwhile.
+        let before = unsafe { mi_option_get(PURGE_DELAY) };
+        assert_eq!(before, from_environment.unwrap_or(DEFAULT_PURGE_DELAY));
+
+        unsafe { purge_freed_memory_at_once() };
+        let after = unsafe { mi_option_get(PURGE_DELAY) };
+        assert_eq!(after, from_environment.unwrap_or(0));
+    }
+
+    /// Runs this test again in a child process with `MIMALLOC_PURGE_DELAY`
+    /// set to `delay`, or unset, and returns its output if it passed.
+    fn run_child(delay: Option<&str>) -> String {
+        let test_binary = std::env::current_exe().expect("path of the test binary");
+        let mut command = Command::new(test_binary);
+        command
+            .args(["--exact", TEST_NAME, "--test-threads", "1"])
+            .env(CHILD, "1")
+            .env_remove("MIMALLOC_PURGE_DELAY")
+            .env_remove("MIMALLOC_RESET_DELAY");
+        if let Some(delay) = delay {
+            command.env("MIMALLOC_PURGE_DELAY", delay);
+        }
+        let output = command.output().expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "child with MIMALLOC_PURGE_DELAY={delay:?} failed:\n{stdout}\n{stderr}"
+        );
+        stdout
+    }
+
+    /// The index reads mimalloc's default when no variable is set and the
+    /// variable's value when it is, so it names the option that
+    /// `MIMALLOC_PURGE_DELAY` sets. Setting the default leaves an
+    /// operator's value in place.
+    #[test]
+    fn purge_delay_index_follows_its_variable() {
+        if std::env::var_os(CHILD).is_some() {
+            check_purge_delay();
+            return;
+        }
+        for delay in [None, Some("4321")] {
+            let stdout = run_child(delay);
+            assert!(
+                stdout.contains("1 passed"),
+                "child with MIMALLOC_PURGE_DELAY={delay:?} ran no test:\n{stdout}"
+            );
+        }
+    }
+}
