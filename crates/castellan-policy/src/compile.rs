@@ -31,6 +31,9 @@ pub struct Policy {
     /// Position of each policy id in `compiled`.
     pub(crate) positions: HashMap<PolicyId, usize>,
     pub(crate) agents: HashMap<String, AgentEntry>,
+    /// Positions in `compiled` of each role's deny rules, then its allow
+    /// rules.
+    pub(crate) role_rules: HashMap<String, Box<[usize]>>,
     pub(crate) shape: ContextShape,
     pub(crate) types: EntityTypes,
     /// Entity ids that requests use, parsed once here instead of per request.
@@ -74,16 +77,16 @@ impl SegmentKeys {
 /// One generated Cedar policy and the configuration item it came from.
 pub(crate) struct CompiledPolicy {
     pub(crate) origin: PolicyOrigin,
-    /// The Cedar text of a rule, or empty for a network policy, whose text
-    /// [`Policy::policy_text`] writes on demand. Keeping the text of every
-    /// agent's network policy took about 2 MiB for the 7,500 in
-    /// `bench/scale.sh`, and only the CLI reads it.
-    pub(crate) text: String,
     /// The parsed policy of a rule, or `None` for a network policy.
     /// Networks are checked in Rust ([`NetworkRestriction`]) and Cedar never
-    /// evaluates a network policy, so only its text is kept. A parsed Cedar
-    /// policy takes kilobytes, and there is one per agent with networks.
-    /// Boxed so that network policies do not pay its inline size.
+    /// evaluates a network policy. A parsed Cedar policy takes kilobytes,
+    /// and there is one per agent with networks. Boxed so that network
+    /// policies do not pay its inline size.
+    ///
+    /// No text is kept beside it: cedar-policy 4 displays a policy parsed
+    /// from text as that text (`LosslessPolicy::Text`), so
+    /// [`Policy::policy_text`] writes a rule's text from here and a network
+    /// policy's from the agent's networks, for the CLI.
     pub(crate) cedar: Option<Box<cedar_policy::Policy>>,
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
@@ -123,11 +126,10 @@ pub(crate) struct RoleGroup {
     /// The principal of Cedar requests: a `RoleSet` entity whose parents
     /// are the roles.
     pub(crate) uid: EntityUid,
-    /// Role names as the agents list them, for reasons.
+    /// Role names as the agents list them, for reasons. The positions of
+    /// their rules come from [`Policy::group_rules`], which only the CLI
+    /// and tests need, so groups do not keep them.
     pub(crate) names: Box<[String]>,
-    /// Positions in `Policy::compiled` of the rules of the roles, each once
-    /// and in reporting order.
-    pub(crate) rules: Box<[usize]>,
     /// The rules of the roles by connection and method, shared with every
     /// group that has the same rules.
     pub(crate) rule_sets: Arc<RuleSets>,
@@ -173,8 +175,9 @@ pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
 
 impl Policy {
     /// Compiles every rule of every role and every agent's network
-    /// restriction into one Cedar policy each. Network policies are kept
-    /// as text only, because they are checked in Rust.
+    /// restriction into one Cedar policy each. Network policies are not
+    /// parsed, because they are checked in Rust; their text is written
+    /// when the CLI asks for it.
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
         let types = EntityTypes::new()?;
         let mut builder = Builder::default();
@@ -186,7 +189,8 @@ impl Policy {
         }
         let mut role_rules = HashMap::new();
         for role in config.roles.values() {
-            role_rules.insert(role.name.as_str(), builder.add_role(role)?);
+            let positions = builder.add_role(role)?;
+            role_rules.insert(role.name.clone(), positions.into_boxed_slice());
         }
         let mut agents = HashMap::with_capacity(config.agents.len());
         let mut groups: HashMap<&[String], Arc<RoleGroup>> = HashMap::new();
@@ -200,7 +204,6 @@ impl Policy {
                         uid: uid(&types.role_set, &groups.len().to_string()),
                         names: agent.roles.clone().into_boxed_slice(),
                         rule_sets: rule_sets.rule_sets(&builder.compiled, &rules)?,
-                        rules: rules.into_boxed_slice(),
                     });
                     groups.insert(&agent.roles, Arc::clone(&group));
                     group
@@ -214,7 +217,10 @@ impl Policy {
                 });
             let entry = AgentEntry {
                 #[cfg(test)]
-                policies: crate::rule_sets::policy_set(&builder.compiled, &group.rules)?,
+                policies: crate::rule_sets::policy_set(
+                    &builder.compiled,
+                    &agent_rules(agent, &role_rules)?,
+                )?,
                 roles: group,
                 network,
             };
@@ -232,6 +238,7 @@ impl Policy {
             compiled,
             positions: builder.positions,
             agents,
+            role_rules,
             segment_keys: SegmentKeys::new(builder.shape),
             shape: builder.shape,
             types,
@@ -250,11 +257,34 @@ impl Policy {
         texts.join("\n")
     }
 
+    /// Returns the positions in `compiled` of the rules of `group`'s roles,
+    /// each once and in reporting order.
+    pub(crate) fn group_rules(&self, group: &RoleGroup) -> Vec<usize> {
+        let rules: BTreeSet<usize> = group
+            .names
+            .iter()
+            .flat_map(|role| {
+                self.role_rules
+                    .get(role.as_str())
+                    .expect("compile rejects an agent whose role is not defined")
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        rules.into_iter().collect()
+    }
+
     /// Returns the Cedar text of the policy at `position` in `compiled`.
     pub(crate) fn policy_text(&self, position: usize) -> Cow<'_, str> {
         let compiled = &self.compiled[position];
         match compiled.origin {
-            PolicyOrigin::Rule { .. } => Cow::Borrowed(&compiled.text),
+            PolicyOrigin::Rule { .. } => Cow::Owned(
+                compiled
+                    .cedar
+                    .as_ref()
+                    .expect("a rule policy is parsed when it is added")
+                    .to_string(),
+            ),
             PolicyOrigin::Network => {
                 let agent = network_policy_agent(&compiled.id)
                     .expect("network policy ids are written by network_policy_id");
@@ -286,14 +316,14 @@ struct Builder {
 }
 
 impl Builder {
-    /// Adds the network policy of `agent`, if it declares networks. Its text
-    /// is left empty: [`Policy::policy_text`] writes it when asked.
+    /// Adds the network policy of `agent`, if it declares networks, without
+    /// a parsed policy: [`Policy::policy_text`] writes its text when asked.
     fn add_network(&mut self, agent: &Agent) -> Result<Option<usize>, PolicyError> {
         if agent.networks.is_empty() {
             return Ok(None);
         }
         let id = network_policy_id(&agent.name);
-        let position = self.add(id, String::new(), PolicyOrigin::Network, None)?;
+        let position = self.add(id, None, PolicyOrigin::Network, None)?;
         Ok(Some(position))
     }
 
@@ -308,7 +338,15 @@ impl Builder {
     }
 
     fn add_rule(&mut self, rule: &Rule) -> Result<usize, PolicyError> {
+        let id = rule.id.to_string();
         let text = rule_policy(rule, &mut self.shape)?;
+        let cedar =
+            cedar_policy::Policy::parse(Some(PolicyId::new(&id)), &text).map_err(|error| {
+                PolicyError::Generated {
+                    id: id.clone(),
+                    message: error.to_string(),
+                }
+            })?;
         let origin = PolicyOrigin::Rule {
             id: rule.id.clone(),
             location: rule.location,
@@ -317,35 +355,29 @@ impl Builder {
             connection: rule.connection.clone(),
             methods: rule.methods.clone(),
         };
-        self.add(rule.id.to_string(), text, origin, Some(scope))
+        self.add(id, Some(Box::new(cedar)), origin, Some(scope))
     }
 
     fn add(
         &mut self,
         id: String,
-        text: String,
+        cedar: Option<Box<cedar_policy::Policy>>,
         origin: PolicyOrigin,
         scope: Option<RuleScope>,
     ) -> Result<usize, PolicyError> {
-        let generated = |message: String| PolicyError::Generated {
-            id: id.clone(),
-            message,
-        };
-        let policy_id = PolicyId::new(&id);
-        let cedar = match origin {
-            PolicyOrigin::Network => None,
-            PolicyOrigin::Rule { .. } => Some(Box::new(
-                cedar_policy::Policy::parse(Some(policy_id.clone()), &text)
-                    .map_err(|error| generated(error.to_string()))?,
-            )),
-        };
         let position = self.compiled.len();
-        if self.positions.insert(policy_id, position).is_some() {
-            return Err(generated("another policy has the same id".to_string()));
+        if self
+            .positions
+            .insert(PolicyId::new(&id), position)
+            .is_some()
+        {
+            return Err(PolicyError::Generated {
+                id,
+                message: "another policy has the same id".to_string(),
+            });
         }
         self.compiled.push(CompiledPolicy {
             origin,
-            text,
             cedar,
             id,
             scope,
@@ -392,7 +424,7 @@ fn request_uids(config: &Config, types: &EntityTypes) -> RequestUids {
 /// in reporting order.
 fn agent_rules(
     agent: &Agent,
-    role_rules: &HashMap<&str, Vec<usize>>,
+    role_rules: &HashMap<String, Box<[usize]>>,
 ) -> Result<Vec<usize>, PolicyError> {
     let mut rules = BTreeSet::new();
     for role in &agent.roles {

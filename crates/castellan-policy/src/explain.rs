@@ -47,11 +47,10 @@ impl Policy {
             // A request that cannot be built is already denied with that
             // reason in `decision`, and no rule can match it.
             if let Ok(cedar) = self.cedar_request(agent, request) {
-                rules = agent
-                    .roles
-                    .rules
-                    .iter()
-                    .filter_map(|position| self.rule_match(*position, &cedar))
+                rules = self
+                    .group_rules(&agent.roles)
+                    .into_iter()
+                    .filter_map(|position| self.rule_match(position, &cedar))
                     .collect();
             }
         }

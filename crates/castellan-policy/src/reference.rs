@@ -81,11 +81,11 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
             reason: format!("agent {:?} is not in the configuration", request.agent),
         };
     };
-    let mut positions = agent.roles.rules.to_vec();
+    let mut positions = policy.group_rules(&agent.roles);
     positions.extend(agent.network.as_ref().map(|network| network.position));
     let mut set = PolicySet::new();
     for position in positions {
-        // Network policies are compiled as text only, so parse them here.
+        // Network policies are not parsed when compiled, so parse them here.
         let compiled = &policy.compiled[position];
         let cedar = match &compiled.cedar {
             Some(cedar) => cedar.as_ref().clone(),
