@@ -176,8 +176,8 @@ pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
 impl Policy {
     /// Compiles every rule of every role and every agent's network
     /// restriction into one Cedar policy each. Network policies are not
-    /// parsed, because they are checked in Rust; their text is written
-    /// when the CLI asks for it.
+    /// parsed, because they are checked in Rust. The CLI gets their text
+    /// from [`Policy::policy_text`].
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
         let types = EntityTypes::new()?;
         let mut builder = Builder::default();
@@ -260,18 +260,8 @@ impl Policy {
     /// Returns the positions in `compiled` of the rules of `group`'s roles,
     /// each once and in reporting order.
     pub(crate) fn group_rules(&self, group: &RoleGroup) -> Vec<usize> {
-        let rules: BTreeSet<usize> = group
-            .names
-            .iter()
-            .flat_map(|role| {
-                self.role_rules
-                    .get(role.as_str())
-                    .expect("compile rejects an agent whose role is not defined")
-                    .iter()
-                    .copied()
-            })
-            .collect();
-        rules.into_iter().collect()
+        rules_of_roles(&group.names, &self.role_rules)
+            .expect("compile rejects an agent whose role is not defined")
     }
 
     /// Returns the Cedar text of the policy at `position` in `compiled`.
@@ -426,15 +416,21 @@ fn agent_rules(
     agent: &Agent,
     role_rules: &HashMap<String, Box<[usize]>>,
 ) -> Result<Vec<usize>, PolicyError> {
+    rules_of_roles(&agent.roles, role_rules).map_err(|role| PolicyError::UndefinedRole {
+        agent: agent.name.clone(),
+        role: role.clone(),
+    })
+}
+
+/// Returns the positions of the rules of `roles`, each once and in
+/// reporting order, or the first role that `role_rules` lacks.
+fn rules_of_roles<'a>(
+    roles: &'a [String],
+    role_rules: &HashMap<String, Box<[usize]>>,
+) -> Result<Vec<usize>, &'a String> {
     let mut rules = BTreeSet::new();
-    for role in &agent.roles {
-        let positions =
-            role_rules
-                .get(role.as_str())
-                .ok_or_else(|| PolicyError::UndefinedRole {
-                    agent: agent.name.clone(),
-                    role: role.clone(),
-                })?;
+    for role in roles {
+        let positions = role_rules.get(role.as_str()).ok_or(role)?;
         rules.extend(positions.iter().copied());
     }
     Ok(rules.into_iter().collect())

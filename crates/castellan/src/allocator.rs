@@ -40,7 +40,8 @@ const PURGE_DELAY: mi_option_t = 15;
 pub unsafe fn purge_freed_memory_at_once() {
     // SAFETY: the caller guarantees that no other thread runs, so nothing
     // reads the option table while this writes it. The call stores the
-    // value only if the option did not come from the environment.
+    // value unless the environment set the option; an unparsable value
+    // there counts as not set.
     unsafe { mi_option_set_default(PURGE_DELAY, 0) }
 }
 
