@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scale benchmark of `castellan serve`: 1,000 connections, 100 roles, 10,000
 # agents and 100,000 active agent tokens in the store. Measures the time from
-# process start to the `listening` line and idle memory (VmRSS and VmHWM from
-# /proc/PID/status after IDLE_SECONDS). Then it measures how long a
+# process start to the `listening` line and idle memory (VmRSS, VmHWM and
+# the anonymous and file-backed parts of VmRSS from /proc/PID/status after
+# IDLE_SECONDS). Then it measures how long a
 # configuration reload takes on SIGHUP and on a change of the file, and how
 # long a revoked token takes to reach the gateway. It also checks a few
 # requests.
@@ -254,6 +255,8 @@ print_report() {
   echo "| start to listening line | $STARTUP_MS ms | under 1000 ms |"
   echo "| VmRSS after ${IDLE_SECONDS} s idle | $(mib "$IDLE_RSS") MiB | at most 32 MiB |"
   echo "| VmHWM after ${IDLE_SECONDS} s idle | $(mib "$IDLE_HWM") MiB | - |"
+  echo "| of the idle VmRSS: RssAnon (heap, stacks) | $(mib "$IDLE_ANON") MiB | - |"
+  echo "| of the idle VmRSS: RssFile (binary and libraries) | $(mib "$IDLE_FILE") MiB | - |"
   echo "| VmRSS after requests and reloads | $(mib "$END_RSS") MiB | - |"
   echo "| VmHWM after requests and reloads | $(mib "$END_HWM") MiB | - |"
   echo "| SIGHUP reload, gateway log | $SIGHUP_LOG_MS ms | under 1000 ms |"
@@ -281,6 +284,8 @@ main() {
   sleep "$IDLE_SECONDS"
   IDLE_RSS=$(status_kib "$CASTELLAN_PID" VmRSS)
   IDLE_HWM=$(status_kib "$CASTELLAN_PID" VmHWM)
+  IDLE_ANON=$(status_kib "$CASTELLAN_PID" RssAnon)
+  IDLE_FILE=$(status_kib "$CASTELLAN_PID" RssFile)
   wait_for_readyz active_tokens "$TOKENS"
   check_requests
   measure_reloads
