@@ -1,7 +1,8 @@
 //! The global allocator and the one setting castellan changes in it.
 //!
-//! This is the only module with `unsafe` code: calls into mimalloc's C API
-//! that read or set the purge delay option.
+//! Its calls into mimalloc's C API, which read or set the purge delay
+//! option, and the call to it at the top of `main` are the crate's only
+//! `unsafe` code.
 
 use libmimalloc_sys::{mi_option_set_default, mi_option_t};
 
@@ -48,6 +49,7 @@ pub unsafe fn purge_freed_memory_at_once() {
 #[cfg(test)]
 mod tests {
     use std::ffi::c_long;
+    use std::path::{Path, PathBuf};
     use std::process::Command;
 
     use libmimalloc_sys::mi_option_get;
@@ -107,6 +109,43 @@ mod tests {
             "child with MIMALLOC_PURGE_DELAY={delay:?} failed:\n{stdout}\n{stderr}"
         );
         stdout
+    }
+
+    /// Collects the `.rs` files under `dir` into `files`.
+    fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+        let entries = std::fs::read_dir(dir).expect("source directory is readable");
+        for entry in entries {
+            let path = entry.expect("directory entry is readable").path();
+            if path.is_dir() {
+                rust_files(&path, files);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    /// The crate denies `unsafe` code instead of forbidding it, so that
+    /// this module can call mimalloc. This keeps any other module from
+    /// lifting the denial.
+    #[test]
+    fn unsafe_code_allowed_only_here_and_in_main() {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&source, &mut files);
+        assert!(files.len() > 2, "found only {files:?}");
+
+        for file in files {
+            let name = file.strip_prefix(&source).expect("file is under src");
+            if name == Path::new("allocator.rs") || name == Path::new("main.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).expect("source file is readable");
+            assert!(
+                !text.contains("unsafe_code"),
+                "{} changes the `unsafe_code` lint; keep unsafe calls in allocator.rs",
+                name.display()
+            );
+        }
     }
 
     /// The index reads mimalloc's default when no variable is set and the
