@@ -6,11 +6,11 @@ use std::net::IpAddr;
 
 use castellan_model::{canonical_ip, NormalizedPath};
 use cedar_policy::{
-    AuthorizationError, Context, Effect, EntityUid, PolicySet, Request, Response,
+    AuthorizationError, Context, Effect, EntityUid, PolicyId, PolicySet, Request, Response,
     RestrictedExpression,
 };
 
-use crate::compile::{uid, AgentEntry, CompiledPolicy, Policy, PolicyOrigin};
+use crate::compile::{uid, AgentEntry, CompiledPolicy, CompiledRole, Policy, PolicyOrigin};
 use crate::decision_cache::Outcome;
 
 /// One request to authorize: who calls what, from where.
@@ -60,27 +60,43 @@ impl Policy {
         if let Some(denial) = self.check_network(agent, request) {
             return denial;
         }
-        let Some(policies) = agent
+        let mut selected = agent
             .roles
-            .rule_sets
-            .select(request.connection, request.method)
-        else {
+            .roles
+            .iter()
+            .filter_map(|role| {
+                let policies = role.rule_sets.select(request.connection, request.method)?;
+                Some((role, policies))
+            })
+            .peekable();
+        if selected.peek().is_none() {
             // No rule of the agent's roles covers this connection and
             // method, so Cedar would deny without a deciding policy and
             // without errors.
             return Decision::deny(None, no_rule_reason(agent, request));
-        };
+        }
         // The network check above must stay before this lookup, because the
         // key leaves out the source address.
         let key = self.decisions.key(request, self.shape);
         if let Some(outcome) = key.as_ref().and_then(|key| self.decisions.get(key)) {
             return self.decision(agent, request, &outcome);
         }
-        let cedar = match self.cedar_request(agent, request) {
-            Ok(cedar) => cedar,
+        let context = match self.context(request) {
+            Ok(context) => context,
             Err(decision) => return decision,
         };
-        let outcome = self.outcome(&self.evaluate(&cedar, policies));
+        // Each role that has rules here is evaluated on its own, with the
+        // role as the principal; see `CompiledRole`. A context clone only
+        // counts a reference.
+        let mut findings = Findings::default();
+        for (role, policies) in selected {
+            let cedar = match self.request_for(&role.uid, request, context.clone()) {
+                Ok(cedar) => cedar,
+                Err(decision) => return decision,
+            };
+            findings.add(self, &self.evaluate(&cedar, policies));
+        }
+        let outcome = findings.outcome(self);
         let decision = self.decision(agent, request, &outcome);
         if let Some(key) = key {
             self.decisions.insert(key, outcome);
@@ -106,13 +122,24 @@ impl Policy {
         Some(forbidden(&self.compiled[network.position], request))
     }
 
-    /// Builds the Cedar request. Entities and the entity ids of configured
-    /// methods and connections are built at compile time, so only the
-    /// context is new for each request.
+    /// Builds the Cedar request that evaluates the rules of `role`.
     pub(crate) fn cedar_request(
         &self,
-        agent: &AgentEntry,
+        role: &CompiledRole,
         request: &AccessRequest<'_>,
+    ) -> Result<Request, Decision> {
+        let context = self.context(request)?;
+        self.request_for(&role.uid, request, context)
+    }
+
+    /// Builds a Cedar request for `principal`. Entities and the entity ids
+    /// of configured methods and connections are built at compile time, so
+    /// only the context is new for each request.
+    fn request_for(
+        &self,
+        principal: &EntityUid,
+        request: &AccessRequest<'_>,
+        context: Context,
     ) -> Result<Request, Decision> {
         let action = cached_uid(&self.uids.actions, &self.types.action, request.method);
         let resource = cached_uid(
@@ -120,8 +147,7 @@ impl Policy {
             &self.types.connection,
             request.connection,
         );
-        let context = self.context(request)?;
-        Request::new(agent.roles.uid.clone(), action, resource, context, None).map_err(|_| {
+        Request::new(principal.clone(), action, resource, context, None).map_err(|_| {
             Decision::deny(
                 None,
                 "the Cedar request could not be built, so the request is denied".to_string(),
@@ -167,33 +193,12 @@ impl Policy {
         })
     }
 
-    /// Reduces a Cedar response to its outcome, naming the first deciding
-    /// policy in reporting order. An evaluation error denies the request,
-    /// because Cedar skips a failing `forbid` and would otherwise allow.
+    /// Reduces one Cedar response to its outcome.
+    #[cfg(test)]
     pub(crate) fn outcome(&self, response: &Response) -> Outcome {
-        let deciding = response
-            .diagnostics()
-            .reason()
-            .filter_map(|id| self.positions.get(id).copied())
-            .min();
-        let failure = response.diagnostics().errors().next();
-        match (response.decision(), deciding, failure) {
-            // A satisfied forbid denies whatever else failed to evaluate.
-            (cedar_policy::Decision::Deny, Some(position), _) => Outcome::Forbidden(position),
-            (_, _, Some(AuthorizationError::PolicyEvaluationError(error))) => {
-                Outcome::EvaluationFailed(error.policy_id().clone())
-            }
-            (cedar_policy::Decision::Allow, Some(position), None)
-                if self.compiled[position]
-                    .cedar
-                    .as_ref()
-                    .is_some_and(|cedar| cedar.effect() == Effect::Permit) =>
-            {
-                Outcome::Allowed(position)
-            }
-            (cedar_policy::Decision::Allow, _, None) => Outcome::AllowedWithoutPermit,
-            (cedar_policy::Decision::Deny, None, None) => Outcome::NoRule,
-        }
+        let mut findings = Findings::default();
+        findings.add(self, response);
+        findings.outcome(self)
     }
 
     /// Turns an outcome into the decision for `request`, whose path, method
@@ -275,13 +280,95 @@ fn no_rule_reason(agent: &AgentEntry, request: &AccessRequest<'_>) -> String {
         "{} {} on connection {}",
         request.method, request.path, request.connection
     );
-    if agent.roles.names.is_empty() {
+    let names = agent.roles.names();
+    if names.len() == 0 {
         format!("the agent has no roles, so nothing allows {target}")
     } else {
+        let names: Vec<&str> = names.collect();
         format!(
             "no rule of agent's roles ({}) allows {target}",
-            agent.roles.names.join(", ")
+            names.join(", ")
         )
+    }
+}
+
+/// The results of the Cedar evaluations of one request, one for each role
+/// of the agent that has rules for it.
+///
+/// Combining per-role responses this way gives the outcome of one
+/// evaluation of all the rules together: a satisfied `forbid` in any role
+/// denies, and otherwise a satisfied `permit` in any role allows. A role's
+/// response allows only if none of its forbids is satisfied, so every
+/// satisfied forbid is a reason of a denying response.
+#[derive(Default)]
+pub(crate) struct Findings {
+    /// The first satisfied forbid in reporting order.
+    forbid: Option<usize>,
+    /// The first satisfied policy, in reporting order, of a response that
+    /// allowed.
+    permit: Option<usize>,
+    /// Whether some response allowed.
+    allowed: bool,
+    /// The policy that raised an evaluation error, the first in reporting
+    /// order of those in `compiled`.
+    failure: Option<(usize, PolicyId)>,
+}
+
+impl Findings {
+    /// Adds the response of one role's evaluation.
+    pub(crate) fn add(&mut self, policy: &Policy, response: &Response) {
+        let first = response
+            .diagnostics()
+            .reason()
+            .filter_map(|id| policy.positions.get(id).copied())
+            .min();
+        match response.decision() {
+            cedar_policy::Decision::Deny => self.forbid = min_of(self.forbid, first),
+            cedar_policy::Decision::Allow => {
+                self.allowed = true;
+                self.permit = min_of(self.permit, first);
+            }
+        }
+        for error in response.diagnostics().errors() {
+            let AuthorizationError::PolicyEvaluationError(error) = error;
+            let id = error.policy_id();
+            let position = policy.positions.get(id).copied().unwrap_or(usize::MAX);
+            if self
+                .failure
+                .as_ref()
+                .is_none_or(|(earlier, _)| position < *earlier)
+            {
+                self.failure = Some((position, id.clone()));
+            }
+        }
+    }
+
+    /// Names the first deciding policy in reporting order. An evaluation
+    /// error denies the request, because Cedar skips a failing `forbid` and
+    /// would otherwise allow.
+    pub(crate) fn outcome(self, policy: &Policy) -> Outcome {
+        match (self.forbid, self.failure, self.permit) {
+            // A satisfied forbid denies whatever else failed to evaluate.
+            (Some(position), _, _) => Outcome::Forbidden(position),
+            (None, Some((_, id)), _) => Outcome::EvaluationFailed(id),
+            (None, None, Some(position))
+                if policy.compiled[position]
+                    .cedar
+                    .as_ref()
+                    .is_some_and(|cedar| cedar.effect() == Effect::Permit) =>
+            {
+                Outcome::Allowed(position)
+            }
+            (None, None, _) if self.allowed => Outcome::AllowedWithoutPermit,
+            (None, None, _) => Outcome::NoRule,
+        }
+    }
+}
+
+fn min_of(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -339,10 +426,15 @@ networks = ["10.0.0.0/8"]
         let policy = policy_with_failing_deny();
         let path = NormalizedPath::parse("/admin").expect("valid path");
         let request = admin_request("bot", &path);
+        let role = &policy.agents["bot"].roles.roles[0];
         let cedar = policy
-            .cedar_request(&policy.agents["bot"], &request)
+            .cedar_request(role, &request)
             .expect("request builds");
-        let response = policy.evaluate(&cedar, &policy.agents["bot"].policies);
+        let rules = role
+            .rule_sets
+            .select("blog", "GET")
+            .expect("the role has rules for GET on blog");
+        let response = policy.evaluate(&cedar, rules);
         // Cedar alone skips the failing forbid and allows through the permit.
         assert_eq!(response.decision(), cedar_policy::Decision::Allow);
 

@@ -1,7 +1,7 @@
 //! Compilation of a configuration into Cedar policies and entities.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -31,9 +31,6 @@ pub struct Policy {
     /// Position of each policy id in `compiled`.
     pub(crate) positions: HashMap<PolicyId, usize>,
     pub(crate) agents: HashMap<String, AgentEntry>,
-    /// Positions in `compiled` of each role's deny rules, then its allow
-    /// rules.
-    pub(crate) role_rules: HashMap<String, Box<[usize]>>,
     pub(crate) shape: ContextShape,
     pub(crate) types: EntityTypes,
     /// Entity ids that requests use, parsed once here instead of per request.
@@ -106,33 +103,43 @@ pub(crate) enum PolicyOrigin {
 pub(crate) struct AgentEntry {
     /// The roles of the agent, shared with every agent that lists the same.
     pub(crate) roles: Arc<RoleGroup>,
-    /// The rules of the agent's roles in one set, which tests evaluate to
-    /// show what Cedar alone decides.
-    #[cfg(test)]
-    pub(crate) policies: cedar_policy::PolicySet,
     /// The agent's network restriction, if it has one.
     pub(crate) network: Option<NetworkRestriction>,
 }
 
-/// One list of roles in compiled form, shared by every agent that lists
-/// the same roles in the same order.
+/// One role in compiled form, shared by every agent that lists it.
 ///
 /// Rule policies name roles only (`principal in Role::"..."`), never an
-/// agent, so agents with the same roles are the same principal to every
-/// rule. One `RoleSet` entity per group is the principal of all their Cedar
-/// requests. An entity per agent took about 1 KiB in Cedar's entity store
-/// (9.5 MiB for the 10,000 agents of `bench/scale.sh`).
-pub(crate) struct RoleGroup {
-    /// The principal of Cedar requests: a `RoleSet` entity whose parents
-    /// are the roles.
+/// agent. Cedar denies when a `forbid` is satisfied and otherwise allows
+/// when a `permit` is. So `Policy::authorize` evaluates the rules of each
+/// of an agent's roles on their own, with the role as the principal, and
+/// combines the results into the decision of all the rules at once.
+/// Nothing is compiled per combination of roles: a principal entity and
+/// rule sets per combination took 9 MiB for the 10,000 agents of
+/// `bench/scale.sh`, nearly each of which lists a combination of its own.
+pub(crate) struct CompiledRole {
+    pub(crate) name: String,
+    /// The `Role` entity, the principal when Cedar evaluates this role's
+    /// rules.
     pub(crate) uid: EntityUid,
-    /// Role names as the agents list them, for reasons. The positions of
-    /// their rules come from [`Policy::group_rules`], which only the CLI
-    /// and tests need, so groups do not keep them.
-    pub(crate) names: Box<[String]>,
-    /// The rules of the roles by connection and method, shared with every
-    /// group that has the same rules.
-    pub(crate) rule_sets: Arc<RuleSets>,
+    /// Positions in `compiled` of the role's deny rules, then its allow
+    /// rules.
+    pub(crate) rules: Box<[usize]>,
+    /// The role's rules by connection and method.
+    pub(crate) rule_sets: RuleSets,
+}
+
+/// The roles of an agent in the order it lists them, shared by every agent
+/// that lists the same roles in the same order.
+pub(crate) struct RoleGroup {
+    pub(crate) roles: Box<[Arc<CompiledRole>]>,
+}
+
+impl RoleGroup {
+    /// Names of the roles, as the agents list them.
+    pub(crate) fn names(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
+        self.roles.iter().map(|role| role.name.as_str())
+    }
 }
 
 /// The networks an agent may call from, checked before Cedar evaluates.
@@ -149,7 +156,6 @@ pub(crate) struct EntityTypes {
     pub(crate) action: EntityTypeName,
     pub(crate) connection: EntityTypeName,
     pub(crate) role: EntityTypeName,
-    role_set: EntityTypeName,
 }
 
 impl EntityTypes {
@@ -158,7 +164,6 @@ impl EntityTypes {
             action: type_name("Action")?,
             connection: type_name("Connection")?,
             role: type_name("Role")?,
-            role_set: type_name("RoleSet")?,
         })
     }
 }
@@ -187,24 +192,25 @@ impl Policy {
                 networks.insert(agent.name.as_str(), position);
             }
         }
-        let mut role_rules = HashMap::new();
+        let mut rule_sets = RuleSetCache::default();
+        let mut roles = HashMap::with_capacity(config.roles.len());
         for role in config.roles.values() {
-            let positions = builder.add_role(role)?;
-            role_rules.insert(role.name.clone(), positions.into_boxed_slice());
+            let rules = builder.add_role(role)?;
+            let compiled = CompiledRole {
+                name: role.name.clone(),
+                uid: uid(&types.role, &role.name),
+                rule_sets: rule_sets.rule_sets(&builder.compiled, &rules)?,
+                rules: rules.into_boxed_slice(),
+            };
+            roles.insert(role.name.clone(), Arc::new(compiled));
         }
         let mut agents = HashMap::with_capacity(config.agents.len());
         let mut groups: HashMap<&[String], Arc<RoleGroup>> = HashMap::new();
-        let mut rule_sets = RuleSetCache::default();
         for agent in config.agents.values() {
             let group = match groups.get(agent.roles.as_slice()) {
                 Some(group) => Arc::clone(group),
                 None => {
-                    let rules = agent_rules(agent, &role_rules)?;
-                    let group = Arc::new(RoleGroup {
-                        uid: uid(&types.role_set, &groups.len().to_string()),
-                        names: agent.roles.clone().into_boxed_slice(),
-                        rule_sets: rule_sets.rule_sets(&builder.compiled, &rules)?,
-                    });
+                    let group = Arc::new(role_group(agent, &roles)?);
                     groups.insert(&agent.roles, Arc::clone(&group));
                     group
                 }
@@ -216,17 +222,12 @@ impl Policy {
                     networks: agent.networks.iter().map(IpNet::trunc).collect(),
                 });
             let entry = AgentEntry {
-                #[cfg(test)]
-                policies: crate::rule_sets::policy_set(
-                    &builder.compiled,
-                    &agent_rules(agent, &role_rules)?,
-                )?,
                 roles: group,
                 network,
             };
             agents.insert(agent.name.clone(), entry);
         }
-        let entities = build_entities(config, groups.values(), &types)?;
+        let entities = build_entities(&roles)?;
         let uids = request_uids(config, &types);
         // The policy lives until the next reload, so give back the spare
         // capacity that growing the vector left.
@@ -238,7 +239,6 @@ impl Policy {
             compiled,
             positions: builder.positions,
             agents,
-            role_rules,
             segment_keys: SegmentKeys::new(builder.shape),
             shape: builder.shape,
             types,
@@ -257,11 +257,16 @@ impl Policy {
         texts.join("\n")
     }
 
-    /// Returns the positions in `compiled` of the rules of `group`'s roles,
-    /// each once and in reporting order.
+    /// Returns the positions in `compiled` of the rules of `group`'s roles
+    /// in reporting order.
+    #[cfg(test)]
     pub(crate) fn group_rules(&self, group: &RoleGroup) -> Vec<usize> {
-        rules_of_roles(&group.names, &self.role_rules)
-            .expect("compile rejects an agent whose role is not defined")
+        let rules: std::collections::BTreeSet<usize> = group
+            .roles
+            .iter()
+            .flat_map(|role| role.rules.iter().copied())
+            .collect();
+        rules.into_iter().collect()
     }
 
     /// Returns the Cedar text of the policy at `position` in `compiled`.
@@ -410,52 +415,35 @@ fn request_uids(config: &Config, types: &EntityTypes) -> RequestUids {
     uids
 }
 
-/// Returns the positions of the rules of the agent's roles, each once and
-/// in reporting order.
-fn agent_rules(
+/// Looks up the compiled roles of `agent` in the order it lists them,
+/// each once. A configuration built in code rather than parsed may repeat
+/// a role, and evaluating its rules twice would only cost time.
+fn role_group(
     agent: &Agent,
-    role_rules: &HashMap<String, Box<[usize]>>,
-) -> Result<Vec<usize>, PolicyError> {
-    rules_of_roles(&agent.roles, role_rules).map_err(|role| PolicyError::UndefinedRole {
-        agent: agent.name.clone(),
-        role: role.clone(),
+    roles: &HashMap<String, Arc<CompiledRole>>,
+) -> Result<RoleGroup, PolicyError> {
+    let mut listed: Vec<Arc<CompiledRole>> = Vec::with_capacity(agent.roles.len());
+    for name in &agent.roles {
+        let role = roles.get(name).ok_or_else(|| PolicyError::UndefinedRole {
+            agent: agent.name.clone(),
+            role: name.clone(),
+        })?;
+        if !listed.iter().any(|seen| Arc::ptr_eq(seen, role)) {
+            listed.push(Arc::clone(role));
+        }
+    }
+    Ok(RoleGroup {
+        roles: listed.into_boxed_slice(),
     })
 }
 
-/// Returns the positions of the rules of `roles`, each once and in
-/// reporting order, or the first role that `role_rules` lacks.
-fn rules_of_roles<'a>(
-    roles: &'a [String],
-    role_rules: &HashMap<String, Box<[usize]>>,
-) -> Result<Vec<usize>, &'a String> {
-    let mut rules = BTreeSet::new();
-    for role in roles {
-        let positions = role_rules.get(role.as_str()).ok_or(role)?;
-        rules.extend(positions.iter().copied());
-    }
-    Ok(rules.into_iter().collect())
-}
-
-/// Builds `Role` entities and one `RoleSet` entity per group of roles,
-/// whose parents are its roles, which `principal in Role::"..."` in rule
-/// policies relies on.
-fn build_entities<'a>(
-    config: &Config,
-    groups: impl ExactSizeIterator<Item = &'a Arc<RoleGroup>>,
-    types: &EntityTypes,
-) -> Result<Entities, PolicyError> {
-    let mut entities = Vec::with_capacity(config.roles.len() + groups.len());
-    for role in config.roles.keys() {
-        entities.push(Entity::new_no_attrs(uid(&types.role, role), HashSet::new()));
-    }
-    for group in groups {
-        let parents = group
-            .names
-            .iter()
-            .map(|role| uid(&types.role, role))
-            .collect();
-        entities.push(Entity::new_no_attrs(group.uid.clone(), parents));
-    }
+/// Builds the `Role` entities. Each is the principal of its own rules'
+/// evaluations, where `principal in Role::"..."` is true because an entity
+/// is in itself.
+fn build_entities(roles: &HashMap<String, Arc<CompiledRole>>) -> Result<Entities, PolicyError> {
+    let entities = roles
+        .values()
+        .map(|role| Entity::new_no_attrs(role.uid.clone(), HashSet::new()));
     Entities::from_entities(entities, None).map_err(|error| PolicyError::Entities {
         message: error.to_string(),
     })
@@ -505,48 +493,38 @@ owner = "jay@example.com"
         Policy::compile(&config).expect("configuration compiles")
     }
 
-    fn parents(policy: &Policy, agent: &str) -> BTreeSet<String> {
-        let principal = &policy.agents[agent].roles.uid;
-        policy
-            .entities
-            .ancestors(principal)
-            .expect("the principal is an entity")
-            .map(|role| role.to_string())
+    fn names(policy: &Policy, agent: &str) -> Vec<String> {
+        policy.agents[agent]
+            .roles
+            .names()
+            .map(str::to_string)
             .collect()
     }
 
     #[test]
-    fn agents_with_same_roles_share_principal() {
+    fn agents_with_same_roles_share_group() {
         let policy = policy();
         let first = &policy.agents["first"].roles;
         assert!(Arc::ptr_eq(first, &policy.agents["second"].roles));
-        // Two roles, four groups of roles; no entity per agent.
-        assert_eq!(policy.entities.len(), 2 + 4);
-        assert_eq!(
-            parents(&policy, "first"),
-            BTreeSet::from(["Role::\"reader\"".to_string()])
-        );
+        // One entity per role, none per agent or group of roles.
+        assert_eq!(policy.entities.len(), 2);
+        assert_eq!(names(&policy, "first"), ["reader"]);
     }
 
     #[test]
-    fn agents_with_other_roles_get_own_principal() {
+    fn groups_share_compiled_roles_and_keep_listed_order() {
         let policy = policy();
-        let principal = |agent: &str| policy.agents[agent].roles.uid.clone();
-        let principals: HashSet<EntityUid> = ["first", "both", "reversed", "none"]
-            .into_iter()
-            .map(principal)
-            .collect();
-        assert_eq!(principals.len(), 4);
-        let both = BTreeSet::from([
-            "Role::\"reader\"".to_string(),
-            "Role::\"writer\"".to_string(),
-        ]);
-        assert_eq!(parents(&policy, "both"), both);
-        assert_eq!(parents(&policy, "reversed"), both);
-        assert!(parents(&policy, "none").is_empty());
-        assert_eq!(
-            &*policy.agents["reversed"].roles.names,
-            ["writer", "reader"]
-        );
+        let role = |agent: &str, index: usize| Arc::clone(&policy.agents[agent].roles.roles[index]);
+        assert!(!Arc::ptr_eq(
+            &policy.agents["both"].roles,
+            &policy.agents["reversed"].roles
+        ));
+        assert!(Arc::ptr_eq(&role("first", 0), &role("both", 0)));
+        assert!(Arc::ptr_eq(&role("both", 0), &role("reversed", 1)));
+        assert!(Arc::ptr_eq(&role("both", 1), &role("reversed", 0)));
+        assert_eq!(names(&policy, "reversed"), ["writer", "reader"]);
+        assert!(names(&policy, "none").is_empty());
+        assert_eq!(role("first", 0).uid.to_string(), "Role::\"reader\"");
+        assert_eq!(policy.group_rules(&policy.agents["both"].roles).len(), 2);
     }
 }

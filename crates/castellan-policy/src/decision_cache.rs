@@ -2,10 +2,10 @@
 //! the network check, so a repeated request skips building and evaluating
 //! the Cedar request.
 //!
-//! Cedar's decision is a pure function of the agent's roles (its principal
-//! entity and that entity's parents, fixed for one compiled policy), the
-//! connection, the method, the path depth and the path segments that some
-//! policy reads ([`ContextShape`]). The key contains the agent's name, which
+//! Cedar's decision is a pure function of the agent's roles (each the
+//! principal of its own rules' evaluation, fixed for one compiled policy),
+//! the connection, the method, the path depth and the path segments that
+//! some policy reads ([`ContextShape`]). The key contains the agent's name, which
 //! fixes its roles, and the rest of those inputs, so two requests with the
 //! same key get the same Cedar outcome. The cache stores that
 //! outcome rather than a [`crate::Decision`], because some reasons quote

@@ -42,18 +42,24 @@ impl Policy {
             .as_ref()
             .and_then(|rule| self.positions.get(&cedar_policy::PolicyId::new(rule)))
             .map(|position| self.policy_text(*position).into_owned());
-        let mut rules = Vec::new();
+        let mut matches = Vec::new();
         if let Some(agent) = self.agents.get(request.agent) {
-            // A request that cannot be built is already denied with that
-            // reason in `decision`, and no rule can match it.
-            if let Ok(cedar) = self.cedar_request(agent, request) {
-                rules = self
-                    .group_rules(&agent.roles)
-                    .into_iter()
-                    .filter_map(|position| self.rule_match(position, &cedar))
-                    .collect();
+            for role in agent.roles.roles.iter() {
+                // A request that cannot be built is already denied with that
+                // reason in `decision`, and no rule can match it.
+                let Ok(cedar) = self.cedar_request(role, request) else {
+                    break;
+                };
+                matches.extend(
+                    role.rules.iter().filter_map(|&position| {
+                        Some((position, self.rule_match(position, &cedar)?))
+                    }),
+                );
             }
         }
+        // Reporting order, with the rules of all roles merged.
+        matches.sort_by_key(|(position, _)| *position);
+        let rules = matches.into_iter().map(|(_, rule)| rule).collect();
         Explanation {
             decision,
             rules,

@@ -8,10 +8,10 @@
 //! less work. Action entities have no parents, so `action in [...]` is true
 //! exactly when the method is in the list.
 //!
-//! A configuration with many agents has many combinations of roles, but few
-//! distinct groups of rules per connection. [`RuleSetCache`] builds each
-//! distinct group, and each distinct Cedar policy set, once and shares it,
-//! because a Cedar `PolicySet` takes kilobytes even for one policy.
+//! Each role gets its own [`RuleSets`], which every agent listing the role
+//! shares. [`RuleSetCache`] builds each distinct Cedar policy set once and
+//! shares it, because a Cedar `PolicySet` takes kilobytes even for one
+//! policy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -28,12 +28,11 @@ pub(crate) struct RuleScope {
     pub(crate) methods: MethodSet,
 }
 
-/// The rules of one combination of roles, by connection and method. Agents
-/// with the same roles share one instance.
+/// The rules of one role, by connection and method.
 pub(crate) struct RuleSets {
     /// One entry per connection that a rule names, sorted by connection
     /// name for binary search.
-    connections: Box<[Arc<ConnectionRules>]>,
+    connections: Box<[ConnectionRules]>,
 }
 
 /// The rules that name one connection.
@@ -65,14 +64,11 @@ impl RuleSets {
     }
 }
 
-/// Builds [`RuleSets`] during one compilation and shares every part that
-/// two agents, connections or methods have in common.
+/// Builds [`RuleSets`] during one compilation and shares each distinct
+/// Cedar policy set, such as the sets of two methods that the same rules
+/// cover.
 #[derive(Default)]
 pub(crate) struct RuleSetCache {
-    /// By the positions of all rules of a combination of roles.
-    combinations: HashMap<Vec<usize>, Arc<RuleSets>>,
-    /// By the positions of the rules that name one connection.
-    connections: HashMap<Vec<usize>, Arc<ConnectionRules>>,
     /// By the positions of the policies in the set.
     sets: HashMap<Vec<usize>, Arc<PolicySet>>,
 }
@@ -85,10 +81,7 @@ impl RuleSetCache {
         &mut self,
         compiled: &[CompiledPolicy],
         positions: &[usize],
-    ) -> Result<Arc<RuleSets>, PolicyError> {
-        if let Some(sets) = self.combinations.get(positions) {
-            return Ok(Arc::clone(sets));
-        }
+    ) -> Result<RuleSets, PolicyError> {
         // Each rule names one connection, so the positions of a group
         // identify the connection too.
         let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -101,12 +94,9 @@ impl RuleSetCache {
         for (connection, group) in grouped {
             connections.push(self.connection_rules(compiled, connection, group)?);
         }
-        let sets = Arc::new(RuleSets {
+        Ok(RuleSets {
             connections: connections.into_boxed_slice(),
-        });
-        self.combinations
-            .insert(positions.to_vec(), Arc::clone(&sets));
-        Ok(sets)
+        })
     }
 
     fn connection_rules(
@@ -114,10 +104,7 @@ impl RuleSetCache {
         compiled: &[CompiledPolicy],
         connection: &str,
         positions: Vec<usize>,
-    ) -> Result<Arc<ConnectionRules>, PolicyError> {
-        if let Some(rules) = self.connections.get(&positions) {
-            return Ok(Arc::clone(rules));
-        }
+    ) -> Result<ConnectionRules, PolicyError> {
         let methods_of = |position: usize| {
             compiled[position]
                 .scope
@@ -155,13 +142,11 @@ impl RuleSetCache {
         } else {
             Some(self.policy_set(compiled, any)?)
         };
-        let rules = Arc::new(ConnectionRules {
+        Ok(ConnectionRules {
             connection: connection.to_string(),
             by_method: by_method.into_boxed_slice(),
             any_method,
-        });
-        self.connections.insert(positions, Arc::clone(&rules));
-        Ok(rules)
+        })
     }
 
     fn policy_set(
@@ -180,10 +165,7 @@ impl RuleSetCache {
 
 /// Collects the rule policies at `positions` into one set. Network
 /// policies among them are skipped, because they are checked before Cedar.
-pub(crate) fn policy_set(
-    compiled: &[CompiledPolicy],
-    positions: &[usize],
-) -> Result<PolicySet, PolicyError> {
+fn policy_set(compiled: &[CompiledPolicy], positions: &[usize]) -> Result<PolicySet, PolicyError> {
     let mut set = PolicySet::new();
     for position in positions {
         let Some(policy) = &compiled[*position].cedar else {
