@@ -391,9 +391,23 @@ secret = "blog-token"
 allow = [{ connection = "blog", methods = ["*"], paths = ["/**"] }]
 deny = [{ connection = "blog", methods = ["*"], paths = ["/admin"] }]
 
+[roles.reader]
+allow = [{ connection = "blog", methods = ["GET"], paths = ["/**"] }]
+
+[roles.blocker]
+deny = [{ connection = "blog", methods = ["GET"], paths = ["/**"] }]
+
 [agents.bot]
 owner = "jay@example.com"
 roles = ["writer"]
+
+[agents.mixed]
+owner = "jay@example.com"
+roles = ["reader", "writer"]
+
+[agents.blocked]
+owner = "jay@example.com"
+roles = ["writer", "blocker"]
 
 [agents.office]
 owner = "jay@example.com"
@@ -445,6 +459,28 @@ networks = ["10.0.0.0/8"]
             decision.reason,
             "policy roles.writer.deny[0] could not be evaluated, so the request is denied"
         );
+    }
+
+    #[test]
+    fn error_in_one_role_beats_permit_of_another() {
+        let policy = policy_with_failing_deny();
+        let path = NormalizedPath::parse("/admin").expect("valid path");
+        let decision = policy.authorize(&admin_request("mixed", &path));
+        assert!(!decision.allowed);
+        assert_eq!(decision.rule, None);
+        assert_eq!(
+            decision.reason,
+            "policy roles.writer.deny[0] could not be evaluated, so the request is denied"
+        );
+    }
+
+    #[test]
+    fn forbid_of_one_role_beats_error_in_another() {
+        let policy = policy_with_failing_deny();
+        let path = NormalizedPath::parse("/admin").expect("valid path");
+        let decision = policy.authorize(&admin_request("blocked", &path));
+        assert!(!decision.allowed);
+        assert_eq!(decision.rule.as_deref(), Some("roles.blocker.deny[0]"));
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub(crate) struct RoleGroup {
 }
 
 impl RoleGroup {
-    /// Names of the roles, as the agents list them.
+    /// Names of the roles in the order the agents list them, each once.
     pub(crate) fn names(&self) -> impl ExactSizeIterator<Item = &str> + Clone {
         self.roles.iter().map(|role| role.name.as_str())
     }
@@ -324,9 +324,20 @@ impl Builder {
 
     /// Adds a role's deny rules, then its allow rules, and returns their
     /// positions.
+    ///
+    /// A rule's policy names the role of its id as the principal, and only
+    /// the role that lists the rule evaluates it. A configuration built in
+    /// code could list a rule whose id names another role, which no
+    /// evaluation would then match, so such a rule is rejected.
     fn add_role(&mut self, role: &Role) -> Result<Vec<usize>, PolicyError> {
         let mut positions = Vec::with_capacity(role.deny.len() + role.allow.len());
         for rule in role.deny.iter().chain(&role.allow) {
+            if rule.id.role != role.name {
+                return Err(PolicyError::ForeignRule {
+                    rule: rule.id.to_string(),
+                    role: role.name.clone(),
+                });
+            }
             positions.push(self.add_rule(rule)?);
         }
         Ok(positions)
@@ -499,6 +510,19 @@ owner = "jay@example.com"
             .names()
             .map(str::to_string)
             .collect()
+    }
+
+    #[test]
+    fn rule_of_another_role_rejected() {
+        let mut config =
+            Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
+        let writer = config.roles.get_mut("writer").expect("writer is declared");
+        writer.allow[0].id.role = "reader".to_string();
+        let error = Policy::compile(&config).expect_err("a foreign rule is rejected");
+        assert_eq!(
+            error.to_string(),
+            "rule roles.reader.allow[0] is listed under role \"writer\" but its id names another role; give the rule an id with the role that lists it"
+        );
     }
 
     #[test]
