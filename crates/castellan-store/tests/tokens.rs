@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use castellan_store::{now_ms, StoreError, TokenRecord};
 use common::{create_db, fake_hash, token};
+use sqlx::{Connection, Row};
 
 #[tokio::test]
 async fn list_tokens_filters_by_agent() {
@@ -155,6 +156,22 @@ async fn canary_ids_include_revoked_canaries() {
     let ids = db.store.canary_token_ids().await.unwrap();
 
     assert_eq!(ids, ["tok-c-expired", "tok-c-revoked"]);
+}
+
+#[tokio::test]
+async fn canary_ids_read_only_the_canary_index() {
+    let db = create_db().await;
+    let url = format!("sqlite://{}", db.path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    // The query of `canary_token_ids` must walk the partial index, which
+    // contains canary tokens only, rather than every row of `tokens`.
+    let rows =
+        sqlx::query("EXPLAIN QUERY PLAN SELECT id FROM tokens WHERE canary != 0 ORDER BY id")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let plan: Vec<String> = rows.iter().map(|row| row.get("detail")).collect();
+    assert_eq!(plan, ["SCAN tokens USING INDEX tokens_canary"]);
 }
 
 #[tokio::test]
