@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use castellan_model::{Agent, Config, Location, MethodSet, Role, Rule, RuleId};
+use castellan_model::{Agent, Config, Location, MethodSet, Role, Rule, RuleEffect, RuleId};
 use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId};
 use ipnet::IpNet;
 
@@ -114,9 +114,10 @@ pub(crate) struct AgentEntry {
 /// when a `permit` is. So `Policy::authorize` evaluates the rules of each
 /// of an agent's roles on their own, with the role as the principal, and
 /// combines the results into the decision of all the rules at once.
-/// Nothing is compiled per combination of roles: a principal entity and
-/// rule sets per combination took 9 MiB for the 10,000 agents of
-/// `bench/scale.sh`, nearly each of which lists a combination of its own.
+/// Nothing is compiled per combination of roles. With a principal entity
+/// and rule sets per combination, the compiled policy for the 10,000 agents
+/// of `bench/scale.sh` took 9 MiB more, because nearly each of them lists a
+/// combination of its own.
 pub(crate) struct CompiledRole {
     pub(crate) name: String,
     /// The `Role` entity, the principal when Cedar evaluates this role's
@@ -325,17 +326,26 @@ impl Builder {
     /// Adds a role's deny rules, then its allow rules, and returns their
     /// positions.
     ///
-    /// A rule's policy names the role of its id as the principal, and only
-    /// the role that lists the rule evaluates it. A configuration built in
-    /// code could list a rule whose id names another role, which no
-    /// evaluation would then match, so such a rule is rejected.
+    /// A rule's policy takes its principal and its effect from the rule's
+    /// id, and only the role that lists the rule evaluates it. A
+    /// configuration built in code could list a rule whose id names another
+    /// role, which no evaluation would match, or the other effect, which
+    /// would turn a deny into an allow. Such a rule is rejected.
     fn add_role(&mut self, role: &Role) -> Result<Vec<usize>, PolicyError> {
         let mut positions = Vec::with_capacity(role.deny.len() + role.allow.len());
-        for rule in role.deny.iter().chain(&role.allow) {
-            if rule.id.role != role.name {
-                return Err(PolicyError::ForeignRule {
+        let deny = role
+            .deny
+            .iter()
+            .map(|rule| (rule, RuleEffect::Deny, "deny"));
+        let allow = role
+            .allow
+            .iter()
+            .map(|rule| (rule, RuleEffect::Allow, "allow"));
+        for (rule, effect, list) in deny.chain(allow) {
+            if rule.id.role != role.name || rule.id.effect != effect {
+                return Err(PolicyError::MisplacedRule {
                     rule: rule.id.to_string(),
-                    role: role.name.clone(),
+                    listed: format!("roles.{}.{list}", role.name),
                 });
             }
             positions.push(self.add_rule(rule)?);
@@ -513,15 +523,33 @@ owner = "jay@example.com"
     }
 
     #[test]
-    fn rule_of_another_role_rejected() {
-        let mut config =
-            Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
-        let writer = config.roles.get_mut("writer").expect("writer is declared");
-        writer.allow[0].id.role = "reader".to_string();
-        let error = Policy::compile(&config).expect_err("a foreign rule is rejected");
+    fn misplaced_rules_rejected() {
+        let compile_error = |change: fn(&mut Config)| {
+            let mut config =
+                Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
+            change(&mut config);
+            Policy::compile(&config)
+                .expect_err("a misplaced rule is rejected")
+                .to_string()
+        };
+        let other_role = compile_error(|config| {
+            let writer = config.roles.get_mut("writer").expect("writer is declared");
+            writer.allow[0].id.role = "reader".to_string();
+        });
         assert_eq!(
-            error.to_string(),
-            "rule roles.reader.allow[0] is listed under role \"writer\" but its id names another role; give the rule an id with the role that lists it"
+            other_role,
+            "rule roles.reader.allow[0] is listed in roles.writer.allow; give the rule an id that names the role and the list that contain it"
+        );
+        // A deny rule with an allow id would compile to a permit.
+        let other_list = compile_error(|config| {
+            let writer = config.roles.get_mut("writer").expect("writer is declared");
+            let mut rule = writer.allow[0].clone();
+            rule.id.index = 7;
+            writer.deny.push(rule);
+        });
+        assert_eq!(
+            other_list,
+            "rule roles.writer.allow[7] is listed in roles.writer.deny; give the rule an id that names the role and the list that contain it"
         );
     }
 

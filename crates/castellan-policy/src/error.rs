@@ -13,8 +13,8 @@ pub enum PolicyError {
         "rule {rule} has a path pattern with more than one '**'; split it into several patterns"
     )]
     RepeatedAnyDepth { rule: String },
-    #[error("rule {rule} is listed under role {role:?} but its id names another role; give the rule an id with the role that lists it")]
-    ForeignRule { rule: String, role: String },
+    #[error("rule {rule} is listed in {listed}; give the rule an id that names the role and the list that contain it")]
+    MisplacedRule { rule: String, listed: String },
     #[error("the Cedar policy generated for {id} was rejected by Cedar ({message}); report this as a castellan-policy bug together with the rule")]
     Generated { id: String, message: String },
     #[error("the Cedar entities for agents and roles could not be built ({message}); report this as a castellan-policy bug")]

@@ -40,6 +40,10 @@ impl TokenRecord {
 const TOKEN_COLUMNS: &str =
     "id, agent, hash, created_ms, expires_ms, revoked_ms, last_used_ms, canary";
 
+/// The query of [`Store::canary_token_ids`]. The partial index
+/// `tokens_canary` serves it, so it reads canary tokens only.
+const CANARY_TOKEN_IDS: &str = "SELECT id FROM tokens WHERE canary != 0 ORDER BY id";
+
 impl Store {
     /// Stores a new agent token and moves the change counter.
     ///
@@ -140,7 +144,7 @@ impl Store {
     /// Lists the ids of every canary token, revoked and expired ones
     /// included, since presenting any of them is still a signal.
     pub async fn canary_token_ids(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT id FROM tokens WHERE canary != 0 ORDER BY id")
+        sqlx::query_scalar(CANARY_TOKEN_IDS)
             .fetch_all(&self.pool)
             .await
             .map_err(|error| db_error("list canary token ids", error))
@@ -283,4 +287,25 @@ fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         last_used_ms: column(row, "last_used_ms")?,
         canary: column(row, "canary")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn canary_ids_read_only_the_canary_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("castellan.db"))
+            .await
+            .unwrap();
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {CANARY_TOKEN_IDS}"))
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let plan: Vec<String> = rows.iter().map(|row| row.get("detail")).collect();
+        assert_eq!(plan, ["SCAN tokens USING INDEX tokens_canary"]);
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use castellan_store::{now_ms, StoreError, TokenRecord};
 use common::{create_db, fake_hash, token};
-use sqlx::{Connection, Row};
+use sqlx::Connection;
 
 #[tokio::test]
 async fn list_tokens_filters_by_agent() {
@@ -159,19 +159,39 @@ async fn canary_ids_include_revoked_canaries() {
 }
 
 #[tokio::test]
-async fn canary_ids_read_only_the_canary_index() {
+async fn upgrade_indexes_existing_canaries() {
+    // A database from before the canary index: the index and its migration
+    // record removed, with tokens already in it.
     let db = create_db().await;
+    let mut canary = token("tok-canary", "alpha", 1);
+    canary.canary = true;
+    for record in [&canary, &token("tok-plain", "alpha", 2)] {
+        db.store.insert_token(record).await.unwrap();
+    }
+    db.store.close().await;
     let url = format!("sqlite://{}", db.path.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    // The query of `canary_token_ids` must walk the partial index, which
-    // contains canary tokens only, rather than every row of `tokens`.
-    let rows =
-        sqlx::query("EXPLAIN QUERY PLAN SELECT id FROM tokens WHERE canary != 0 ORDER BY id")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    let plan: Vec<String> = rows.iter().map(|row| row.get("detail")).collect();
-    assert_eq!(plan, ["SCAN tokens USING INDEX tokens_canary"]);
+    sqlx::query("DROP INDEX tokens_canary")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE description = 'canary index'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = castellan_store::Store::open(&db.path).await.unwrap();
+
+    assert_eq!(store.canary_token_ids().await.unwrap(), ["tok-canary"]);
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tokens INDEXED BY tokens_canary WHERE canary != 0",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(entries, 1);
 }
 
 #[tokio::test]
