@@ -86,11 +86,13 @@ impl Policy {
             Err(decision) => return decision,
         };
         // Each role that has rules here is evaluated on its own, with the
-        // role as the principal; see `CompiledRole`. A context clone only
-        // counts a reference.
+        // role as the principal (see `CompiledRole`). The action, resource
+        // and context are shared, and a context clone only counts a
+        // reference.
+        let (action, resource) = self.action_and_resource(request);
         let mut findings = Findings::default();
         for (role, policies) in selected {
-            let cedar = match self.request_for(&role.uid, request, context.clone()) {
+            let cedar = match self.request_for(&role.uid, &action, &resource, context.clone()) {
                 Ok(cedar) => cedar,
                 Err(decision) => return decision,
             };
@@ -129,25 +131,39 @@ impl Policy {
         request: &AccessRequest<'_>,
     ) -> Result<Request, Decision> {
         let context = self.context(request)?;
-        self.request_for(&role.uid, request, context)
+        let (action, resource) = self.action_and_resource(request);
+        self.request_for(&role.uid, &action, &resource, context)
     }
 
-    /// Builds a Cedar request for `principal`. Entities and the entity ids
-    /// of configured methods and connections are built at compile time, so
-    /// only the context is new for each request.
-    fn request_for(
-        &self,
-        principal: &EntityUid,
-        request: &AccessRequest<'_>,
-        context: Context,
-    ) -> Result<Request, Decision> {
+    /// Returns the `Action` and `Connection` entity ids of `request`. The
+    /// ids of configured methods and connections are built at compile time.
+    fn action_and_resource(&self, request: &AccessRequest<'_>) -> (EntityUid, EntityUid) {
         let action = cached_uid(&self.uids.actions, &self.types.action, request.method);
         let resource = cached_uid(
             &self.uids.connections,
             &self.types.connection,
             request.connection,
         );
-        Request::new(principal.clone(), action, resource, context, None).map_err(|_| {
+        (action, resource)
+    }
+
+    /// Builds a Cedar request for `principal`. Entities are built at compile
+    /// time, so only the context is new for each request.
+    fn request_for(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        context: Context,
+    ) -> Result<Request, Decision> {
+        let request = Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            None,
+        );
+        request.map_err(|_| {
             Decision::deny(
                 None,
                 "the Cedar request could not be built, so the request is denied".to_string(),
@@ -323,10 +339,12 @@ impl Findings {
             .filter_map(|id| policy.positions.get(id).copied())
             .min();
         match response.decision() {
-            cedar_policy::Decision::Deny => self.forbid = min_of(self.forbid, first),
+            cedar_policy::Decision::Deny => {
+                self.forbid = self.forbid.into_iter().chain(first).min()
+            }
             cedar_policy::Decision::Allow => {
                 self.allowed = true;
-                self.permit = min_of(self.permit, first);
+                self.permit = self.permit.into_iter().chain(first).min();
             }
         }
         for error in response.diagnostics().errors() {
@@ -362,13 +380,6 @@ impl Findings {
             (None, None, _) if self.allowed => Outcome::AllowedWithoutPermit,
             (None, None, _) => Outcome::NoRule,
         }
-    }
-}
-
-fn min_of(a: Option<usize>, b: Option<usize>) -> Option<usize> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
 
