@@ -10,7 +10,8 @@ use cedar_policy::{
     RestrictedExpression,
 };
 
-use crate::compile::{uid, AgentEntry, CompiledPolicy, CompiledRole, Policy, PolicyOrigin};
+use crate::cedar_text::network_policy_id;
+use crate::compile::{uid, AgentEntry, CompiledPolicy, CompiledRole, Policy};
 use crate::decision_cache::Outcome;
 
 /// One request to authorize: who calls what, from where.
@@ -121,7 +122,11 @@ impl Policy {
         if network.networks.iter().any(|range| range.contains(&source)) {
             return None;
         }
-        Some(forbidden(&self.compiled[network.position], request))
+        let reason = format!("source address {source} is outside the agent's networks");
+        Some(Decision::deny(
+            Some(network_policy_id(request.agent)),
+            reason,
+        ))
     }
 
     /// Builds the Cedar request that evaluates the rules of `role`.
@@ -234,7 +239,7 @@ impl Policy {
                     reason: prefixed("allowed by ", id),
                 }
             }
-            Outcome::Forbidden(position) => forbidden(&self.compiled[*position], request),
+            Outcome::Forbidden(position) => forbidden(&self.compiled[*position]),
             Outcome::EvaluationFailed(policy) => Decision::deny(
                 None,
                 format!("policy {policy} could not be evaluated, so the request is denied"),
@@ -266,16 +271,8 @@ fn string_value(segment: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(segment.to_string())
 }
 
-fn forbidden(policy: &CompiledPolicy, request: &AccessRequest<'_>) -> Decision {
-    let rule = policy.id.clone();
-    let reason = match policy.origin {
-        PolicyOrigin::Network => format!(
-            "source address {} is outside the agent's networks",
-            canonical_ip(request.source)
-        ),
-        PolicyOrigin::Rule { .. } => prefixed("denied by ", &rule),
-    };
-    Decision::deny(Some(rule), reason)
+fn forbidden(policy: &CompiledPolicy) -> Decision {
+    Decision::deny(Some(policy.id.clone()), prefixed("denied by ", &policy.id))
 }
 
 /// Joins `prefix` and `id` in one allocation of the exact size, which on a
@@ -370,10 +367,7 @@ impl Findings {
             (Some(position), _, _) => Outcome::Forbidden(position),
             (None, Some((_, id)), _) => Outcome::EvaluationFailed(id),
             (None, None, Some(position))
-                if policy.compiled[position]
-                    .cedar
-                    .as_ref()
-                    .is_some_and(|cedar| cedar.effect() == Effect::Permit) =>
+                if policy.compiled[position].cedar.effect() == Effect::Permit =>
             {
                 Outcome::Allowed(position)
             }

@@ -30,7 +30,8 @@ impl ContextShape {
     }
 }
 
-/// Writes the `permit` or `forbid` policy for one rule.
+/// Writes the `permit` or `forbid` policy for one rule, without the `@id`
+/// annotation that [`annotated`] adds for display.
 ///
 /// `shape` grows to cover the segment attributes the policy reads.
 pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<String, PolicyError> {
@@ -58,11 +59,12 @@ pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<Strin
             string_literal(&rule.connection)
         ),
     ];
-    Ok(policy_text(&id, effect, &scope, "when", &conditions))
+    Ok(policy_text(effect, &scope, "when", &conditions))
 }
 
 /// Writes the `forbid` policy that rejects sources outside the `networks`
-/// of agent `name`. The networks must have their host bits cleared.
+/// of agent `name`, with its `@id` annotation. The networks must have their
+/// host bits cleared.
 ///
 /// `Policy::authorize` checks the same ranges in Rust before Cedar runs and
 /// names this policy when it denies, so Cedar never parses the source
@@ -82,20 +84,14 @@ pub(crate) fn network_policy_text(name: &str, networks: &[IpNet]) -> String {
         "action".to_string(),
         "resource".to_string(),
     ];
-    let id = network_policy_id(name);
-    policy_text(&id, "forbid", &scope, "unless", &ranges)
+    let text = policy_text("forbid", &scope, "unless", &ranges);
+    annotated(&network_policy_id(name), &text)
 }
 
-/// Lays out one policy: the `@id` annotation, the effect, the three scope
-/// constraints and a `when` or `unless` clause that ORs `conditions`.
-fn policy_text(
-    id: &str,
-    effect: &str,
-    scope: &[String; 3],
-    clause: &str,
-    conditions: &[String],
-) -> String {
-    let mut text = format!("@id({})\n{effect} (\n", string_literal(id));
+/// Lays out one policy: the effect, the three scope constraints and a
+/// `when` or `unless` clause that ORs `conditions`.
+fn policy_text(effect: &str, scope: &[String; 3], clause: &str, conditions: &[String]) -> String {
+    let mut text = format!("{effect} (\n");
     text.push_str(&format!(
         "  {},\n  {},\n  {}\n)\n",
         scope[0], scope[1], scope[2]
@@ -105,6 +101,12 @@ fn policy_text(
         conditions.join(" ||\n  ")
     ));
     text
+}
+
+/// Puts the `@id` annotation that names the policy `id` on a line before
+/// `policy`, as the CLI shows every generated policy.
+pub(crate) fn annotated(id: &str, policy: &str) -> String {
+    format!("@id({})\n{policy}", string_literal(id))
 }
 
 /// Returns the id of the network policy of agent `name`.

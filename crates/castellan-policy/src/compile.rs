@@ -1,6 +1,5 @@
 //! Compilation of a configuration into Cedar policies and entities.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
@@ -11,7 +10,7 @@ use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, Entit
 use ipnet::IpNet;
 
 use crate::cedar_text::{
-    network_policy_agent, network_policy_id, network_policy_text, rule_policy, ContextShape,
+    annotated, network_policy_agent, network_policy_text, rule_policy, ContextShape,
 };
 use crate::decision_cache::DecisionCache;
 use crate::error::PolicyError;
@@ -25,10 +24,11 @@ use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
 pub struct Policy {
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
-    /// Every generated policy in reporting order: network policies first,
-    /// then each role's deny rules and allow rules in configuration order.
+    /// The rule policies in reporting order: each role's deny rules, then
+    /// its allow rules, in configuration order. Network restrictions are
+    /// checked in Rust and have no entry here (see [`NetworkRestriction`]).
     pub(crate) compiled: Vec<CompiledPolicy>,
-    /// Position of each policy id in `compiled`.
+    /// Position of each rule policy id in `compiled`.
     pub(crate) positions: HashMap<PolicyId, usize>,
     pub(crate) agents: HashMap<String, AgentEntry>,
     pub(crate) shape: ContextShape,
@@ -71,32 +71,23 @@ impl SegmentKeys {
     }
 }
 
-/// One generated Cedar policy and the configuration item it came from.
+/// The Cedar policy of one rule and the rule it came from.
 pub(crate) struct CompiledPolicy {
-    pub(crate) origin: PolicyOrigin,
-    /// The parsed policy of a rule, or `None` for a network policy.
-    /// Networks are checked in Rust ([`NetworkRestriction`]) and Cedar never
-    /// evaluates a network policy. A parsed Cedar policy takes kilobytes,
-    /// and there is one per agent with networks. Boxed so that network
-    /// policies do not pay its inline size.
+    /// The parsed policy, without the `@id` annotation that its displayed
+    /// text starts with: Cedar keeps annotations in a map of their own,
+    /// about 1 KiB for each policy, and the id is in `id` already.
     ///
     /// No text is kept beside it: cedar-policy 4 displays a policy parsed
     /// from text as that text (`LosslessPolicy::Text`), so
-    /// [`Policy::policy_text`] writes a rule's text from here and a network
-    /// policy's from the agent's networks, for the CLI.
-    pub(crate) cedar: Option<Box<cedar_policy::Policy>>,
+    /// [`Policy::policy_text`] writes the rule's text from here.
+    pub(crate) cedar: cedar_policy::Policy,
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
-    /// The connection and methods of a rule; `None` for a network policy.
-    pub(crate) scope: Option<RuleScope>,
-}
-
-/// The configuration item a Cedar policy was generated from.
-pub(crate) enum PolicyOrigin {
-    /// The network restriction of an agent.
-    Network,
-    /// An allow or deny rule of a role.
-    Rule { id: RuleId, location: Location },
+    pub(crate) rule: RuleId,
+    /// Where the rule is in the configuration file.
+    pub(crate) location: Location,
+    /// The connection and methods of the rule.
+    pub(crate) scope: RuleScope,
 }
 
 /// The compiled form of one agent.
@@ -144,12 +135,15 @@ impl RoleGroup {
 }
 
 /// The networks an agent may call from, checked before Cedar evaluates.
+///
+/// Each restriction has a Cedar policy of its own, `agents.NAME.networks`,
+/// which decisions name and the CLI shows, but it is never parsed or
+/// evaluated: its text is written from these ranges when asked for. With
+/// an entry in [`Policy::compiled`] and its id in [`Policy::positions`],
+/// the 7,500 restrictions of `bench/scale.sh` took about 2 MiB.
 pub(crate) struct NetworkRestriction {
-    /// Position in `Policy::compiled` of the generated network policy,
-    /// which a denial names.
-    pub(crate) position: usize,
     /// The networks with host bits cleared, as the policy text lists them.
-    pub(crate) networks: Vec<IpNet>,
+    pub(crate) networks: Box<[IpNet]>,
 }
 
 /// The Cedar entity types used in requests.
@@ -180,19 +174,12 @@ pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
 }
 
 impl Policy {
-    /// Compiles every rule of every role and every agent's network
-    /// restriction into one Cedar policy each. Network policies are not
-    /// parsed, because they are checked in Rust. The CLI gets their text
-    /// from [`Policy::policy_text`].
+    /// Compiles every rule of every role into a Cedar policy, and keeps
+    /// every agent's network restriction for the check in Rust. The CLI gets
+    /// the text of both kinds of policy from [`Policy::cedar_text`].
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
         let types = EntityTypes::new()?;
         let mut builder = Builder::default();
-        let mut networks = HashMap::new();
-        for agent in config.agents.values() {
-            if let Some(position) = builder.add_network(agent)? {
-                networks.insert(agent.name.as_str(), position);
-            }
-        }
         let mut rule_sets = RuleSetCache::default();
         let mut roles = HashMap::with_capacity(config.roles.len());
         for role in config.roles.values() {
@@ -216,12 +203,9 @@ impl Policy {
                     group
                 }
             };
-            let network = networks
-                .get(agent.name.as_str())
-                .map(|&position| NetworkRestriction {
-                    position,
-                    networks: agent.networks.iter().map(IpNet::trunc).collect(),
-                });
+            let network = (!agent.networks.is_empty()).then(|| NetworkRestriction {
+                networks: agent.networks.iter().map(IpNet::trunc).collect(),
+            });
             let entry = AgentEntry {
                 roles: group,
                 network,
@@ -250,12 +234,20 @@ impl Policy {
         })
     }
 
-    /// Returns the generated Cedar policies, in reporting order.
+    /// Returns the generated Cedar policies in reporting order: the
+    /// network policies of the agents in name order, then the rules.
     pub fn cedar_text(&self) -> String {
-        let texts: Vec<Cow<'_, str>> = (0..self.compiled.len())
-            .map(|position| self.policy_text(position))
+        let mut restricted: Vec<(&str, &NetworkRestriction)> = self
+            .agents
+            .iter()
+            .filter_map(|(name, entry)| Some((name.as_str(), entry.network.as_ref()?)))
             .collect();
-        texts.join("\n")
+        restricted.sort_unstable_by_key(|(name, _)| *name);
+        let networks = restricted
+            .into_iter()
+            .map(|(name, network)| network_policy_text(name, &network.networks));
+        let rules = (0..self.compiled.len()).map(|position| self.policy_text(position));
+        networks.chain(rules).collect::<Vec<String>>().join("\n")
     }
 
     /// Returns the positions in `compiled` of the rules of `group`'s roles
@@ -270,28 +262,22 @@ impl Policy {
         rules.into_iter().collect()
     }
 
-    /// Returns the Cedar text of the policy at `position` in `compiled`.
-    pub(crate) fn policy_text(&self, position: usize) -> Cow<'_, str> {
+    /// Returns the Cedar text of the rule policy at `position` in
+    /// `compiled`, with its `@id` annotation.
+    pub(crate) fn policy_text(&self, position: usize) -> String {
         let compiled = &self.compiled[position];
-        match compiled.origin {
-            PolicyOrigin::Rule { .. } => Cow::Owned(
-                compiled
-                    .cedar
-                    .as_ref()
-                    .expect("a rule policy is parsed when it is added")
-                    .to_string(),
-            ),
-            PolicyOrigin::Network => {
-                let agent = network_policy_agent(&compiled.id)
-                    .expect("network policy ids are written by network_policy_id");
-                let networks = self
-                    .agents
-                    .get(agent)
-                    .and_then(|entry| entry.network.as_ref())
-                    .expect("an agent with a network policy has a network restriction");
-                Cow::Owned(network_policy_text(agent, &networks.networks))
-            }
+        annotated(&compiled.id, &compiled.cedar.to_string())
+    }
+
+    /// Returns the Cedar text of the policy with id `id`: a rule policy or
+    /// the network policy of an agent.
+    pub(crate) fn policy_text_of(&self, id: &str) -> Option<String> {
+        if let Some(&position) = self.positions.get(&PolicyId::new(id)) {
+            return Some(self.policy_text(position));
         }
+        let agent = network_policy_agent(id)?;
+        let network = self.agents.get(agent)?.network.as_ref()?;
+        Some(network_policy_text(agent, &network.networks))
     }
 }
 
@@ -312,17 +298,6 @@ struct Builder {
 }
 
 impl Builder {
-    /// Adds the network policy of `agent`, if it declares networks, without
-    /// a parsed policy: [`Policy::policy_text`] writes its text when asked.
-    fn add_network(&mut self, agent: &Agent) -> Result<Option<usize>, PolicyError> {
-        if agent.networks.is_empty() {
-            return Ok(None);
-        }
-        let id = network_policy_id(&agent.name);
-        let position = self.add(id, None, PolicyOrigin::Network, None)?;
-        Ok(Some(position))
-    }
-
     /// Adds a role's deny rules, then its allow rules, and returns their
     /// positions.
     ///
@@ -363,24 +338,6 @@ impl Builder {
                     message: error.to_string(),
                 }
             })?;
-        let origin = PolicyOrigin::Rule {
-            id: rule.id.clone(),
-            location: rule.location,
-        };
-        let scope = RuleScope {
-            connection: rule.connection.clone(),
-            methods: rule.methods.clone(),
-        };
-        self.add(id, Some(Box::new(cedar)), origin, Some(scope))
-    }
-
-    fn add(
-        &mut self,
-        id: String,
-        cedar: Option<Box<cedar_policy::Policy>>,
-        origin: PolicyOrigin,
-        scope: Option<RuleScope>,
-    ) -> Result<usize, PolicyError> {
         let position = self.compiled.len();
         if self
             .positions
@@ -393,10 +350,14 @@ impl Builder {
             });
         }
         self.compiled.push(CompiledPolicy {
-            origin,
             cedar,
             id,
-            scope,
+            rule: rule.id.clone(),
+            location: rule.location,
+            scope: RuleScope {
+                connection: rule.connection.clone(),
+                methods: rule.methods.clone(),
+            },
         });
         Ok(position)
     }

@@ -4,7 +4,7 @@ use castellan_model::{Location, RuleEffect, RuleId};
 use cedar_policy::PolicySet;
 
 use crate::authorize::{AccessRequest, Decision};
-use crate::compile::{Policy, PolicyOrigin};
+use crate::compile::Policy;
 
 /// The decision for a request and, for each rule of the agent's roles,
 /// whether it covers the request.
@@ -40,8 +40,7 @@ impl Policy {
         let deciding_policy = decision
             .rule
             .as_ref()
-            .and_then(|rule| self.positions.get(&cedar_policy::PolicyId::new(rule)))
-            .map(|position| self.policy_text(*position).into_owned());
+            .and_then(|rule| self.policy_text_of(rule));
         let mut matches = Vec::new();
         if let Some(agent) = self.agents.get(request.agent) {
             for role in agent.roles.roles.iter() {
@@ -51,9 +50,9 @@ impl Policy {
                     break;
                 };
                 matches.extend(
-                    role.rules.iter().filter_map(|&position| {
-                        Some((position, self.rule_match(position, &cedar)?))
-                    }),
+                    role.rules
+                        .iter()
+                        .map(|&position| (position, self.rule_match(position, &cedar))),
                 );
             }
         }
@@ -69,14 +68,11 @@ impl Policy {
 
     /// Evaluates the policy at `position` alone. A policy that raises an
     /// evaluation error counts as not matched.
-    fn rule_match(&self, position: usize, request: &cedar_policy::Request) -> Option<RuleMatch> {
+    fn rule_match(&self, position: usize, request: &cedar_policy::Request) -> RuleMatch {
         let compiled = &self.compiled[position];
-        let PolicyOrigin::Rule { id, location } = &compiled.origin else {
-            return None;
-        };
-        let cedar = compiled.cedar.as_ref()?;
+        let cedar = &compiled.cedar;
         let mut single = PolicySet::new();
-        let matched = match single.add(cedar.as_ref().clone()) {
+        let matched = match single.add(cedar.clone()) {
             Ok(()) => {
                 let response = self.evaluate(request, &single);
                 let satisfied = response
@@ -87,11 +83,11 @@ impl Policy {
             }
             Err(_) => false,
         };
-        Some(RuleMatch {
-            id: id.clone(),
-            effect: id.effect,
+        RuleMatch {
+            id: compiled.rule.clone(),
+            effect: compiled.rule.effect,
             matched,
-            location: *location,
-        })
+            location: compiled.location,
+        }
     }
 }

@@ -15,7 +15,7 @@ use cedar_policy::{
 use proptest::prelude::*;
 
 use crate::authorize::{AccessRequest, Decision};
-use crate::cedar_text::address_literal;
+use crate::cedar_text::{address_literal, network_policy_id};
 use crate::compile::{uid, Policy};
 
 /// Builds the request the earlier way. `with_source` leaves out
@@ -80,25 +80,38 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
             reason: format!("agent {:?} is not in the configuration", request.agent),
         };
     };
-    let mut positions = policy.group_rules(&agent.roles);
-    positions.extend(agent.network.as_ref().map(|network| network.position));
     let mut set = PolicySet::new();
-    for position in positions {
-        // Network policies are not parsed when compiled, so parse them here.
-        let compiled = &policy.compiled[position];
-        let cedar = match &compiled.cedar {
-            Some(cedar) => cedar.as_ref().clone(),
-            None => {
-                let id = cedar_policy::PolicyId::new(&compiled.id);
-                cedar_policy::Policy::parse(Some(id), policy.policy_text(position))
-                    .expect("generated network policy parses")
-            }
-        };
+    for position in policy.group_rules(&agent.roles) {
+        let cedar = policy.compiled[position].cedar.clone();
+        set.add(cedar).expect("policy ids are unique");
+    }
+    // Network policies are not parsed when compiled, so parse them here.
+    let network = network_policy_id(request.agent);
+    if let Some(text) = policy.policy_text_of(&network) {
+        let id = cedar_policy::PolicyId::new(&network);
+        let cedar =
+            cedar_policy::Policy::parse(Some(id), &text).expect("generated network policy parses");
         set.add(cedar).expect("policy ids are unique");
     }
     let cedar = reference_request(policy, request, true);
     let entities = reference_entities(policy, request);
     let response = policy.authorizer.is_authorized(&cedar, &set, &entities);
+    // The network policy comes first in reporting order, so it names a
+    // denial whatever rules were satisfied too.
+    if response
+        .diagnostics()
+        .reason()
+        .any(|id| id.to_string() == network)
+    {
+        return Decision {
+            allowed: false,
+            rule: Some(network),
+            reason: format!(
+                "source address {} is outside the agent's networks",
+                canonical_ip(request.source)
+            ),
+        };
+    }
     policy.decision(agent, request, &policy.outcome(&response))
 }
 

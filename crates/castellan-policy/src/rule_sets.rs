@@ -75,8 +75,7 @@ pub(crate) struct RuleSetCache {
 
 impl RuleSetCache {
     /// Returns the rule sets of the rules at `positions` of `compiled`,
-    /// which must be sorted and free of duplicates. Network policies among
-    /// them are skipped.
+    /// which must be sorted and free of duplicates.
     pub(crate) fn rule_sets(
         &mut self,
         compiled: &[CompiledPolicy],
@@ -86,9 +85,8 @@ impl RuleSetCache {
         // identify the connection too.
         let mut grouped: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for &position in positions {
-            if let Some(scope) = &compiled[position].scope {
-                grouped.entry(&scope.connection).or_default().push(position);
-            }
+            let connection = &compiled[position].scope.connection;
+            grouped.entry(connection).or_default().push(position);
         }
         let mut connections = Vec::with_capacity(grouped.len());
         for (connection, group) in grouped {
@@ -105,17 +103,12 @@ impl RuleSetCache {
         connection: &str,
         positions: Vec<usize>,
     ) -> Result<ConnectionRules, PolicyError> {
-        let methods_of = |position: usize| {
-            compiled[position]
-                .scope
-                .as_ref()
-                .map(|scope| &scope.methods)
-        };
+        let methods_of = |position: usize| &compiled[position].scope.methods;
         let named: BTreeSet<&str> = positions
             .iter()
             .filter_map(|&position| match methods_of(position) {
-                Some(MethodSet::Only(list)) => Some(list.iter().map(String::as_str)),
-                _ => None,
+                MethodSet::Only(list) => Some(list.iter().map(String::as_str)),
+                MethodSet::Any => None,
             })
             .flatten()
             .collect();
@@ -125,9 +118,8 @@ impl RuleSetCache {
                 .iter()
                 .copied()
                 .filter(|&position| match methods_of(position) {
-                    Some(MethodSet::Any) => true,
-                    Some(MethodSet::Only(list)) => list.iter().any(|listed| listed == method),
-                    None => false,
+                    MethodSet::Any => true,
+                    MethodSet::Only(list) => list.iter().any(|listed| listed == method),
                 })
                 .collect();
             by_method.push((method.to_string(), self.policy_set(compiled, covering)?));
@@ -135,7 +127,7 @@ impl RuleSetCache {
         let any: Vec<usize> = positions
             .iter()
             .copied()
-            .filter(|&position| matches!(methods_of(position), Some(MethodSet::Any)))
+            .filter(|&position| matches!(methods_of(position), MethodSet::Any))
             .collect();
         let any_method = if any.is_empty() {
             None
@@ -163,15 +155,12 @@ impl RuleSetCache {
     }
 }
 
-/// Collects the rule policies at `positions` into one set. Network
-/// policies among them are skipped, because they are checked before Cedar.
+/// Collects the rule policies at `positions` into one set.
 fn policy_set(compiled: &[CompiledPolicy], positions: &[usize]) -> Result<PolicySet, PolicyError> {
     let mut set = PolicySet::new();
     for position in positions {
-        let Some(policy) = &compiled[*position].cedar else {
-            continue;
-        };
-        set.add(policy.as_ref().clone())
+        let policy = &compiled[*position].cedar;
+        set.add(policy.clone())
             .map_err(|error| PolicyError::Generated {
                 id: policy.id().to_string(),
                 message: error.to_string(),
