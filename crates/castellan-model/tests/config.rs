@@ -96,6 +96,30 @@ fn example_config_parses() {
     assert!(bot.expires.is_some());
 }
 
+/// A gateway keeps the configuration of every agent until the next reload,
+/// so the lists of each agent hold no spare capacity.
+#[test]
+fn agent_lists_without_spare_capacity() {
+    let source = format!(
+        "{EXAMPLE}
+[agents.two-roles]
+owner = \"jay@example.com\"
+roles = [\"marketing\", \"reader\"]
+networks = [\"10.0.0.0/8\"]
+"
+    );
+    let config = parse(&source).expect("valid configuration");
+    for agent in config.agents.values() {
+        assert_eq!(agent.roles.capacity(), agent.roles.len(), "{}", agent.name);
+        assert_eq!(
+            agent.networks.capacity(),
+            agent.networks.len(),
+            "{}",
+            agent.name
+        );
+    }
+}
+
 #[test]
 fn mapped_ipv4_networks_match_ipv4_sources() {
     let config =
