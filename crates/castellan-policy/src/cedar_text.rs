@@ -104,7 +104,8 @@ fn policy_text(effect: &str, scope: &[String; 3], clause: &str, conditions: &[St
 }
 
 /// Puts the `@id` annotation that names the policy `id` on a line before
-/// `policy`, as the CLI shows every generated policy.
+/// `policy`, the form in which `Policy::cedar_text` and `castellan policy
+/// explain --cedar` show a generated policy.
 pub(crate) fn annotated(id: &str, policy: &str) -> String {
     format!("@id({})\n{policy}", string_literal(id))
 }

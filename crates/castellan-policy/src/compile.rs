@@ -24,8 +24,8 @@ use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
 pub struct Policy {
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
-    /// The rule policies in reporting order: each role's deny rules, then
-    /// its allow rules, in configuration order. Network restrictions are
+    /// The rule policies in reporting order: the roles in name order, and
+    /// each role's deny rules, then its allow rules, in configuration order. Network restrictions are
     /// checked in Rust and have no entry here (see [`NetworkRestriction`]).
     pub(crate) compiled: Vec<CompiledPolicy>,
     /// Position of each rule policy id in `compiled`.
@@ -84,7 +84,7 @@ pub(crate) struct CompiledPolicy {
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
     pub(crate) rule: RuleId,
-    /// Where the rule is in the configuration file.
+    /// Line and column of the rule in the configuration file.
     pub(crate) location: Location,
     /// The connection and methods of the rule.
     pub(crate) scope: RuleScope,
@@ -140,7 +140,7 @@ impl RoleGroup {
 /// which decisions name and the CLI shows, but it is never parsed or
 /// evaluated: its text is written from these ranges when asked for. With
 /// an entry in [`Policy::compiled`] and its id in [`Policy::positions`],
-/// the 7,500 restrictions of `bench/scale.sh` took about 2 MiB.
+/// the 7,500 restrictions of `bench/scale.sh` took about 1.9 MiB.
 pub(crate) struct NetworkRestriction {
     /// The networks with host bits cleared, as the policy text lists them.
     pub(crate) networks: Box<[IpNet]>,
@@ -175,8 +175,9 @@ pub(crate) fn uid(entity_type: &EntityTypeName, id: &str) -> EntityUid {
 
 impl Policy {
     /// Compiles every rule of every role into a Cedar policy, and keeps
-    /// every agent's network restriction for the check in Rust. The CLI gets
-    /// the text of both kinds of policy from [`Policy::cedar_text`].
+    /// every agent's network restriction for the check in Rust.
+    /// [`Policy::cedar_text`] and [`Policy::policy_text_of`] write the text
+    /// of both kinds of policy.
     pub fn compile(config: &Config) -> Result<Policy, PolicyError> {
         let types = EntityTypes::new()?;
         let mut builder = Builder::default();
@@ -210,7 +211,14 @@ impl Policy {
                 roles: group,
                 network,
             };
-            agents.insert(agent.name.clone(), entry);
+            // Parsed configurations key each agent by its name, but one
+            // built in code could give two agents the same name, and the
+            // later one would take the other's roles and networks.
+            if agents.insert(agent.name.clone(), entry).is_some() {
+                return Err(PolicyError::DuplicateAgent {
+                    agent: agent.name.clone(),
+                });
+            }
         }
         let entities = build_entities(&roles)?;
         let uids = request_uids(config, &types);
@@ -284,7 +292,7 @@ impl Policy {
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
-            .field("policies", &self.compiled.len())
+            .field("rules", &self.compiled.len())
             .field("agents", &self.agents.len())
             .finish_non_exhaustive()
     }
@@ -511,6 +519,20 @@ owner = "jay@example.com"
         assert_eq!(
             other_list,
             "rule roles.writer.allow[7] is listed in roles.writer.deny; give the rule an id that names the role and the list that contain it"
+        );
+    }
+
+    #[test]
+    fn duplicate_agent_names_rejected() {
+        let mut config =
+            Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
+        let mut copy = config.agents["both"].clone();
+        copy.name = "first".to_string();
+        config.agents.insert("copy".to_string(), copy);
+        let error = Policy::compile(&config).expect_err("a repeated agent name is rejected");
+        assert_eq!(
+            error.to_string(),
+            "agent name \"first\" is used by more than one agent; give each agent a name of its own"
         );
     }
 

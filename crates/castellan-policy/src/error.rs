@@ -15,6 +15,10 @@ pub enum PolicyError {
     RepeatedAnyDepth { rule: String },
     #[error("rule {rule} is listed in {listed}; give the rule an id that names the role and the list that contain it")]
     MisplacedRule { rule: String, listed: String },
+    #[error(
+        "agent name {agent:?} is used by more than one agent; give each agent a name of its own"
+    )]
+    DuplicateAgent { agent: String },
     #[error("the Cedar policy generated for {id} was rejected by Cedar ({message}); report this as a castellan-policy bug together with the rule")]
     Generated { id: String, message: String },
     #[error("the Cedar entities for agents and roles could not be built ({message}); report this as a castellan-policy bug")]
