@@ -3,12 +3,14 @@
 //! so that each request uses one consistent version from start to end.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use castellan_model::{Config, Connection};
 use castellan_policy::Policy;
 use castellan_store::{SealedRow, Store, StoreError, TokenRecord};
 use castellan_vault::{MasterKey, SealedSecret, TokenHash};
+use hashbrown::HashTable;
 
 use crate::credential::{InjectError, Injector};
 use crate::upstream::{build_client, ClientError, HttpClient, TlsConfigs};
@@ -86,11 +88,22 @@ pub struct ActiveToken<'a> {
 /// Live agent tokens by hash, stored compactly because a gateway may keep
 /// hundreds of thousands of them.
 ///
+/// The tokens sit in one array without gaps, and a hash table of their
+/// positions finds them. A hash table sized to a power of two leaves a
+/// quarter or more of its slots empty, and an empty slot of 4-byte positions
+/// costs a sixteenth of one of 64-byte entries. As in a `HashMap`, the table
+/// hashes with a randomly keyed SipHash and `TokenHash` compares in constant
+/// time, so a lookup's timing does not depend on how a presented hash
+/// orders against the stored ones.
+///
 /// An entry refers to its agent's name by index, so an agent's tokens share
 /// one copy of the name. It keeps its id in place when the id fits, so a
 /// token with a generated id needs no allocation of its own.
 pub struct ActiveTokens {
-    entries: HashMap<TokenHash, PackedToken>,
+    entries: Box<[(TokenHash, PackedToken)]>,
+    /// Positions in `entries`, found by the keyed hash of a token hash.
+    positions: HashTable<u32>,
+    hasher: RandomState,
     /// Agent names, indexed by [`PackedToken::agent`].
     agents: Box<[Arc<str>]>,
     /// Token ids longer than [`INLINE_ID_MAX`] bytes, indexed by
@@ -109,7 +122,11 @@ impl ActiveTokens {
 
     /// Looks up the live token whose hash is `hash`.
     pub fn get(&self, hash: &TokenHash) -> Option<ActiveToken<'_>> {
-        let packed = self.entries.get(hash)?;
+        let key = self.hasher.hash_one(hash);
+        let position = self
+            .positions
+            .find(key, |&position| self.entries[position as usize].0 == *hash)?;
+        let packed = &self.entries[*position as usize].1;
         Some(ActiveToken {
             id: packed.id.resolve(&self.long_ids),
             agent: &self.agents[packed.agent as usize],
@@ -384,7 +401,9 @@ fn unusable(secret: String, error: &InjectError) -> CredentialState {
 /// Collects tokens as they load from the store.
 #[derive(Default)]
 struct ActiveTokensBuilder {
-    entries: HashMap<TokenHash, PackedToken>,
+    entries: Vec<(TokenHash, PackedToken)>,
+    positions: HashTable<u32>,
+    hasher: RandomState,
     agents: AgentNames,
     long_ids: Vec<Box<str>>,
 }
@@ -393,9 +412,29 @@ impl ActiveTokensBuilder {
     /// Adds the token of `record`, replacing any token with the same hash.
     /// A row whose hash is not valid hex is skipped.
     fn insert(&mut self, record: TokenRecord) {
-        if let Some((hash, token)) = self.pack(record) {
-            self.entries.insert(hash, token);
+        let Some((hash, token)) = self.pack(record) else {
+            return;
+        };
+        let key = self.hasher.hash_one(hash);
+        let entries = &mut self.entries;
+        if let Some(&position) = self
+            .positions
+            .find(key, |&position| entries[position as usize].0 == hash)
+        {
+            entries[position as usize].1 = token;
+            return;
         }
+        let Ok(position) = u32::try_from(entries.len()) else {
+            tracing::warn!(
+                "failed to load agent token: more than u32::MAX active tokens, revoke unused tokens"
+            );
+            return;
+        };
+        entries.push((hash, token));
+        let (entries, hasher) = (&self.entries, &self.hasher);
+        self.positions.insert_unique(key, position, |&position| {
+            hasher.hash_one(entries[position as usize].0)
+        });
     }
 
     fn pack(&mut self, record: TokenRecord) -> Option<(TokenHash, PackedToken)> {
@@ -426,9 +465,14 @@ impl ActiveTokensBuilder {
     }
 
     fn finish(mut self) -> ActiveTokens {
-        self.entries.shrink_to_fit();
+        let entries = self.entries.into_boxed_slice();
+        let hasher = self.hasher;
+        self.positions
+            .shrink_to_fit(|&position| hasher.hash_one(entries[position as usize].0));
         ActiveTokens {
-            entries: self.entries,
+            entries,
+            positions: self.positions,
+            hasher,
             agents: self.agents.names.into_boxed_slice(),
             long_ids: self.long_ids.into_boxed_slice(),
         }
@@ -676,5 +720,22 @@ mod tests {
         let entry = loaded.get(&hash_of(&records[1])).expect("token loaded");
         assert_eq!(loaded.len(), 1);
         assert_eq!(entry.id, "tok_b");
+    }
+
+    /// Loads enough tokens that the table of positions grows several times
+    /// and rehashes what it holds, then finds every token and no other.
+    #[test]
+    fn every_token_found_after_growth() {
+        let records: Vec<TokenRecord> = (0..5_000)
+            .map(|number| numbered(&format!("tok_{number}"), number))
+            .collect();
+        let loaded = table(&records);
+        assert_eq!(loaded.len(), records.len());
+        for record in &records {
+            let entry = loaded.get(&hash_of(record));
+            assert_eq!(entry.map(|entry| entry.id), Some(record.id.as_str()));
+        }
+        let unknown = numbered("tok_unknown", records.len());
+        assert!(loaded.get(&hash_of(&unknown)).is_none());
     }
 }
