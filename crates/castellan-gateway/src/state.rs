@@ -89,9 +89,10 @@ pub struct ActiveToken<'a> {
 /// hundreds of thousands of them.
 ///
 /// The tokens sit in one array without gaps, and a hash table of their
-/// positions finds them. A hash table sized to a power of two leaves a
-/// quarter or more of its slots empty, and an empty slot of 4-byte positions
-/// costs a sixteenth of one of 64-byte entries. As in a `HashMap`, the table
+/// positions finds them. A hash table sized to a power of two leaves an
+/// eighth or more of its slots empty (about a quarter with 100,000 tokens).
+/// An empty slot takes 5 bytes with a 4-byte position and 65 with a whole
+/// entry, counting the control byte of each slot. As in a `HashMap`, the table
 /// hashes with a randomly keyed SipHash and `TokenHash` compares in constant
 /// time, so a lookup's timing does not depend on how a presented hash
 /// orders against the stored ones.
@@ -209,7 +210,7 @@ pub enum CredentialState {
 pub struct Snapshot {
     pub config: Arc<ConfigState>,
     /// Live agent tokens by hash. A configuration reload that finds the
-    /// store unchanged shares this map with the snapshot it replaces.
+    /// store unchanged shares this table with the snapshot it replaces.
     pub tokens: Arc<ActiveTokens>,
     /// Suspended agents and the reason given, shared like `tokens`.
     pub suspended: Arc<HashMap<String, Option<String>>>,
@@ -737,5 +738,71 @@ mod tests {
         }
         let unknown = numbered("tok_unknown", records.len());
         assert!(loaded.get(&hash_of(&unknown)).is_none());
+    }
+
+    /// Reserves room before loading so that `finish` shrinks the table of
+    /// positions and moves each one, then finds every token and no other.
+    /// Growth by insertion alone leaves nothing to shrink in hashbrown 0.16.
+    #[test]
+    fn every_token_found_after_shrink() {
+        let records: Vec<TokenRecord> = (0..100)
+            .map(|number| numbered(&format!("tok_{number}"), number))
+            .collect();
+        let mut builder = ActiveTokensBuilder::default();
+        builder.positions.reserve(10_000, |&position| {
+            builder
+                .hasher
+                .hash_one(builder.entries[position as usize].0)
+        });
+        let reserved = builder.positions.capacity();
+        for record in &records {
+            builder.insert(record.clone());
+        }
+        let loaded = builder.finish();
+        assert!(
+            loaded.positions.capacity() < reserved,
+            "the table shrank, so finish moved its positions"
+        );
+        for record in &records {
+            let entry = loaded.get(&hash_of(record));
+            assert_eq!(entry.map(|entry| entry.id), Some(record.id.as_str()));
+        }
+        let unknown = numbered("tok_unknown", records.len());
+        assert!(loaded.get(&hash_of(&unknown)).is_none());
+    }
+
+    /// Checks that a configuration reload after a revocation reads the store
+    /// again, dropping the revoked token and keeping the agent's other one.
+    #[tokio::test]
+    async fn revoked_token_gone_after_config_reload() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = Store::create(&directory.path().join("castellan.db"))
+            .await
+            .expect("store opens");
+        let (revoked, kept) = (token("tok_a", 'a'), token("tok_b", 'b'));
+        for record in [&revoked, &kept] {
+            store.insert_token(record).await.expect("token stored");
+        }
+        let loader = Loader {
+            store: store.clone(),
+            master_key: Arc::new(MasterKey::generate()),
+        };
+        let first = loader
+            .snapshot(config_state())
+            .await
+            .expect("snapshot loads");
+        assert!(first.tokens.get(&hash_of(&revoked)).is_some());
+
+        assert!(store.revoke_token("tok_a").await.expect("token revoked"));
+        let reloaded = loader
+            .snapshot_for_config(config_state(), &first)
+            .await
+            .expect("snapshot loads");
+        assert!(!Arc::ptr_eq(&reloaded.tokens, &first.tokens));
+        assert!(reloaded.tokens.get(&hash_of(&revoked)).is_none());
+        let entry = reloaded.tokens.get(&hash_of(&kept)).expect("token loaded");
+        assert_eq!(entry.id, "tok_b");
+        assert_eq!(entry.agent, "bot");
+        assert_eq!(reloaded.tokens.len(), 1);
     }
 }
