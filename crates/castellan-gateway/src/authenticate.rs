@@ -119,7 +119,12 @@ pub fn authenticate<'a>(
     if entry.expires_ms.is_some_and(|expires| expires <= now_ms()) {
         return Err(invalid());
     }
-    admit(snapshot, entry.agent, entry.id.to_string(), entry.id)
+    admit(
+        snapshot,
+        entry.agent,
+        entry.id.to_string(),
+        entry.id.as_str(),
+    )
 }
 
 /// Returns the canary token `token` is, if it is one. Called only after

@@ -3,13 +3,14 @@
 //! so that each request uses one consistent version from start to end.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use castellan_model::{Config, Connection};
 use castellan_policy::Policy;
 use castellan_store::{SealedRow, Store, StoreError, TokenRecord};
-use castellan_vault::{MasterKey, SealedSecret, TokenHash};
+use castellan_vault::{MasterKey, PackedTokenId, SealedSecret, TokenHash, GENERATED_ID_LEN};
 use hashbrown::HashTable;
 
 use crate::credential::{InjectError, Injector};
@@ -75,7 +76,7 @@ fn same_transport(old: &Connection, new: &Connection) -> bool {
 /// A live agent token, as [`ActiveTokens::get`] returns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActiveToken<'a> {
-    pub id: &'a str,
+    pub id: TokenId<'a>,
     /// The agent's name, shared by all of its tokens.
     pub agent: &'a str,
     pub expires_ms: Option<i64>,
@@ -83,6 +84,39 @@ pub struct ActiveToken<'a> {
     /// an unknown token, and the audit record names its agent and id so
     /// the canary detector raises an alert.
     pub canary: bool,
+}
+
+/// A token id as [`ActiveTokens::get`] returns it: written back from its
+/// packed form, or borrowed from the table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TokenId<'a> {
+    /// A generated id, `tok_` and 12 base62 characters.
+    Generated([u8; GENERATED_ID_LEN]),
+    /// Any other id.
+    Other(&'a str),
+}
+
+impl TokenId<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            TokenId::Generated(bytes) => {
+                std::str::from_utf8(bytes).expect("a packed token id unpacks to ASCII")
+            }
+            TokenId::Other(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for TokenId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for TokenId<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 /// Live agent tokens by hash, stored compactly because a gateway may keep
@@ -98,8 +132,8 @@ pub struct ActiveToken<'a> {
 /// orders against the stored ones.
 ///
 /// An entry refers to its agent's name by index, so an agent's tokens share
-/// one copy of the name. It keeps its id in place when the id fits, so a
-/// token with a generated id needs no allocation of its own.
+/// one copy of the name. It keeps a generated id packed in place, so such a
+/// token needs no allocation of its own.
 pub struct ActiveTokens {
     entries: Box<[(TokenHash, PackedToken)]>,
     /// Positions in `entries`, found by the keyed hash of a token hash.
@@ -107,8 +141,8 @@ pub struct ActiveTokens {
     hasher: RandomState,
     /// Agent names, indexed by [`PackedToken::agent`].
     agents: Box<[Arc<str>]>,
-    /// Token ids longer than [`INLINE_ID_MAX`] bytes, indexed by
-    /// [`PackedId::Long`].
+    /// Token ids that are not in the generated form, indexed by
+    /// [`PackedId::Other`].
     long_ids: Box<[Box<str>]>,
 }
 
@@ -137,50 +171,42 @@ impl ActiveTokens {
     }
 }
 
-/// Maximum length in bytes of a token id stored in place. Generated ids
-/// (`tok_` and 12 base62 characters) have exactly this length.
-const INLINE_ID_MAX: usize = 16;
-
-/// A token id, stored in place when it fits and otherwise as the index of
-/// the id in [`ActiveTokens::long_ids`].
+/// A token id, packed in place when it has the generated form and
+/// otherwise the index of the id in [`ActiveTokens::long_ids`].
 ///
 /// The index is stored as little-endian bytes instead of a `u32` so that
-/// the type has alignment 1 and takes 18 bytes instead of 20.
+/// the type has alignment 1 and takes 10 bytes.
 enum PackedId {
-    Inline { len: u8, bytes: [u8; INLINE_ID_MAX] },
-    Long { index: [u8; 4] },
+    Generated(PackedTokenId),
+    Other { index: [u8; 4] },
 }
 
 impl PackedId {
-    /// Stores `id` in place if it fits, otherwise appends it to
+    /// Packs `id` if it has the generated form, otherwise appends it to
     /// `long_ids`. Returns `None` if `long_ids` has no index left.
     fn new(id: &str, long_ids: &mut Vec<Box<str>>) -> Option<Self> {
-        match u8::try_from(id.len()) {
-            Ok(len) if usize::from(len) <= INLINE_ID_MAX => {
-                let mut bytes = [0; INLINE_ID_MAX];
-                bytes[..id.len()].copy_from_slice(id.as_bytes());
-                return Some(PackedId::Inline { len, bytes });
-            }
-            _ => {}
+        if let Some(packed) = PackedTokenId::pack(id) {
+            return Some(PackedId::Generated(packed));
         }
         let index = u32::try_from(long_ids.len()).ok()?;
         long_ids.push(id.into());
-        Some(PackedId::Long {
+        Some(PackedId::Other {
             index: index.to_le_bytes(),
         })
     }
 
-    fn resolve<'a>(&'a self, long_ids: &'a [Box<str>]) -> &'a str {
+    fn resolve<'a>(&self, long_ids: &'a [Box<str>]) -> TokenId<'a> {
         match self {
-            PackedId::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)])
-                .expect("an id stored in place is a whole copy of a str"),
-            PackedId::Long { index } => &long_ids[u32::from_le_bytes(*index) as usize],
+            PackedId::Generated(packed) => TokenId::Generated(packed.unpack()),
+            PackedId::Other { index } => {
+                TokenId::Other(&long_ids[u32::from_le_bytes(*index) as usize])
+            }
         }
     }
 }
 
-/// A live token as [`ActiveTokens`] stores it. It takes 32 bytes, so an
-/// entry with its 32-byte hash takes 64.
+/// A live token as [`ActiveTokens`] stores it. It takes 24 bytes, so an
+/// entry with its 32-byte hash takes 56.
 struct PackedToken {
     id: PackedId,
     /// Index of the agent's name in [`ActiveTokens::agents`].
@@ -575,7 +601,7 @@ mod tests {
             .tokens
             .get(&hash_of(&token("tok_b", 'b')))
             .expect("token loaded");
-        assert_eq!(second.id, "tok_b");
+        assert_eq!(second.id.as_str(), "tok_b");
         assert_eq!(second.agent, "bot");
         assert!(
             std::ptr::eq(first.agent, second.agent),
@@ -606,10 +632,10 @@ mod tests {
     }
 
     #[test]
-    fn map_entry_fits_64_bytes() {
-        assert!(std::mem::size_of::<PackedId>() <= 18);
-        assert!(std::mem::size_of::<PackedToken>() <= 32);
-        assert!(std::mem::size_of::<(TokenHash, PackedToken)>() <= 64);
+    fn table_entry_fits_56_bytes() {
+        assert!(std::mem::size_of::<PackedId>() <= 10);
+        assert!(std::mem::size_of::<PackedToken>() <= 24);
+        assert!(std::mem::size_of::<(TokenHash, PackedToken)>() <= 56);
     }
 
     #[test]
@@ -618,7 +644,7 @@ mod tests {
         let records = [token(&id, 'a')];
         let loaded = table(&records);
         let entry = loaded.get(&hash_of(&records[0])).expect("token loaded");
-        assert_eq!(entry.id, id);
+        assert_eq!(entry.id.as_str(), id);
         assert!(loaded.long_ids.is_empty());
     }
 
@@ -626,10 +652,10 @@ mod tests {
     fn ids_round_trip() {
         let cases = [
             ("empty", ""),
-            ("generated length", "tok_0123456789ab"),
-            ("one byte too long", "tok_0123456789abc"),
-            ("multibyte at limit", "tok_0123456789é"),
-            ("multibyte past limit", "tok_0123456789aé"),
+            ("generated form", "tok_0123456789ab"),
+            ("one character too long", "tok_0123456789abc"),
+            ("multibyte, generated length", "tok_0123456789é"),
+            ("multibyte, one byte longer", "tok_0123456789aé"),
             ("free text", "imported from the previous gateway, row 12"),
         ];
         let records: Vec<TokenRecord> = cases
@@ -640,9 +666,9 @@ mod tests {
         let loaded = table(&records);
         for ((case, id), record) in cases.iter().zip(&records) {
             let entry = loaded.get(&hash_of(record)).expect("token loaded");
-            assert_eq!(entry.id, *id, "{case}");
+            assert_eq!(entry.id.as_str(), *id, "{case}");
         }
-        assert_eq!(loaded.long_ids.len(), 3);
+        assert_eq!(loaded.long_ids.len(), 5);
     }
 
     #[test]
@@ -720,7 +746,7 @@ mod tests {
         let loaded = table(&records);
         let entry = loaded.get(&hash_of(&records[1])).expect("token loaded");
         assert_eq!(loaded.len(), 1);
-        assert_eq!(entry.id, "tok_b");
+        assert_eq!(entry.id.as_str(), "tok_b");
     }
 
     /// Loads enough tokens that the table of positions grows several times
@@ -734,7 +760,10 @@ mod tests {
         assert_eq!(loaded.len(), records.len());
         for record in &records {
             let entry = loaded.get(&hash_of(record));
-            assert_eq!(entry.map(|entry| entry.id), Some(record.id.as_str()));
+            assert_eq!(
+                entry.map(|entry| entry.id.to_string()),
+                Some(record.id.clone())
+            );
         }
         let unknown = numbered("tok_unknown", records.len());
         assert!(loaded.get(&hash_of(&unknown)).is_none());
@@ -765,7 +794,10 @@ mod tests {
         );
         for record in &records {
             let entry = loaded.get(&hash_of(record));
-            assert_eq!(entry.map(|entry| entry.id), Some(record.id.as_str()));
+            assert_eq!(
+                entry.map(|entry| entry.id.to_string()),
+                Some(record.id.clone())
+            );
         }
         let unknown = numbered("tok_unknown", records.len());
         assert!(loaded.get(&hash_of(&unknown)).is_none());
@@ -801,7 +833,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&reloaded.tokens, &first.tokens));
         assert!(reloaded.tokens.get(&hash_of(&revoked)).is_none());
         let entry = reloaded.tokens.get(&hash_of(&kept)).expect("token loaded");
-        assert_eq!(entry.id, "tok_b");
+        assert_eq!(entry.id.as_str(), "tok_b");
         assert_eq!(entry.agent, "bot");
         assert_eq!(reloaded.tokens.len(), 1);
     }

@@ -17,4 +17,7 @@ pub mod token;
 pub use envelope::{open, rewrap, seal, SealedSecret, SecretValue};
 pub use error::{KeyFileReason, VaultError};
 pub use master::{KdfParams, KeyCheck, MasterKey};
-pub use token::{looks_like_token, new_token_id, parse_token, AgentToken, TokenError, TokenHash};
+pub use token::{
+    looks_like_token, new_token_id, parse_token, AgentToken, PackedTokenId, TokenError, TokenHash,
+    GENERATED_ID_LEN,
+};

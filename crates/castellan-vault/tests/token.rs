@@ -2,7 +2,7 @@ use std::collections::HashSet;
 
 use castellan_vault::token::TOKEN_LEN;
 use castellan_vault::{
-    looks_like_token, new_token_id, parse_token, AgentToken, TokenError, TokenHash,
+    looks_like_token, new_token_id, parse_token, AgentToken, PackedTokenId, TokenError, TokenHash,
 };
 use sha2::{Digest, Sha256};
 
@@ -270,5 +270,40 @@ fn looks_like_token_checks_prefix_and_length() {
     ];
     for (candidate, expected) in cases {
         assert_eq!(looks_like_token(&candidate), expected, "{candidate:?}");
+    }
+}
+
+#[test]
+fn generated_ids_pack_and_unpack() {
+    let mut ids: Vec<String> = (0..1_000).map(|_| new_token_id()).collect();
+    ids.push("tok_000000000000".to_string());
+    ids.push("tok_zzzzzzzzzzzz".to_string());
+    ids.push("tok_0123456789Az".to_string());
+    let mut packed = HashSet::new();
+    for id in &ids {
+        let packed_id = PackedTokenId::pack(id).expect("a generated id packs");
+        assert_eq!(packed_id.unpack().as_slice(), id.as_bytes(), "{id}");
+        packed.insert(packed_id.unpack());
+    }
+    // Distinct ids stay distinct once packed.
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(packed.len(), distinct.len());
+}
+
+#[test]
+fn other_ids_not_packed() {
+    let cases = [
+        ("empty", ""),
+        ("prefix only", "tok_"),
+        ("one character short", "tok_0123456789A"),
+        ("one character long", "tok_0123456789Abc"),
+        ("other prefix", "key_0123456789Ab"),
+        ("upper-case prefix", "TOK_0123456789Ab"),
+        ("not base62", "tok_0123456789A-"),
+        ("multibyte", "tok_0123456789é"),
+        ("free text", "imported from the previous gateway"),
+    ];
+    for (case, id) in cases {
+        assert_eq!(PackedTokenId::pack(id), None, "{case}");
     }
 }

@@ -20,6 +20,21 @@ pub(crate) fn is_base62(byte: u8) -> bool {
     byte.is_ascii_alphanumeric()
 }
 
+/// Returns the value of base62 character `byte`, or `None` for any other byte.
+pub(crate) fn digit_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'A'..=b'Z' => Some(byte - b'A' + 10),
+        b'a'..=b'z' => Some(byte - b'a' + 36),
+        _ => None,
+    }
+}
+
+/// Returns the base62 character of `value`, which must be below 62.
+pub(crate) fn digit_char(value: u8) -> u8 {
+    ALPHABET[usize::from(value)]
+}
+
 /// Encodes `value` as exactly [`CHECKSUM_LEN`] characters, zero-padded on the left.
 pub(crate) fn encode_checksum(mut value: u32) -> [u8; CHECKSUM_LEN] {
     let mut out = [ALPHABET[0]; CHECKSUM_LEN];

@@ -135,3 +135,44 @@ pub fn new_token_id() -> String {
     base62::push_random(&mut id, TOKEN_ID_RANDOM_LEN);
     id
 }
+
+/// Length in bytes of a token id in the form [`new_token_id`] writes.
+pub const GENERATED_ID_LEN: usize = TOKEN_ID_PREFIX.len() + TOKEN_ID_RANDOM_LEN;
+
+/// A token id in the form [`new_token_id`] writes, packed into the number that its
+/// 12 base62 characters spell. That number is below 62^12, about 3.2e21, so 9 bytes
+/// (2^72, about 4.7e21) hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedTokenId([u8; 9]);
+
+impl PackedTokenId {
+    /// Packs `id`, or returns `None` unless it is `tok_` followed by exactly 12 base62
+    /// characters.
+    pub fn pack(id: &str) -> Option<Self> {
+        let digits = id.strip_prefix(TOKEN_ID_PREFIX)?.as_bytes();
+        if digits.len() != TOKEN_ID_RANDOM_LEN {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for &byte in digits {
+            value = value * 62 + u128::from(base62::digit_value(byte)?);
+        }
+        let mut packed = [0; 9];
+        packed.copy_from_slice(&value.to_le_bytes()[..9]);
+        Some(Self(packed))
+    }
+
+    /// Writes the id back as text: `tok_` and the 12 characters it was packed from.
+    pub fn unpack(&self) -> [u8; GENERATED_ID_LEN] {
+        let mut bytes = [0; 16];
+        bytes[..9].copy_from_slice(&self.0);
+        let mut value = u128::from_le_bytes(bytes);
+        let mut id = [0; GENERATED_ID_LEN];
+        id[..TOKEN_ID_PREFIX.len()].copy_from_slice(TOKEN_ID_PREFIX.as_bytes());
+        for slot in id[TOKEN_ID_PREFIX.len()..].iter_mut().rev() {
+            *slot = base62::digit_char((value % 62) as u8);
+            value /= 62;
+        }
+        id
+    }
+}
