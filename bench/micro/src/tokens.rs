@@ -11,7 +11,7 @@ use castellan_vault::{AgentToken, TokenHash};
 
 /// The fields of one active token that the gateway keeps in memory.
 ///
-/// NOTE: the gateway packs these fields into 32 bytes and keeps the entries
+/// NOTE: the gateway packs these fields into 24 bytes and keeps the entries
 /// in an array that a table of positions indexes (`ActiveTokens` in
 /// castellan-gateway's state.rs). This table times a `HashMap` lookup of
 /// a larger entry, without the gateway's second memory access.

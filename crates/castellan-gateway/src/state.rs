@@ -87,10 +87,14 @@ pub struct ActiveToken<'a> {
 }
 
 /// A token id as [`ActiveTokens::get`] returns it: written back from its
-/// packed form, or borrowed from the table.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum TokenId<'a> {
-    /// A generated id, `tok_` and 12 base62 characters.
+/// packed form, or borrowed from the table. It compares, displays and
+/// formats as its text.
+#[derive(Clone, Copy)]
+pub struct TokenId<'a>(IdText<'a>);
+
+#[derive(Clone, Copy)]
+enum IdText<'a> {
+    /// A generated id, `tok_` and 12 base62 characters, which are ASCII.
     Generated([u8; GENERATED_ID_LEN]),
     /// Any other id.
     Other(&'a str),
@@ -98,18 +102,26 @@ pub enum TokenId<'a> {
 
 impl TokenId<'_> {
     pub fn as_str(&self) -> &str {
-        match self {
-            TokenId::Generated(bytes) => {
+        match &self.0 {
+            IdText::Generated(bytes) => {
                 std::str::from_utf8(bytes).expect("a packed token id unpacks to ASCII")
             }
-            TokenId::Other(id) => id,
+            IdText::Other(id) => id,
         }
     }
 }
 
+impl PartialEq for TokenId<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TokenId<'_> {}
+
 impl fmt::Display for TokenId<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -143,7 +155,7 @@ pub struct ActiveTokens {
     agents: Box<[Arc<str>]>,
     /// Token ids that are not in the generated form, indexed by
     /// [`PackedId::Other`].
-    long_ids: Box<[Box<str>]>,
+    other_ids: Box<[Box<str>]>,
 }
 
 impl ActiveTokens {
@@ -163,7 +175,7 @@ impl ActiveTokens {
             .find(key, |&position| self.entries[position as usize].0 == *hash)?;
         let packed = &self.entries[*position as usize].1;
         Some(ActiveToken {
-            id: packed.id.resolve(&self.long_ids),
+            id: packed.id.resolve(&self.other_ids),
             agent: &self.agents[packed.agent as usize],
             expires_ms: packed.expires_ms.map(i64::from_le_bytes),
             canary: packed.canary,
@@ -172,7 +184,7 @@ impl ActiveTokens {
 }
 
 /// A token id, packed in place when it has the generated form and
-/// otherwise the index of the id in [`ActiveTokens::long_ids`].
+/// otherwise the index of the id in [`ActiveTokens::other_ids`].
 ///
 /// The index is stored as little-endian bytes instead of a `u32` so that
 /// the type has alignment 1 and takes 10 bytes.
@@ -183,24 +195,24 @@ enum PackedId {
 
 impl PackedId {
     /// Packs `id` if it has the generated form, otherwise appends it to
-    /// `long_ids`. Returns `None` if `long_ids` has no index left.
-    fn new(id: &str, long_ids: &mut Vec<Box<str>>) -> Option<Self> {
+    /// `other_ids`. Returns `None` if `other_ids` has no index left.
+    fn new(id: &str, other_ids: &mut Vec<Box<str>>) -> Option<Self> {
         if let Some(packed) = PackedTokenId::pack(id) {
             return Some(PackedId::Generated(packed));
         }
-        let index = u32::try_from(long_ids.len()).ok()?;
-        long_ids.push(id.into());
+        let index = u32::try_from(other_ids.len()).ok()?;
+        other_ids.push(id.into());
         Some(PackedId::Other {
             index: index.to_le_bytes(),
         })
     }
 
-    fn resolve<'a>(&self, long_ids: &'a [Box<str>]) -> TokenId<'a> {
+    fn resolve<'a>(&self, other_ids: &'a [Box<str>]) -> TokenId<'a> {
         match self {
-            PackedId::Generated(packed) => TokenId::Generated(packed.unpack()),
-            PackedId::Other { index } => {
-                TokenId::Other(&long_ids[u32::from_le_bytes(*index) as usize])
-            }
+            PackedId::Generated(packed) => TokenId(IdText::Generated(packed.unpack())),
+            PackedId::Other { index } => TokenId(IdText::Other(
+                &other_ids[u32::from_le_bytes(*index) as usize],
+            )),
         }
     }
 }
@@ -432,7 +444,7 @@ struct ActiveTokensBuilder {
     positions: HashTable<u32>,
     hasher: RandomState,
     agents: AgentNames,
-    long_ids: Vec<Box<str>>,
+    other_ids: Vec<Box<str>>,
 }
 
 impl ActiveTokensBuilder {
@@ -466,7 +478,7 @@ impl ActiveTokensBuilder {
 
     fn pack(&mut self, record: TokenRecord) -> Option<(TokenHash, PackedToken)> {
         let hash = TokenHash::from_hex(&record.hash).ok()?;
-        // More than 4,294,967,295 agents or long ids would not fit in memory
+        // More than 4,294,967,295 agents or other ids would not fit in memory
         // anyway, but a row past that limit is skipped rather than misfiled.
         let Some(agent) = self.agents.intern(record.agent) else {
             tracing::warn!(
@@ -475,10 +487,10 @@ impl ActiveTokensBuilder {
             );
             return None;
         };
-        let Some(id) = PackedId::new(&record.id, &mut self.long_ids) else {
+        let Some(id) = PackedId::new(&record.id, &mut self.other_ids) else {
             tracing::warn!(
                 token_id = %record.id,
-                "failed to load agent token: more than u32::MAX long token ids, shorten the ids"
+                "failed to load agent token: more than u32::MAX token ids not generated by castellan, reissue the tokens"
             );
             return None;
         };
@@ -501,7 +513,7 @@ impl ActiveTokensBuilder {
             positions: self.positions,
             hasher,
             agents: self.agents.names.into_boxed_slice(),
-            long_ids: self.long_ids.into_boxed_slice(),
+            other_ids: self.other_ids.into_boxed_slice(),
         }
     }
 }
@@ -645,7 +657,7 @@ mod tests {
         let loaded = table(&records);
         let entry = loaded.get(&hash_of(&records[0])).expect("token loaded");
         assert_eq!(entry.id.as_str(), id);
-        assert!(loaded.long_ids.is_empty());
+        assert!(loaded.other_ids.is_empty());
     }
 
     #[test]
@@ -668,7 +680,25 @@ mod tests {
             let entry = loaded.get(&hash_of(record)).expect("token loaded");
             assert_eq!(entry.id.as_str(), *id, "{case}");
         }
-        assert_eq!(loaded.long_ids.len(), 5);
+        assert_eq!(loaded.other_ids.len(), 5);
+    }
+
+    /// `TokenId` replaced a `&str`, so `{:>N}` and `{:.N}` must format it
+    /// the way they format the id's text.
+    #[test]
+    fn token_id_display_honors_width_and_precision() {
+        let ids = ["tok_0123456789ab", "imported id"];
+        let records: Vec<TokenRecord> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| numbered(id, n))
+            .collect();
+        let loaded = table(&records);
+        for (id, record) in ids.iter().zip(&records) {
+            let entry = loaded.get(&hash_of(record)).expect("token loaded");
+            assert_eq!(format!("{:>20}", entry.id), format!("{id:>20}"), "width");
+            assert_eq!(format!("{:.4}", entry.id), format!("{id:.4}"), "precision");
+        }
     }
 
     #[test]
