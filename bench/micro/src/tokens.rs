@@ -5,24 +5,10 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+use castellan_gateway::ActiveTokens;
 use castellan_model::{Agent, Config};
-use castellan_store::now_ms;
-use castellan_vault::{AgentToken, TokenHash};
-
-/// The fields of one active token that the gateway keeps in memory.
-///
-/// NOTE: the gateway packs these fields into 24 bytes and keeps the entries
-/// in an array that a table of positions indexes (`ActiveTokens` in
-/// castellan-gateway's state.rs). This table times a `HashMap` lookup of
-/// a larger entry, without the gateway's second memory access.
-#[derive(Debug, Clone)]
-pub struct ActiveToken {
-    /// Public token id, such as `tok_...`.
-    pub id: String,
-    pub agent: String,
-    pub expires_ms: Option<i64>,
-    pub canary: bool,
-}
+use castellan_store::{now_ms, TokenRecord};
+use castellan_vault::AgentToken;
 
 /// An agent admitted by its token, with the token's public id.
 #[derive(Debug)]
@@ -49,7 +35,8 @@ pub enum TokenRejection {
 /// the configuration, hashed as the store keeps them.
 pub struct TokenTable {
     pub config: Config,
-    pub tokens: HashMap<TokenHash, ActiveToken>,
+    /// The gateway's own token table.
+    pub tokens: ActiveTokens,
     /// Suspended agents and the reason given.
     pub suspended: HashMap<String, Option<String>>,
     /// The issued tokens, in the order of `config.agents`.
@@ -59,22 +46,25 @@ pub struct TokenTable {
 impl TokenTable {
     /// Issues one token for each agent of `config`.
     pub fn issue(config: Config) -> TokenTable {
-        let mut tokens = HashMap::with_capacity(config.agents.len());
+        let mut records = Vec::with_capacity(config.agents.len());
         let mut issued = Vec::with_capacity(config.agents.len());
         for name in config.agents.keys() {
             let token = AgentToken::generate();
-            let entry = ActiveToken {
+            records.push(TokenRecord {
                 id: castellan_vault::new_token_id(),
                 agent: name.clone(),
+                hash: token.hash().to_hex(),
+                created_ms: now_ms(),
                 expires_ms: None,
+                revoked_ms: None,
+                last_used_ms: None,
                 canary: false,
-            };
-            tokens.insert(token.hash(), entry);
+            });
             issued.push(token);
         }
         TokenTable {
             config,
-            tokens,
+            tokens: ActiveTokens::from_records(records),
             suspended: HashMap::new(),
             issued,
         }
@@ -103,7 +93,7 @@ impl TokenTable {
         let agent = self
             .config
             .agents
-            .get(&entry.agent)
+            .get(entry.agent)
             .ok_or(TokenRejection::UnknownAgent)?;
         if self.suspended.contains_key(&agent.name) {
             return Err(TokenRejection::Suspended);
@@ -113,7 +103,7 @@ impl TokenTable {
         }
         Ok(Admitted {
             agent,
-            token_id: entry.id.clone(),
+            token_id: entry.id.to_string(),
         })
     }
 }

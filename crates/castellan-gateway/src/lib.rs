@@ -33,5 +33,8 @@ pub use proxy::{Gateway, Peer, REQUEST_ID_HEADER};
 pub use redact::Redactor;
 pub use reload::{ConfigSource, Reloader};
 pub use server::serve;
-pub use state::{ActivateError, ConfigState, CredentialState, LoadError, Loader, Snapshot};
+pub use state::{
+    ActivateError, ActiveToken, ActiveTokens, ConfigState, CredentialState, LoadError, Loader,
+    Snapshot, TokenId,
+};
 pub use tls::{TlsError, TlsSettings, TlsTerminator};

@@ -159,6 +159,18 @@ pub struct ActiveTokens {
 }
 
 impl ActiveTokens {
+    /// Builds the table from token rows as a snapshot does from the store:
+    /// a later row with the same hash replaces an earlier one, and a row
+    /// whose hash is not valid hex is skipped. Benchmarks use this to time
+    /// the gateway's own lookups.
+    pub fn from_records(records: impl IntoIterator<Item = TokenRecord>) -> Self {
+        let mut builder = ActiveTokensBuilder::default();
+        for record in records {
+            builder.insert(record);
+        }
+        builder.finish()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -636,11 +648,7 @@ mod tests {
 
     /// Loads `records` into a table the way a snapshot does.
     fn table(records: &[TokenRecord]) -> ActiveTokens {
-        let mut builder = ActiveTokensBuilder::default();
-        for record in records {
-            builder.insert(record.clone());
-        }
-        builder.finish()
+        ActiveTokens::from_records(records.iter().cloned())
     }
 
     #[test]
