@@ -101,6 +101,7 @@ enum IdText<'a> {
 }
 
 impl TokenId<'_> {
+    /// Returns the id as text.
     pub fn as_str(&self) -> &str {
         match &self.0 {
             IdText::Generated(bytes) => {
@@ -787,6 +788,20 @@ mod tests {
         assert_eq!(entry.id.as_str(), "tok_b");
     }
 
+    /// Asserts that `loaded` finds each of `records` with its own id and
+    /// does not find a hash that none of them has.
+    fn assert_finds_exactly(loaded: &ActiveTokens, records: &[TokenRecord]) {
+        for record in records {
+            let entry = loaded.get(&hash_of(record));
+            assert_eq!(
+                entry.map(|entry| entry.id.to_string()),
+                Some(record.id.clone())
+            );
+        }
+        let unknown = numbered("tok_unknown", records.len());
+        assert!(loaded.get(&hash_of(&unknown)).is_none());
+    }
+
     /// Loads enough tokens that the table of positions grows several times
     /// and rehashes what it holds, then finds every token and no other.
     #[test]
@@ -796,15 +811,7 @@ mod tests {
             .collect();
         let loaded = table(&records);
         assert_eq!(loaded.len(), records.len());
-        for record in &records {
-            let entry = loaded.get(&hash_of(record));
-            assert_eq!(
-                entry.map(|entry| entry.id.to_string()),
-                Some(record.id.clone())
-            );
-        }
-        let unknown = numbered("tok_unknown", records.len());
-        assert!(loaded.get(&hash_of(&unknown)).is_none());
+        assert_finds_exactly(&loaded, &records);
     }
 
     /// Reserves room before loading so that `finish` shrinks the table of
@@ -830,15 +837,7 @@ mod tests {
             loaded.positions.capacity() < reserved,
             "the table shrank, so finish moved its positions"
         );
-        for record in &records {
-            let entry = loaded.get(&hash_of(record));
-            assert_eq!(
-                entry.map(|entry| entry.id.to_string()),
-                Some(record.id.clone())
-            );
-        }
-        let unknown = numbered("tok_unknown", records.len());
-        assert!(loaded.get(&hash_of(&unknown)).is_none());
+        assert_finds_exactly(&loaded, &records);
     }
 
     /// Checks that a configuration reload after a revocation reads the store
