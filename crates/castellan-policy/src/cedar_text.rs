@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use castellan_model::{MethodSet, PathPattern, Rule, RuleEffect, Segment};
+use castellan_model::{MethodSet, PathPattern, Rule, RuleEffect, RuleId, Segment};
 use ipnet::IpNet;
 
 use crate::error::PolicyError;
@@ -30,36 +30,74 @@ impl ContextShape {
     }
 }
 
-/// Writes the `permit` or `forbid` policy for one rule, without the `@id`
-/// annotation that [`annotated`] adds for display.
+/// Writes the policy that Cedar evaluates for one rule: its conditions
+/// under an unconstrained scope, without the `@id` annotation.
 ///
-/// `shape` grows to cover the segment attributes the policy reads.
+/// Cedar evaluates a rule only after `RuleSets` selected it by the
+/// request's connection and method, and only with its own role as the
+/// principal, so the rule's scope is always true there. Leaving it out saves
+/// building and testing the scope expressions on every evaluation, among
+/// them the set of `action in [...]`. [`displayed_rule_policy`] puts the scope
+/// back for display. `shape` grows to cover the segment attributes the
+/// policy reads.
 pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<String, PolicyError> {
     let id = rule.id.to_string();
     if rule.paths.is_empty() {
         return Err(PolicyError::NoPaths { rule: id });
     }
-    let effect = match rule.id.effect {
-        RuleEffect::Allow => "permit",
-        RuleEffect::Deny => "forbid",
-    };
-    let action =
-        action_scope(&rule.methods).ok_or_else(|| PolicyError::NoMethods { rule: id.clone() })?;
+    if action_scope(&rule.methods).is_none() {
+        return Err(PolicyError::NoMethods { rule: id });
+    }
     let mut conditions = Vec::with_capacity(rule.paths.len());
     for pattern in &rule.paths {
         let condition = pattern_condition(pattern, shape)
             .ok_or_else(|| PolicyError::RepeatedAnyDepth { rule: id.clone() })?;
         conditions.push(format!("({condition})"));
     }
+    let scope = UNCONSTRAINED.map(str::to_string);
+    Ok(policy_text(
+        effect_keyword(rule.id.effect),
+        &scope,
+        "when",
+        &conditions,
+    ))
+}
+
+/// Writes the policy of a rule as displayed: the text that [`rule_policy`]
+/// wrote for it (`evaluated`), with the rule's role, methods and connection
+/// in the scope, and without the `@id` annotation.
+///
+/// Each displayed policy, evaluated by itself with an agent of the role as the
+/// principal, decides as the evaluated one does after selection.
+pub(crate) fn displayed_rule_policy(
+    id: &RuleId,
+    connection: &str,
+    methods: &MethodSet,
+    evaluated: &str,
+) -> String {
+    // The generated scope has no line that starts with `)`, and string
+    // literals escape line breaks, so the first such line ends the scope.
+    let Some((_, conditions)) = evaluated.split_once("\n)\n") else {
+        return evaluated.to_string();
+    };
     let scope = [
-        format!("principal in Role::{}", string_literal(&rule.id.role)),
-        action,
-        format!(
-            "resource == Connection::{}",
-            string_literal(&rule.connection)
-        ),
+        format!("principal in Role::{}", string_literal(&id.role)),
+        action_scope(methods).unwrap_or_else(|| "action".to_string()),
+        format!("resource == Connection::{}", string_literal(connection)),
     ];
-    Ok(policy_text(effect, &scope, "when", &conditions))
+    let mut text = scope_text(effect_keyword(id.effect), &scope);
+    text.push_str(conditions);
+    text
+}
+
+/// The scope of an evaluated rule policy.
+const UNCONSTRAINED: [&str; 3] = ["principal", "action", "resource"];
+
+fn effect_keyword(effect: RuleEffect) -> &'static str {
+    match effect {
+        RuleEffect::Allow => "permit",
+        RuleEffect::Deny => "forbid",
+    }
 }
 
 /// Writes the `forbid` policy that rejects sources outside the `networks`
@@ -91,16 +129,21 @@ pub(crate) fn network_policy_text(name: &str, networks: &[IpNet]) -> String {
 /// Lays out one policy: the effect, the three scope constraints and a
 /// `when` or `unless` clause that ORs `conditions`.
 fn policy_text(effect: &str, scope: &[String; 3], clause: &str, conditions: &[String]) -> String {
-    let mut text = format!("{effect} (\n");
-    text.push_str(&format!(
-        "  {},\n  {},\n  {}\n)\n",
-        scope[0], scope[1], scope[2]
-    ));
+    let mut text = scope_text(effect, scope);
     text.push_str(&format!(
         "{clause} {{\n  {}\n}};\n",
         conditions.join(" ||\n  ")
     ));
     text
+}
+
+/// Writes the effect and the scope of a policy, up to and including the
+/// line with the closing parenthesis.
+fn scope_text(effect: &str, scope: &[String; 3]) -> String {
+    format!(
+        "{effect} (\n  {},\n  {},\n  {}\n)\n",
+        scope[0], scope[1], scope[2]
+    )
 }
 
 /// Puts the `@id` annotation that names the policy `id` on a line before
@@ -285,6 +328,58 @@ networks = ["10.0.0.0/8", "192.168.1.7", "fd00::/8", "::1", "::ffff:192.0.2.0/12
         let id = cedar_policy::PolicyId::new(network_policy_id(&agent.name));
         let parsed = cedar_policy::Policy::parse(Some(id), &policy);
         assert!(parsed.is_ok(), "Cedar rejects {policy}: {parsed:?}");
+    }
+
+    #[test]
+    fn evaluated_rule_leaves_scope_to_selection() {
+        let text = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[roles.editor]
+deny = [{ connection = "blog", paths = ["/a\")/**"] }]
+allow = [{ connection = "blog", methods = ["GET", "HEAD"], paths = ["/posts/*"] }]
+"#;
+        let config = castellan_model::Config::parse(text, std::path::Path::new("castellan.toml"))
+            .expect("valid configuration");
+        let role = &config.roles["editor"];
+        let mut shape = ContextShape::default();
+
+        let allow = &role.allow[0];
+        let evaluated = rule_policy(allow, &mut shape).expect("rule compiles");
+        assert_eq!(
+            evaluated,
+            "permit (\n  principal,\n  action,\n  resource\n)\n\
+             when {\n  (context.depth == 2 && context.s0 == \"posts\" && context.s1 != \"\")\n};\n"
+        );
+        let displayed =
+            displayed_rule_policy(&allow.id, &allow.connection, &allow.methods, &evaluated);
+        assert_eq!(
+            displayed,
+            "permit (\n  principal in Role::\"editor\",\n  \
+             action in [Action::\"GET\", Action::\"HEAD\"],\n  \
+             resource == Connection::\"blog\"\n)\n\
+             when {\n  (context.depth == 2 && context.s0 == \"posts\" && context.s1 != \"\")\n};\n"
+        );
+
+        // A literal with a closing parenthesis stays in the conditions.
+        let deny = &role.deny[0];
+        let evaluated = rule_policy(deny, &mut shape).expect("rule compiles");
+        let displayed =
+            displayed_rule_policy(&deny.id, &deny.connection, &deny.methods, &evaluated);
+        assert!(
+            displayed.starts_with(
+                "forbid (\n  principal in Role::\"editor\",\n  action,\n  \
+                 resource == Connection::\"blog\"\n)\nwhen {\n  (context.depth >= 1 && context.s0 == \"a\\\")\")"
+            ),
+            "{displayed}"
+        );
+        for text in [&evaluated, &displayed] {
+            let parsed = cedar_policy::Policy::parse(None, text);
+            assert!(parsed.is_ok(), "Cedar rejects {text}: {parsed:?}");
+        }
     }
 
     #[test]

@@ -1,16 +1,17 @@
-//! Compilation of a configuration into Cedar policies and entities.
+//! Compilation of a configuration into Cedar policies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use castellan_model::{Agent, Config, Location, MethodSet, Role, Rule, RuleEffect, RuleId};
-use cedar_policy::{Authorizer, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId};
+use cedar_policy::{Authorizer, Entities, EntityId, EntityTypeName, EntityUid, PolicyId};
 use ipnet::IpNet;
 
 use crate::cedar_text::{
-    annotated, network_policy_agent, network_policy_text, rule_policy, ContextShape,
+    annotated, displayed_rule_policy, network_policy_agent, network_policy_text, rule_policy,
+    ContextShape,
 };
 use crate::decision_cache::DecisionCache;
 use crate::error::PolicyError;
@@ -22,6 +23,8 @@ use crate::rule_sets::{RuleScope, RuleSetCache, RuleSets};
 /// decision cache, which is thread-safe, so one instance can be shared
 /// between request handlers in an `Arc`.
 pub struct Policy {
+    /// Empty: the evaluated rule policies read no entity, and the principal
+    /// of an evaluation needs none.
     pub(crate) entities: Entities,
     pub(crate) authorizer: Authorizer,
     /// The rule policies in reporting order: the roles in name order, and
@@ -73,13 +76,15 @@ impl SegmentKeys {
 
 /// The Cedar policy of one rule and the rule it came from.
 pub(crate) struct CompiledPolicy {
-    /// The parsed policy, without the `@id` annotation that its displayed
-    /// text starts with: Cedar keeps annotations in a map of their own,
-    /// about 1 KiB for each policy, and the id is in `id` already.
+    /// The parsed policy as Cedar evaluates it: the rule's conditions under
+    /// an unconstrained scope (see `cedar_text::rule_policy`), and without
+    /// the `@id` annotation that its displayed text starts with. Cedar
+    /// keeps annotations in a map of their own, about 1 KiB for each
+    /// policy, and the id is in `id` already.
     ///
     /// No text is kept beside it: cedar-policy 4 displays a policy parsed
     /// from text as that text (`LosslessPolicy::Text`), so
-    /// [`Policy::policy_text`] writes the rule's text from here.
+    /// [`Policy::policy_text`] writes the displayed text from here and `scope`.
     pub(crate) cedar: cedar_policy::Policy,
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
@@ -100,8 +105,8 @@ pub(crate) struct AgentEntry {
 
 /// One role in compiled form, shared by every agent that lists it.
 ///
-/// Rule policies name roles only (`principal in Role::"..."`), never an
-/// agent. Cedar denies when a `forbid` is satisfied and otherwise allows
+/// Displayed rule policies name roles only (`principal in Role::"..."`),
+/// never an agent, and evaluated ones no principal at all. Cedar denies when a `forbid` is satisfied and otherwise allows
 /// when a `permit` is. So `Policy::authorize` evaluates the rules of each
 /// of an agent's roles on their own, with the role as the principal, and
 /// combines the results into the decision of all the rules at once.
@@ -111,8 +116,8 @@ pub(crate) struct AgentEntry {
 /// combination of its own.
 pub(crate) struct CompiledRole {
     pub(crate) name: String,
-    /// The `Role` entity, the principal when Cedar evaluates this role's
-    /// rules.
+    /// The id of the `Role` entity, the principal when Cedar evaluates this
+    /// role's rules.
     pub(crate) uid: EntityUid,
     /// Positions in `compiled` of the role's deny rules, then its allow
     /// rules.
@@ -220,14 +225,13 @@ impl Policy {
                 });
             }
         }
-        let entities = build_entities(&roles)?;
         let uids = request_uids(config, &types);
         // The policy lives until the next reload, so give back the spare
         // capacity that growing the vector left.
         let mut compiled = builder.compiled;
         compiled.shrink_to_fit();
         Ok(Policy {
-            entities,
+            entities: Entities::empty(),
             authorizer: Authorizer::new(),
             compiled,
             positions: builder.positions,
@@ -271,10 +275,16 @@ impl Policy {
     }
 
     /// Returns the Cedar text of the rule policy at `position` in
-    /// `compiled`, with its `@id` annotation.
+    /// `compiled`, with its `@id` annotation and the rule's scope.
     pub(crate) fn policy_text(&self, position: usize) -> String {
         let compiled = &self.compiled[position];
-        annotated(&compiled.id, &compiled.cedar.to_string())
+        let displayed = displayed_rule_policy(
+            &compiled.rule,
+            &compiled.scope.connection,
+            &compiled.scope.methods,
+            &compiled.cedar.to_string(),
+        );
+        annotated(&compiled.id, &displayed)
     }
 
     /// Returns the Cedar text of the policy with id `id`: a rule policy or
@@ -427,18 +437,6 @@ fn role_group(
     })
 }
 
-/// Builds the `Role` entities. Each is the principal of its own rules'
-/// evaluations, where `principal in Role::"..."` is true because an entity
-/// is in itself.
-fn build_entities(roles: &HashMap<String, Arc<CompiledRole>>) -> Result<Entities, PolicyError> {
-    let entities = roles
-        .values()
-        .map(|role| Entity::new_no_attrs(role.uid.clone(), HashSet::new()));
-    Entities::from_entities(entities, None).map_err(|error| PolicyError::Entities {
-        message: error.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -541,8 +539,8 @@ owner = "jay@example.com"
         let policy = policy();
         let first = &policy.agents["first"].roles;
         assert!(Arc::ptr_eq(first, &policy.agents["second"].roles));
-        // One entity per role, none per agent or group of roles.
-        assert_eq!(policy.entities.len(), 2);
+        // No entity for the roles, the agents or their groups.
+        assert!(policy.entities.is_empty());
         assert_eq!(names(&policy, "first"), ["reader"]);
     }
 

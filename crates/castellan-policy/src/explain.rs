@@ -52,7 +52,7 @@ impl Policy {
                 matches.extend(
                     role.rules
                         .iter()
-                        .map(|&position| (position, self.rule_match(position, &cedar))),
+                        .map(|&position| (position, self.rule_match(position, request, &cedar))),
                 );
             }
         }
@@ -66,22 +66,29 @@ impl Policy {
         }
     }
 
-    /// Evaluates the policy at `position` alone. A policy that raises an
-    /// evaluation error counts as not matched.
-    fn rule_match(&self, position: usize, request: &cedar_policy::Request) -> RuleMatch {
+    /// Tests the scope of the rule at `position` and evaluates its policy
+    /// alone, which leaves the scope out (see `CompiledPolicy::cedar`). A
+    /// policy that raises an evaluation error counts as not matched.
+    fn rule_match(
+        &self,
+        position: usize,
+        request: &AccessRequest<'_>,
+        cedar_request: &cedar_policy::Request,
+    ) -> RuleMatch {
         let compiled = &self.compiled[position];
         let cedar = &compiled.cedar;
         let mut single = PolicySet::new();
+        let in_scope = compiled.scope.covers(request.connection, request.method);
         let matched = match single.add(cedar.clone()) {
-            Ok(()) => {
-                let response = self.evaluate(request, &single);
+            Ok(()) if in_scope => {
+                let response = self.evaluate(cedar_request, &single);
                 let satisfied = response
                     .diagnostics()
                     .reason()
                     .any(|reason| reason == cedar.id());
                 satisfied && response.diagnostics().errors().next().is_none()
             }
-            Err(_) => false,
+            Ok(()) | Err(_) => false,
         };
         RuleMatch {
             id: compiled.rule.clone(),

@@ -1,8 +1,8 @@
 //! The earlier request building, kept to test the faster path against:
 //! an `Agent` entity of its own as the principal, entity ids parsed per
 //! request, the source address in the context as an `ip()` value, and
-//! every policy of the agent, its network policy included, evaluated by
-//! Cedar in one set.
+//! every policy of the agent as displayed, scopes and network policy included,
+//! evaluated by Cedar in one set.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -80,9 +80,14 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
             reason: format!("agent {:?} is not in the configuration", request.agent),
         };
     };
+    // The displayed rule policies, with their scopes: the compiled ones leave
+    // the scope to selection, which this evaluation skips.
     let mut set = PolicySet::new();
     for position in policy.group_rules(&agent.roles) {
-        let cedar = policy.compiled[position].cedar.clone();
+        let id = cedar_policy::PolicyId::new(&policy.compiled[position].id);
+        let text = policy.policy_text(position);
+        let cedar =
+            cedar_policy::Policy::parse(Some(id), &text).expect("displayed rule policy parses");
         set.add(cedar).expect("policy ids are unique");
     }
     // Network policies are not parsed when compiled, so parse them here.

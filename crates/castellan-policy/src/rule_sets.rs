@@ -8,6 +8,10 @@
 //! less work. Action entities have no parents, so `action in [...]` is true
 //! exactly when the method is in the list.
 //!
+//! Selection is the only test of the scope: the policies Cedar evaluates
+//! leave it out (see `cedar_text::rule_policy`), so a policy must never be
+//! evaluated for a request outside its [`RuleScope`].
+//!
 //! Each role gets its own [`RuleSets`], which every agent listing the role
 //! shares. [`RuleSetCache`] builds each distinct Cedar policy set once and
 //! shares it, because a Cedar `PolicySet` takes kilobytes even for one
@@ -26,6 +30,19 @@ use crate::error::PolicyError;
 pub(crate) struct RuleScope {
     pub(crate) connection: String,
     pub(crate) methods: MethodSet,
+}
+
+impl RuleScope {
+    /// Tests a request's connection and method as the displayed policy's scope
+    /// does: `action in [...]` is true exactly for a listed method, because
+    /// action entities have no parents.
+    pub(crate) fn covers(&self, connection: &str, method: &str) -> bool {
+        self.connection == connection
+            && match &self.methods {
+                MethodSet::Any => true,
+                MethodSet::Only(list) => list.iter().any(|listed| listed == method),
+            }
+    }
 }
 
 /// The rules of one role, by connection and method.
@@ -117,10 +134,7 @@ impl RuleSetCache {
             let covering: Vec<usize> = positions
                 .iter()
                 .copied()
-                .filter(|&position| match methods_of(position) {
-                    MethodSet::Any => true,
-                    MethodSet::Only(list) => list.iter().any(|listed| listed == method),
-                })
+                .filter(|&position| compiled[position].scope.covers(connection, method))
                 .collect();
             by_method.push((method.to_string(), self.policy_set(compiled, covering)?));
         }
