@@ -4,9 +4,9 @@
 
 use std::net::IpAddr;
 
-use castellan_model::{canonical_ip, NormalizedPath};
+use castellan_model::{canonical_ip, NormalizedPath, RuleEffect};
 use cedar_policy::{
-    AuthorizationError, Context, Effect, EntityUid, PolicyId, PolicySet, Request, Response,
+    AuthorizationError, Context, EntityUid, PolicyId, PolicySet, Request, Response,
     RestrictedExpression,
 };
 
@@ -86,18 +86,18 @@ impl Policy {
             Ok(context) => context,
             Err(decision) => return decision,
         };
-        // Each role that has rules here is evaluated on its own, with the
-        // role as the principal (see `CompiledRole`). The action, resource
-        // and context are shared, and a context clone only counts a
-        // reference.
+        // Each role that has rules here is evaluated on its own (see
+        // `CompiledRole`). The action, resource and context are shared, and
+        // a context clone only counts a reference.
         let (action, resource) = self.action_and_resource(request);
         let mut findings = Findings::default();
-        for (role, policies) in selected {
+        for (role, rules) in selected {
             let cedar = match self.request_for(&role.uid, &action, &resource, context.clone()) {
                 Ok(cedar) => cedar,
                 Err(decision) => return decision,
             };
-            findings.add(self, &self.evaluate(&cedar, policies));
+            let response = self.evaluate(&cedar, &rules.policies);
+            findings.add(self, &response, |id| rules.position(id));
         }
         let outcome = findings.outcome(self);
         let decision = self.decision(agent, request, &outcome);
@@ -214,11 +214,15 @@ impl Policy {
         })
     }
 
-    /// Reduces one Cedar response to its outcome.
+    /// Reduces one Cedar response to its outcome, for a response in which
+    /// policies have the ids of their rules.
     #[cfg(test)]
     pub(crate) fn outcome(&self, response: &Response) -> Outcome {
         let mut findings = Findings::default();
-        findings.add(self, response);
+        findings.add(self, response, |id| {
+            let id: &str = id.as_ref();
+            self.positions.get(id).copied()
+        });
         findings.outcome(self)
     }
 
@@ -328,12 +332,19 @@ pub(crate) struct Findings {
 }
 
 impl Findings {
-    /// Adds the response of one role's evaluation.
-    pub(crate) fn add(&mut self, policy: &Policy, response: &Response) {
+    /// Adds the response of one role's evaluation, in which `position_of`
+    /// maps a Cedar policy id to the position in `compiled` of the rule it
+    /// stands for.
+    pub(crate) fn add(
+        &mut self,
+        policy: &Policy,
+        response: &Response,
+        position_of: impl Fn(&PolicyId) -> Option<usize>,
+    ) {
         let first = response
             .diagnostics()
             .reason()
-            .filter_map(|id| policy.positions.get(id).copied())
+            .filter_map(&position_of)
             .min();
         match response.decision() {
             cedar_policy::Decision::Deny => {
@@ -347,13 +358,16 @@ impl Findings {
         for error in response.diagnostics().errors() {
             let AuthorizationError::PolicyEvaluationError(error) = error;
             let id = error.policy_id();
-            let position = policy.positions.get(id).copied().unwrap_or(usize::MAX);
+            let position = position_of(id);
+            let earliest = position.unwrap_or(usize::MAX);
             if self
                 .failure
                 .as_ref()
-                .is_none_or(|(earlier, _)| position < *earlier)
+                .is_none_or(|(earlier, _)| earliest < *earlier)
             {
-                self.failure = Some((position, id.clone()));
+                // Name the rule rather than the evaluated policy it shares.
+                let rule = position.map(|position| PolicyId::new(&policy.compiled[position].id));
+                self.failure = Some((earliest, rule.unwrap_or_else(|| id.clone())));
             }
         }
     }
@@ -367,7 +381,7 @@ impl Findings {
             (Some(position), _, _) => Outcome::Forbidden(position),
             (None, Some((_, id)), _) => Outcome::EvaluationFailed(id),
             (None, None, Some(position))
-                if policy.compiled[position].cedar.effect() == Effect::Permit =>
+                if policy.compiled[position].rule.effect == RuleEffect::Allow =>
             {
                 Outcome::Allowed(position)
             }
@@ -453,7 +467,7 @@ networks = ["10.0.0.0/8"]
             .rule_sets
             .select("blog", "GET")
             .expect("the role has rules for GET on blog");
-        let response = policy.evaluate(&cedar, rules);
+        let response = policy.evaluate(&cedar, &rules.policies);
         // Cedar alone skips the failing forbid and allows through the permit.
         assert_eq!(response.decision(), cedar_policy::Decision::Allow);
 

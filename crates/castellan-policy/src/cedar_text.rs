@@ -33,13 +33,14 @@ impl ContextShape {
 /// Writes the policy that Cedar evaluates for one rule: its conditions
 /// under an unconstrained scope, without the `@id` annotation.
 ///
-/// Cedar evaluates a rule only after `RuleSets` selected it by the
-/// request's connection and method, and only with its own role as the
-/// principal, so the rule's scope is always true there. Leaving it out saves
-/// building and testing the scope expressions on every evaluation, among
-/// them the set of `action in [...]`. [`displayed_rule_policy`] puts the scope
-/// back for display. `shape` grows to cover the segment attributes the
-/// policy reads.
+/// Cedar evaluates a rule's policy only for the rules of the agent's roles
+/// whose scope covers the request's connection and method (`RuleSets`, and
+/// `RuleScope::covers` in explanations), so the scope is always true there.
+/// Leaving it out saves building and testing the scope expressions on every
+/// evaluation, among them the set of `action in [...]`, and lets rules with
+/// the same effect and conditions share one policy.
+/// [`displayed_rule_policy`] puts the scope back for display. `shape` grows
+/// to cover the segment attributes the policy reads.
 pub(crate) fn rule_policy(rule: &Rule, shape: &mut ContextShape) -> Result<String, PolicyError> {
     let id = rule.id.to_string();
     if rule.paths.is_empty() {
@@ -75,17 +76,20 @@ pub(crate) fn displayed_rule_policy(
     methods: &MethodSet,
     evaluated: &str,
 ) -> String {
-    // The generated scope has no line that starts with `)`, and string
-    // literals escape line breaks, so the first such line ends the scope.
-    let Some((_, conditions)) = evaluated.split_once("\n)\n") else {
-        return evaluated.to_string();
-    };
+    let effect = effect_keyword(id.effect);
+    let unconstrained = scope_text(effect, &UNCONSTRAINED.map(str::to_string));
+    // Cedar displays a policy parsed from text as that text, so the prefix
+    // is always there.
+    debug_assert!(evaluated.starts_with(&unconstrained), "{evaluated}");
+    let conditions = evaluated.strip_prefix(&unconstrained).unwrap_or(evaluated);
+    // `rule_policy` rejects an empty method list, which no method matches.
+    let action = action_scope(methods).unwrap_or_else(|| "action in []".to_string());
     let scope = [
         format!("principal in Role::{}", string_literal(&id.role)),
-        action_scope(methods).unwrap_or_else(|| "action".to_string()),
+        action,
         format!("resource == Connection::{}", string_literal(connection)),
     ];
-    let mut text = scope_text(effect_keyword(id.effect), &scope);
+    let mut text = scope_text(effect, &scope);
     text.push_str(conditions);
     text
 }

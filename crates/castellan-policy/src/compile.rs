@@ -31,8 +31,12 @@ pub struct Policy {
     /// each role's deny rules, then its allow rules, in configuration order. Network restrictions are
     /// checked in Rust and have no entry here (see [`NetworkRestriction`]).
     pub(crate) compiled: Vec<CompiledPolicy>,
-    /// Position of each rule policy id in `compiled`.
-    pub(crate) positions: HashMap<PolicyId, usize>,
+    /// The distinct policies that Cedar evaluates, each parsed once for
+    /// every rule with the same effect and conditions. The policy at index
+    /// `i` has the id `i` (see [`condition_id`]).
+    pub(crate) conditions: Box<[cedar_policy::Policy]>,
+    /// Position of each rule id in `compiled`.
+    pub(crate) positions: HashMap<String, usize>,
     pub(crate) agents: HashMap<String, AgentEntry>,
     pub(crate) shape: ContextShape,
     pub(crate) types: EntityTypes,
@@ -76,16 +80,17 @@ impl SegmentKeys {
 
 /// The Cedar policy of one rule and the rule it came from.
 pub(crate) struct CompiledPolicy {
-    /// The parsed policy as Cedar evaluates it: the rule's conditions under
-    /// an unconstrained scope (see `cedar_text::rule_policy`), and without
-    /// the `@id` annotation that its displayed text starts with. Cedar
-    /// keeps annotations in a map of their own, about 1 KiB for each
-    /// policy, and the id is in `id` already.
+    /// Index in [`Policy::conditions`] of the policy that Cedar evaluates
+    /// for this rule: the rule's effect and conditions under an
+    /// unconstrained scope (see `cedar_text::rule_policy`), without an
+    /// `@id` annotation. Cedar keeps annotations in a map of their own,
+    /// about 1 KiB for each policy, and the rule's id is in `id` already.
     ///
     /// No text is kept beside it: cedar-policy 4 displays a policy parsed
     /// from text as that text (`LosslessPolicy::Text`), so
-    /// [`Policy::policy_text`] writes the displayed text from here and `scope`.
-    pub(crate) cedar: cedar_policy::Policy,
+    /// [`Policy::policy_text`] writes the displayed text from that policy
+    /// and `scope`.
+    pub(crate) condition: u32,
     /// The policy id as text, which decisions name as their rule.
     pub(crate) id: String,
     pub(crate) rule: RuleId,
@@ -106,9 +111,10 @@ pub(crate) struct AgentEntry {
 /// One role in compiled form, shared by every agent that lists it.
 ///
 /// Displayed rule policies name roles only (`principal in Role::"..."`),
-/// never an agent, and evaluated ones no principal at all. Cedar denies when a `forbid` is satisfied and otherwise allows
-/// when a `permit` is. So `Policy::authorize` evaluates the rules of each
-/// of an agent's roles on their own, with the role as the principal, and
+/// never an agent, and evaluated ones no principal at all. Cedar denies
+/// when a `forbid` is satisfied and otherwise allows when a `permit` is.
+/// So `Policy::authorize` evaluates the rules of each of an agent's roles
+/// on their own, which lets agents share each role's rule sets, and
 /// combines the results into the decision of all the rules at once.
 /// Nothing is compiled per combination of roles. With a principal entity
 /// and rule sets per combination, the compiled policy for the 10,000 agents
@@ -116,8 +122,8 @@ pub(crate) struct AgentEntry {
 /// combination of its own.
 pub(crate) struct CompiledRole {
     pub(crate) name: String,
-    /// The id of the `Role` entity, the principal when Cedar evaluates this
-    /// role's rules.
+    /// The id of the `Role` entity, the principal of the Cedar requests
+    /// that evaluate this role's rules, which no evaluated policy reads.
     pub(crate) uid: EntityUid,
     /// Positions in `compiled` of the role's deny rules, then its allow
     /// rules.
@@ -193,7 +199,7 @@ impl Policy {
             let compiled = CompiledRole {
                 name: role.name.clone(),
                 uid: uid(&types.role, &role.name),
-                rule_sets: rule_sets.rule_sets(&builder.compiled, &rules)?,
+                rule_sets: rule_sets.rule_sets(&builder.compiled, &builder.conditions, &rules)?,
                 rules: rules.into_boxed_slice(),
             };
             roles.insert(role.name.clone(), Arc::new(compiled));
@@ -234,6 +240,7 @@ impl Policy {
             entities: Entities::empty(),
             authorizer: Authorizer::new(),
             compiled,
+            conditions: builder.conditions.into_boxed_slice(),
             positions: builder.positions,
             agents,
             segment_keys: SegmentKeys::new(builder.shape),
@@ -274,15 +281,21 @@ impl Policy {
         rules.into_iter().collect()
     }
 
+    /// Returns the policy that Cedar evaluates for `rule`.
+    pub(crate) fn condition(&self, rule: &CompiledPolicy) -> &cedar_policy::Policy {
+        &self.conditions[rule.condition as usize]
+    }
+
     /// Returns the Cedar text of the rule policy at `position` in
     /// `compiled`, with its `@id` annotation and the rule's scope.
     pub(crate) fn policy_text(&self, position: usize) -> String {
         let compiled = &self.compiled[position];
+        let evaluated = self.condition(compiled).to_string();
         let displayed = displayed_rule_policy(
             &compiled.rule,
             &compiled.scope.connection,
             &compiled.scope.methods,
-            &compiled.cedar.to_string(),
+            &evaluated,
         );
         annotated(&compiled.id, &displayed)
     }
@@ -290,7 +303,7 @@ impl Policy {
     /// Returns the Cedar text of the policy with id `id`: a rule policy or
     /// the network policy of an agent.
     pub(crate) fn policy_text_of(&self, id: &str) -> Option<String> {
-        if let Some(&position) = self.positions.get(&PolicyId::new(id)) {
+        if let Some(&position) = self.positions.get(id) {
             return Some(self.policy_text(position));
         }
         let agent = network_policy_agent(id)?;
@@ -311,7 +324,10 @@ impl fmt::Debug for Policy {
 #[derive(Default)]
 struct Builder {
     compiled: Vec<CompiledPolicy>,
-    positions: HashMap<PolicyId, usize>,
+    positions: HashMap<String, usize>,
+    conditions: Vec<cedar_policy::Policy>,
+    /// Index in `conditions` of each evaluated policy text.
+    condition_indexes: HashMap<String, u32>,
     shape: ContextShape,
 }
 
@@ -349,26 +365,16 @@ impl Builder {
     fn add_rule(&mut self, rule: &Rule) -> Result<usize, PolicyError> {
         let id = rule.id.to_string();
         let text = rule_policy(rule, &mut self.shape)?;
-        let cedar =
-            cedar_policy::Policy::parse(Some(PolicyId::new(&id)), &text).map_err(|error| {
-                PolicyError::Generated {
-                    id: id.clone(),
-                    message: error.to_string(),
-                }
-            })?;
+        let condition = self.condition(&id, text)?;
         let position = self.compiled.len();
-        if self
-            .positions
-            .insert(PolicyId::new(&id), position)
-            .is_some()
-        {
+        if self.positions.insert(id.clone(), position).is_some() {
             return Err(PolicyError::Generated {
                 id,
                 message: "another policy has the same id".to_string(),
             });
         }
         self.compiled.push(CompiledPolicy {
-            cedar,
+            condition,
             id,
             rule: rule.id.clone(),
             location: rule.location,
@@ -379,6 +385,37 @@ impl Builder {
         });
         Ok(position)
     }
+
+    /// Returns the index in `conditions` of the evaluated policy `text` of
+    /// rule `id`, parsing it on first use.
+    fn condition(&mut self, id: &str, text: String) -> Result<u32, PolicyError> {
+        if let Some(&index) = self.condition_indexes.get(&text) {
+            return Ok(index);
+        }
+        let generated = |message: String| PolicyError::Generated {
+            id: id.to_string(),
+            message,
+        };
+        let index = u32::try_from(self.conditions.len())
+            .map_err(|_| generated("the configuration has too many rules".to_string()))?;
+        let cedar = cedar_policy::Policy::parse(Some(condition_id(index)), &text)
+            .map_err(|error| generated(error.to_string()))?;
+        self.conditions.push(cedar);
+        self.condition_indexes.insert(text, index);
+        Ok(index)
+    }
+}
+
+/// Returns the Cedar policy id of the evaluated policy at `index` of
+/// [`Policy::conditions`]: the index in decimal.
+pub(crate) fn condition_id(index: u32) -> PolicyId {
+    PolicyId::new(index.to_string())
+}
+
+/// Returns the index that [`condition_id`] wrote into `id`.
+pub(crate) fn condition_index(id: &PolicyId) -> Option<u32> {
+    let text: &str = id.as_ref();
+    text.parse().ok()
 }
 
 /// Builds the entity ids of the configuration's connections, of the
@@ -518,6 +555,77 @@ owner = "jay@example.com"
             other_list,
             "rule roles.writer.allow[7] is listed in roles.writer.deny; give the rule an id that names the role and the list that contain it"
         );
+    }
+
+    #[test]
+    fn same_conditions_share_one_policy() {
+        let text = r#"
+[connections.blog]
+upstream = "https://blog.example.com"
+auth = { kind = "bearer" }
+secret = "blog-token"
+
+[roles.reader]
+allow = [{ connection = "blog", methods = ["GET"], paths = ["/**"] }]
+
+[roles.editor]
+allow = [
+  { connection = "blog", methods = ["PUT"], paths = ["/**"] },
+  { connection = "blog", methods = ["*"], paths = ["/**"] },
+]
+deny = [{ connection = "blog", methods = ["DELETE"], paths = ["/**"] }]
+
+[agents.both]
+owner = "jay@example.com"
+roles = ["reader", "editor"]
+"#;
+        let config = Config::parse(text, Path::new("castellan.toml")).expect("valid configuration");
+        let policy = Policy::compile(&config).expect("configuration compiles");
+        assert_eq!(policy.compiled.len(), 4);
+        // One permit and one forbid with the condition of `/**`.
+        assert_eq!(policy.conditions.len(), 2);
+
+        let path = castellan_model::NormalizedPath::parse("/posts/1").expect("valid path");
+        let decide = |method: &'static str| {
+            let request = crate::AccessRequest {
+                agent: "both",
+                connection: "blog",
+                method,
+                path: &path,
+                source: std::net::IpAddr::from([127, 0, 0, 1]),
+            };
+            policy.authorize(&request).rule
+        };
+        // Reporting order puts each role's deny rules first, the roles in
+        // name order, and the first rule that covers a request names it.
+        assert_eq!(decide("GET").as_deref(), Some("roles.editor.allow[1]"));
+        assert_eq!(decide("PUT").as_deref(), Some("roles.editor.allow[0]"));
+        assert_eq!(decide("POST").as_deref(), Some("roles.editor.allow[1]"));
+        assert_eq!(decide("DELETE").as_deref(), Some("roles.editor.deny[0]"));
+        let request = crate::AccessRequest {
+            agent: "both",
+            connection: "blog",
+            method: "GET",
+            path: &path,
+            source: std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        let explanation = policy.explain(&request);
+        let matched: Vec<(String, bool)> = explanation
+            .rules
+            .iter()
+            .map(|rule| (rule.id.to_string(), rule.matched))
+            .collect();
+        let expected = [
+            ("roles.editor.deny[0]", false),
+            ("roles.editor.allow[0]", false),
+            ("roles.editor.allow[1]", true),
+            ("roles.reader.allow[0]", true),
+        ];
+        let expected: Vec<(String, bool)> = expected
+            .iter()
+            .map(|(id, matched)| (id.to_string(), *matched))
+            .collect();
+        assert_eq!(matched, expected);
     }
 
     #[test]

@@ -66,9 +66,9 @@ impl Policy {
         }
     }
 
-    /// Tests the scope of the rule at `position` and evaluates its policy
-    /// alone, which leaves the scope out (see `CompiledPolicy::cedar`). A
-    /// policy that raises an evaluation error counts as not matched.
+    /// Tests the scope of the rule at `position`, then evaluates its policy
+    /// alone, which leaves the scope out (see `CompiledPolicy::condition`).
+    /// A policy that raises an evaluation error counts as not matched.
     fn rule_match(
         &self,
         position: usize,
@@ -76,25 +76,33 @@ impl Policy {
         cedar_request: &cedar_policy::Request,
     ) -> RuleMatch {
         let compiled = &self.compiled[position];
-        let cedar = &compiled.cedar;
-        let mut single = PolicySet::new();
+        let cedar = self.condition(compiled);
         let in_scope = compiled.scope.covers(request.connection, request.method);
-        let matched = match single.add(cedar.clone()) {
-            Ok(()) if in_scope => {
-                let response = self.evaluate(cedar_request, &single);
-                let satisfied = response
-                    .diagnostics()
-                    .reason()
-                    .any(|reason| reason == cedar.id());
-                satisfied && response.diagnostics().errors().next().is_none()
-            }
-            Ok(()) | Err(_) => false,
-        };
+        let matched = in_scope && self.satisfied_alone(cedar, cedar_request);
         RuleMatch {
             id: compiled.rule.clone(),
             effect: compiled.rule.effect,
             matched,
             location: compiled.location,
         }
+    }
+
+    /// Evaluates `cedar` in a set of its own and returns whether it is
+    /// satisfied without an evaluation error.
+    fn satisfied_alone(
+        &self,
+        cedar: &cedar_policy::Policy,
+        request: &cedar_policy::Request,
+    ) -> bool {
+        let mut single = PolicySet::new();
+        if single.add(cedar.clone()).is_err() {
+            return false;
+        }
+        let response = self.evaluate(request, &single);
+        let satisfied = response
+            .diagnostics()
+            .reason()
+            .any(|reason| reason == cedar.id());
+        satisfied && response.diagnostics().errors().next().is_none()
     }
 }

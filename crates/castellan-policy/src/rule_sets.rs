@@ -1,29 +1,30 @@
 //! The rule policies Cedar evaluates for one request, chosen by connection
 //! and method at compile time.
 //!
-//! A rule's scope names one connection and either every method or a list of
-//! methods. Cedar tests the scope before the conditions, so a rule whose
-//! scope names another connection or another method can neither match nor
-//! fail to evaluate. Leaving such rules out gives the same decision with
-//! less work. Action entities have no parents, so `action in [...]` is true
-//! exactly when the method is in the list.
-//!
-//! Selection is the only test of the scope: the policies Cedar evaluates
-//! leave it out (see `cedar_text::rule_policy`), so a policy must never be
-//! evaluated for a request outside its [`RuleScope`].
+//! A rule's scope names its role, one connection and either every method or
+//! a list of methods. The policies Cedar evaluates leave the scope out (see
+//! `cedar_text::rule_policy`), so selection here is the only test of it. A
+//! request gets the rules of the agent's roles whose [`RuleScope`] covers
+//! its connection and method. A policy must never be evaluated for a
+//! request outside that scope. `explain` tests [`RuleScope::covers`] itself.
+//! This decides as the displayed policies do, which keep the scope: action
+//! entities have no parents, so `action in [...]` is true exactly when the
+//! method is in the list.
 //!
 //! Each role gets its own [`RuleSets`], which every agent listing the role
-//! shares. [`RuleSetCache`] builds each distinct Cedar policy set once and
-//! shares it, because a Cedar `PolicySet` takes kilobytes even for one
-//! policy.
+//! shares. A set contains the evaluated policies of its rules, which rules
+//! with the same effect and conditions share (`Policy::conditions`), and
+//! maps each back to its first rule. [`RuleSetCache`] builds each distinct
+//! Cedar policy set once and shares it, because a Cedar `PolicySet` takes
+//! kilobytes even for one policy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use castellan_model::MethodSet;
-use cedar_policy::PolicySet;
+use cedar_policy::{PolicyId, PolicySet};
 
-use crate::compile::CompiledPolicy;
+use crate::compile::{condition_index, CompiledPolicy};
 use crate::error::PolicyError;
 
 /// The scope of a rule policy: the connection and the methods it covers.
@@ -57,16 +58,39 @@ struct ConnectionRules {
     connection: String,
     /// For each method that a rule lists by name, the rules covering it.
     /// A list rather than a map, because a connection's rules name few methods.
-    by_method: Box<[(String, Arc<PolicySet>)]>,
+    by_method: Box<[(String, RuleSet)]>,
     /// The rules covering every method, for a method no rule lists; `None`
     /// when there are none.
-    any_method: Option<Arc<PolicySet>>,
+    any_method: Option<RuleSet>,
+}
+
+/// The rules that can match one request, as Cedar evaluates them.
+pub(crate) struct RuleSet {
+    /// The distinct evaluated policies of the rules, shared by every rule
+    /// set with the same ones.
+    pub(crate) policies: Arc<PolicySet>,
+    /// For each policy in `policies`, by its index in `Policy::conditions`,
+    /// the position in `Policy::compiled` of the first rule in reporting
+    /// order that has it. Sorted by index.
+    rules: Box<[(u32, usize)]>,
+}
+
+impl RuleSet {
+    /// Returns the position of the first rule of this set that has the
+    /// evaluated policy `id`, or `None` for a policy not in the set.
+    pub(crate) fn position(&self, id: &PolicyId) -> Option<usize> {
+        let index = condition_index(id)?;
+        let found = self
+            .rules
+            .binary_search_by_key(&index, |&(condition, _)| condition);
+        found.ok().map(|at| self.rules[at].1)
+    }
 }
 
 impl RuleSets {
     /// Returns the rules that can match a request with `method` to
     /// `connection`, or `None` when no rule can.
-    pub(crate) fn select(&self, connection: &str, method: &str) -> Option<&PolicySet> {
+    pub(crate) fn select(&self, connection: &str, method: &str) -> Option<&RuleSet> {
         let index = self
             .connections
             .binary_search_by(|rules| rules.connection.as_str().cmp(connection))
@@ -77,7 +101,7 @@ impl RuleSets {
             .iter()
             .find(|(listed, _)| listed == method)
             .map(|(_, set)| set);
-        listed.or(rules.any_method.as_ref()).map(Arc::as_ref)
+        listed.or(rules.any_method.as_ref())
     }
 }
 
@@ -86,16 +110,18 @@ impl RuleSets {
 /// cover.
 #[derive(Default)]
 pub(crate) struct RuleSetCache {
-    /// By the positions of the policies in the set.
-    sets: HashMap<Vec<usize>, Arc<PolicySet>>,
+    /// By the indexes in `Policy::conditions` of the policies in the set.
+    sets: HashMap<Vec<u32>, Arc<PolicySet>>,
 }
 
 impl RuleSetCache {
     /// Returns the rule sets of the rules at `positions` of `compiled`,
-    /// which must be sorted and free of duplicates.
+    /// which must be sorted and free of duplicates. `conditions` contains the
+    /// policies that the rules' `condition` fields index.
     pub(crate) fn rule_sets(
         &mut self,
         compiled: &[CompiledPolicy],
+        conditions: &[cedar_policy::Policy],
         positions: &[usize],
     ) -> Result<RuleSets, PolicyError> {
         // Each rule names one connection, so the positions of a group
@@ -107,7 +133,7 @@ impl RuleSetCache {
         }
         let mut connections = Vec::with_capacity(grouped.len());
         for (connection, group) in grouped {
-            connections.push(self.connection_rules(compiled, connection, group)?);
+            connections.push(self.connection_rules(compiled, conditions, connection, group)?);
         }
         Ok(RuleSets {
             connections: connections.into_boxed_slice(),
@@ -117,6 +143,7 @@ impl RuleSetCache {
     fn connection_rules(
         &mut self,
         compiled: &[CompiledPolicy],
+        conditions: &[cedar_policy::Policy],
         connection: &str,
         positions: Vec<usize>,
     ) -> Result<ConnectionRules, PolicyError> {
@@ -131,22 +158,22 @@ impl RuleSetCache {
             .collect();
         let mut by_method = Vec::with_capacity(named.len());
         for method in named {
-            let covering: Vec<usize> = positions
+            let covering = positions
                 .iter()
                 .copied()
-                .filter(|&position| compiled[position].scope.covers(connection, method))
-                .collect();
-            by_method.push((method.to_string(), self.policy_set(compiled, covering)?));
+                .filter(|&position| compiled[position].scope.covers(connection, method));
+            let set = self.rule_set(compiled, conditions, covering)?;
+            by_method.push((method.to_string(), set));
         }
-        let any: Vec<usize> = positions
+        let mut any = positions
             .iter()
             .copied()
             .filter(|&position| matches!(methods_of(position), MethodSet::Any))
-            .collect();
-        let any_method = if any.is_empty() {
+            .peekable();
+        let any_method = if any.peek().is_none() {
             None
         } else {
-            Some(self.policy_set(compiled, any)?)
+            Some(self.rule_set(compiled, conditions, any)?)
         };
         Ok(ConnectionRules {
             connection: connection.to_string(),
@@ -155,30 +182,53 @@ impl RuleSetCache {
         })
     }
 
-    fn policy_set(
+    /// Returns the rule set of the rules at `positions`, which must come in
+    /// reporting order.
+    fn rule_set(
         &mut self,
         compiled: &[CompiledPolicy],
-        positions: Vec<usize>,
-    ) -> Result<Arc<PolicySet>, PolicyError> {
-        if let Some(set) = self.sets.get(&positions) {
-            return Ok(Arc::clone(set));
+        conditions: &[cedar_policy::Policy],
+        positions: impl Iterator<Item = usize>,
+    ) -> Result<RuleSet, PolicyError> {
+        let mut rules: Vec<(u32, usize)> = Vec::new();
+        for position in positions {
+            let condition = compiled[position].condition;
+            // The first rule in reporting order names the policy.
+            if rules.iter().all(|&(seen, _)| seen != condition) {
+                rules.push((condition, position));
+            }
         }
-        let set = Arc::new(policy_set(compiled, &positions)?);
-        self.sets.insert(positions, Arc::clone(&set));
-        Ok(set)
+        rules.sort_unstable_by_key(|&(condition, _)| condition);
+        let key: Vec<u32> = rules.iter().map(|&(condition, _)| condition).collect();
+        let policies = match self.sets.get(&key) {
+            Some(set) => Arc::clone(set),
+            None => {
+                let set = Arc::new(policy_set(compiled, conditions, &rules)?);
+                self.sets.insert(key, Arc::clone(&set));
+                set
+            }
+        };
+        Ok(RuleSet {
+            policies,
+            rules: rules.into_boxed_slice(),
+        })
     }
 }
 
-/// Collects the rule policies at `positions` into one set.
-fn policy_set(compiled: &[CompiledPolicy], positions: &[usize]) -> Result<PolicySet, PolicyError> {
+/// Collects the evaluated policies of `rules`, pairs of an index in
+/// `conditions` and a position in `compiled`, into one set.
+fn policy_set(
+    compiled: &[CompiledPolicy],
+    conditions: &[cedar_policy::Policy],
+    rules: &[(u32, usize)],
+) -> Result<PolicySet, PolicyError> {
     let mut set = PolicySet::new();
-    for position in positions {
-        let policy = &compiled[*position].cedar;
-        set.add(policy.clone())
-            .map_err(|error| PolicyError::Generated {
-                id: policy.id().to_string(),
-                message: error.to_string(),
-            })?;
+    for &(condition, position) in rules {
+        let policy = conditions[condition as usize].clone();
+        set.add(policy).map_err(|error| PolicyError::Generated {
+            id: compiled[position].id.clone(),
+            message: error.to_string(),
+        })?;
     }
     Ok(set)
 }
