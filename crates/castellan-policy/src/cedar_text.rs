@@ -79,9 +79,11 @@ pub(crate) fn displayed_rule_policy(
     let effect = effect_keyword(id.effect);
     let unconstrained = scope_text(effect, &UNCONSTRAINED.map(str::to_string));
     // Cedar displays a policy parsed from text as that text, so the prefix
-    // is always there.
-    debug_assert!(evaluated.starts_with(&unconstrained), "{evaluated}");
-    let conditions = evaluated.strip_prefix(&unconstrained).unwrap_or(evaluated);
+    // is always there. Without it, the evaluated text is at least valid.
+    let Some(conditions) = evaluated.strip_prefix(&unconstrained) else {
+        debug_assert!(false, "unexpected evaluated policy {evaluated}");
+        return evaluated.to_string();
+    };
     // `rule_policy` rejects an empty method list, which no method matches.
     let action = action_scope(methods).unwrap_or_else(|| "action in []".to_string());
     let scope = [

@@ -202,7 +202,17 @@ impl Policy {
                 rule_sets: rule_sets.rule_sets(&builder.compiled, &builder.conditions, &rules)?,
                 rules: rules.into_boxed_slice(),
             };
-            roles.insert(role.name.clone(), Arc::new(compiled));
+            // As with agents below: a configuration built in code could give
+            // two roles one name, and the later one would silently replace
+            // the other's rules, deny rules included.
+            if roles
+                .insert(role.name.clone(), Arc::new(compiled))
+                .is_some()
+            {
+                return Err(PolicyError::DuplicateRole {
+                    role: role.name.clone(),
+                });
+            }
         }
         let mut agents = HashMap::with_capacity(config.agents.len());
         let mut groups: HashMap<&[String], Arc<RoleGroup>> = HashMap::new();
@@ -397,7 +407,7 @@ impl Builder {
             message,
         };
         let index = u32::try_from(self.conditions.len())
-            .map_err(|_| generated("the configuration has too many rules".to_string()))?;
+            .map_err(|_| generated("the configuration has too many distinct rules".to_string()))?;
         let cedar = cedar_policy::Policy::parse(Some(condition_id(index)), &text)
             .map_err(|error| generated(error.to_string()))?;
         self.conditions.push(cedar);
@@ -639,6 +649,27 @@ roles = ["reader", "editor"]
         assert_eq!(
             error.to_string(),
             "agent name \"first\" is used by more than one agent; give each agent a name of its own"
+        );
+    }
+
+    #[test]
+    fn duplicate_role_names_rejected() {
+        let mut config =
+            Config::parse(CONFIG, Path::new("castellan.toml")).expect("valid configuration");
+        // A role named like another, with a deny rule whose id no other
+        // rule has: without the check, one role's rules would be dropped.
+        let mut copy = config.roles["writer"].clone();
+        copy.name = "reader".to_string();
+        copy.deny = std::mem::take(&mut copy.allow);
+        for rule in &mut copy.deny {
+            rule.id.role = "reader".to_string();
+            rule.id.effect = RuleEffect::Deny;
+        }
+        config.roles.insert("copy".to_string(), copy);
+        let error = Policy::compile(&config).expect_err("a repeated role name is rejected");
+        assert_eq!(
+            error.to_string(),
+            "role name \"reader\" is used by more than one role; give each role a name of its own"
         );
     }
 

@@ -19,8 +19,10 @@ pub enum PolicyError {
         "agent name {agent:?} is used by more than one agent; give each agent a name of its own"
     )]
     DuplicateAgent { agent: String },
+    #[error("role name {role:?} is used by more than one role; give each role a name of its own")]
+    DuplicateRole { role: String },
     #[error("the Cedar policy generated for {id} was rejected by Cedar ({message}); report this as a castellan-policy bug together with the rule")]
     Generated { id: String, message: String },
-    #[error("the Cedar entities for agents and roles could not be built ({message}); report this as a castellan-policy bug")]
+    #[error("the Cedar entity types could not be built ({message}); report this as a castellan-policy bug")]
     Entities { message: String },
 }

@@ -1,7 +1,8 @@
 //! Authorization for Castellan: roles compiled to Cedar policies.
 //!
-//! [`Policy::compile`] turns the roles and agents of a configuration into one
-//! Cedar policy per rule, and [`Policy::authorize`] decides each request and
+//! [`Policy::compile`] turns the roles and agents of a configuration into
+//! Cedar policies, one for each distinct rule effect and path list, and
+//! [`Policy::authorize`] decides each request and
 //! names the rule that decided, caching Cedar's outcome for repeated
 //! requests. Everything is denied unless an allow rule covers it, and a
 //! deny rule always wins over an allow rule.

@@ -182,23 +182,20 @@ impl RuleSetCache {
         })
     }
 
-    /// Returns the rule set of the rules at `positions`, which must come in
-    /// reporting order.
+    /// Returns the rule set of the rules at `positions`.
     fn rule_set(
         &mut self,
         compiled: &[CompiledPolicy],
         conditions: &[cedar_policy::Policy],
         positions: impl Iterator<Item = usize>,
     ) -> Result<RuleSet, PolicyError> {
-        let mut rules: Vec<(u32, usize)> = Vec::new();
-        for position in positions {
-            let condition = compiled[position].condition;
-            // The first rule in reporting order names the policy.
-            if rules.iter().all(|&(seen, _)| seen != condition) {
-                rules.push((condition, position));
-            }
-        }
-        rules.sort_unstable_by_key(|&(condition, _)| condition);
+        let mut rules: Vec<(u32, usize)> = positions
+            .map(|position| (compiled[position].condition, position))
+            .collect();
+        // The first rule in reporting order names the policy: sorted by
+        // condition, then position, deduplication keeps it.
+        rules.sort_unstable();
+        rules.dedup_by_key(|&mut (condition, _)| condition);
         let key: Vec<u32> = rules.iter().map(|&(condition, _)| condition).collect();
         let policies = match self.sets.get(&key) {
             Some(set) => Arc::clone(set),
