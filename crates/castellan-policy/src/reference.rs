@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use castellan_model::{canonical_ip, Config, NormalizedPath};
 use cedar_policy::{
@@ -15,7 +16,7 @@ use cedar_policy::{
 use proptest::prelude::*;
 
 use crate::authorize::{AccessRequest, Decision};
-use crate::cedar_text::{address_literal, network_policy_id};
+use crate::cedar_text::{address_literal, network_policy_id, ContextShape};
 use crate::compile::{uid, Policy};
 
 /// Builds the request the earlier way. `with_source` leaves out
@@ -120,7 +121,8 @@ pub(crate) fn reference_authorize(policy: &Policy, request: &AccessRequest<'_>) 
     policy.decision(agent, request, &policy.outcome(&response))
 }
 
-const ROLES: &str = r#"
+/// The connections that rules of test configurations name.
+const CONNECTION_TABLES: &str = r#"
 [connections.blog]
 upstream = "https://blog.example.com"
 auth = { kind = "bearer" }
@@ -130,7 +132,9 @@ secret = "blog-token"
 upstream = "https://crm.example.com"
 auth = { kind = "bearer" }
 secret = "crm-token"
+"#;
 
+const ROLES: &str = r#"
 [roles.writer]
 allow = [
   { connection = "blog", methods = ["GET", "POST"], paths = ["/posts/**", "/drafts/*"] },
@@ -226,7 +230,7 @@ fn config(networks: &[&str]) -> Config {
     };
     let first = networks.first().copied().unwrap_or("10.0.0.0/8");
     let source = format!(
-        "{ROLES}
+        "{CONNECTION_TABLES}{ROLES}
 [agents.office]
 owner = \"jay@example.com\"
 roles = [\"writer\", \"reader\"]
@@ -444,4 +448,287 @@ fn authorize_in_order_and_shuffled(
         prop_assert_eq!(&decided, &expected[index], "shuffled: {:?}", request.0);
     }
     Ok(())
+}
+
+/// Method lists of generated rules, as TOML arrays. The method and path
+/// lists are few, so rules with the same effect and conditions, which share
+/// one evaluated policy, occur often within a role and across roles.
+const RULE_METHODS: &[&str] = &[
+    r#"["*"]"#,
+    r#"["GET"]"#,
+    r#"["POST"]"#,
+    r#"["GET", "POST"]"#,
+    r#"["DELETE"]"#,
+];
+
+/// Path lists of generated rules, as TOML arrays.
+const RULE_PATHS: &[&str] = &[
+    r#"["/**"]"#,
+    r#"["/x/**"]"#,
+    r#"["/x/*"]"#,
+    r#"["/x/*", "/y"]"#,
+    r#"["/y"]"#,
+];
+
+/// Roles of generated configurations.
+const RANDOM_ROLES: [&str; 3] = ["a", "b", "c"];
+
+/// Agents of generated configurations and the roles each lists: none, each
+/// role alone, and several in different orders, the reverse among them.
+const RANDOM_AGENTS: &[(&str, &[&str])] = &[
+    ("none", &[]),
+    ("only-a", &["a"]),
+    ("only-b", &["b"]),
+    ("only-c", &["c"]),
+    ("ab", &["a", "b"]),
+    ("ba", &["b", "a"]),
+    ("ac", &["a", "c"]),
+    ("abc", &["a", "b", "c"]),
+    ("cba", &["c", "b", "a"]),
+    ("bca", &["b", "c", "a"]),
+];
+
+/// Connections of requests to generated configurations, and one they do
+/// not declare.
+const RANDOM_REQUEST_CONNECTIONS: &[&str] = &["blog", "crm", "wiki"];
+
+/// Methods of requests to generated configurations: ones that rules list,
+/// `GET` in lower case, which no rule lists, and one that only `*` covers.
+const RANDOM_REQUEST_METHODS: &[&str] = &["GET", "get", "POST", "DELETE", "PATCH"];
+
+/// Paths of requests to generated configurations, of depth 0 to 2. Of the
+/// patterns in [`RULE_PATHS`], only `/**` matches `/` and `/z`.
+const RANDOM_REQUEST_PATHS: &[&str] = &["/", "/x", "/x/1", "/x/1/2", "/y", "/z"];
+
+/// One generated rule: its connection, then its methods and paths as TOML
+/// arrays.
+type RuleParts = (&'static str, &'static str, &'static str);
+
+/// The deny rules and the allow rules of one generated role.
+type RoleRules = (Vec<RuleParts>, Vec<RuleParts>);
+
+/// One request to a generated configuration: agent, connection, method and
+/// path.
+type RandomRequest = (&'static str, &'static str, &'static str, &'static str);
+
+fn role_rules() -> impl Strategy<Value = RoleRules> {
+    let rule = || (pick(&["blog", "crm"]), pick(RULE_METHODS), pick(RULE_PATHS));
+    (
+        prop::collection::vec(rule(), 0..=4),
+        prop::collection::vec(rule(), 0..=5),
+    )
+}
+
+/// Draws requests from the agents of [`RANDOM_AGENTS`] and one that the
+/// generated configurations do not declare.
+fn random_request() -> impl Strategy<Value = RandomRequest> {
+    let agents: Vec<&'static str> = RANDOM_AGENTS
+        .iter()
+        .map(|&(name, _)| name)
+        .chain(["ghost"])
+        .collect();
+    (
+        prop::sample::select(agents),
+        pick(RANDOM_REQUEST_CONNECTIONS),
+        pick(RANDOM_REQUEST_METHODS),
+        pick(RANDOM_REQUEST_PATHS),
+    )
+}
+
+/// Writes the configuration with the rules of [`RANDOM_ROLES`] in `roles`
+/// and the agents of [`RANDOM_AGENTS`] as TOML, and parses it.
+fn random_config(roles: &[RoleRules; 3]) -> Config {
+    let rule_list = |rules: &[RuleParts]| {
+        let lines: Vec<String> = rules
+            .iter()
+            .map(|(connection, methods, paths)| {
+                format!(
+                    "  {{ connection = {connection:?}, methods = {methods}, paths = {paths} }},\n"
+                )
+            })
+            .collect();
+        format!("[\n{}]", lines.concat())
+    };
+    let mut source = CONNECTION_TABLES.to_string();
+    for (name, (deny, allow)) in RANDOM_ROLES.iter().zip(roles) {
+        source.push_str(&format!(
+            "\n[roles.{name}]\ndeny = {}\nallow = {}\n",
+            rule_list(deny),
+            rule_list(allow)
+        ));
+    }
+    for (name, listed) in RANDOM_AGENTS {
+        let listed: Vec<String> = listed.iter().map(|role| format!("{role:?}")).collect();
+        source.push_str(&format!(
+            "\n[agents.{name}]\nowner = \"jay@example.com\"\nroles = [{}]\n",
+            listed.join(", ")
+        ));
+    }
+    Config::parse(&source, Path::new("castellan.toml")).expect("generated configuration is valid")
+}
+
+proptest! {
+    // Each case compiles a configuration, and the reference and the
+    // explanation checks parse every displayed rule policy again for each
+    // request. So the cases are fewer than above: 160 take about 4 s in the
+    // dev profile on a shared 2-core machine.
+    #![proptest_config(ProptestConfig::with_cases(160))]
+
+    #[test]
+    fn random_rules_match_reference(
+        roles in prop::array::uniform3(role_rules()),
+        without_segments in any::<bool>(),
+        requests in prop::collection::vec(random_request(), 1..=32),
+    ) {
+        let mut policy =
+            Policy::compile(&random_config(&roles)).expect("generated configuration compiles");
+        if without_segments {
+            // Contexts then have no segment attributes, so a condition that
+            // reads a segment fails to evaluate at the depths it matches.
+            policy.shape = ContextShape::default();
+        }
+        decide_random_requests(&policy, &requests)?;
+    }
+}
+
+/// Authorizes `requests` twice, the second time from the decision cache,
+/// and explains them, checking each against the reference decision.
+fn decide_random_requests(
+    policy: &Policy,
+    requests: &[RandomRequest],
+) -> Result<(), TestCaseError> {
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let paths: Vec<NormalizedPath> = requests
+        .iter()
+        .map(|request| NormalizedPath::parse(request.3).expect("test path is valid"))
+        .collect();
+    let access: Vec<AccessRequest<'_>> = requests
+        .iter()
+        .zip(&paths)
+        .map(|(&(agent, connection, method, _), path)| AccessRequest {
+            agent,
+            connection,
+            method,
+            path,
+            source: loopback,
+        })
+        .collect();
+    let expected: Vec<Decision> = access
+        .iter()
+        .map(|request| reference_authorize(policy, request))
+        .collect();
+    for (request, expected) in access.iter().zip(&expected) {
+        let decided = policy.authorize(request);
+        prop_assert_eq!(&decided, expected, "first call: {:?}", request);
+        check_failed_rule_named(policy, request, &decided)?;
+    }
+    let evaluations = policy.evaluations.load(Ordering::Relaxed);
+    for (request, expected) in access.iter().zip(&expected) {
+        let decided = policy.authorize(request);
+        prop_assert_eq!(&decided, expected, "cached call: {:?}", request);
+    }
+    prop_assert_eq!(
+        policy.evaluations.load(Ordering::Relaxed),
+        evaluations,
+        "repeated requests are decided from the cache"
+    );
+    for (request, expected) in access.iter().zip(&expected) {
+        check_explanation(policy, request, expected)?;
+    }
+    Ok(())
+}
+
+/// Checks that a denial for an evaluation error names a rule of the agent's
+/// roles by its id, never the index of the evaluated policy it shares.
+fn check_failed_rule_named(
+    policy: &Policy,
+    request: &AccessRequest<'_>,
+    decision: &Decision,
+) -> Result<(), TestCaseError> {
+    let named = decision
+        .reason
+        .strip_prefix("policy ")
+        .and_then(|rest| rest.strip_suffix(" could not be evaluated, so the request is denied"));
+    let Some(named) = named else {
+        return Ok(());
+    };
+    prop_assert!(
+        named.parse::<u32>().is_err(),
+        "evaluation error names policy index {}",
+        named
+    );
+    let position = policy.positions.get(named).copied();
+    prop_assert!(
+        position.is_some(),
+        "evaluation error names {}, which is no rule",
+        named
+    );
+    let agent = &policy.agents[request.agent];
+    prop_assert!(
+        policy
+            .group_rules(&agent.roles)
+            .contains(&position.unwrap_or(usize::MAX)),
+        "evaluation error names {}, which is no rule of agent {}",
+        named,
+        request.agent
+    );
+    Ok(())
+}
+
+/// Checks that the explanation of `request` has the decision `expected` and
+/// lists the rules of the agent's roles in reporting order, each matched
+/// exactly when its displayed policy alone is satisfied.
+fn check_explanation(
+    policy: &Policy,
+    request: &AccessRequest<'_>,
+    expected: &Decision,
+) -> Result<(), TestCaseError> {
+    let explanation = policy.explain(request);
+    prop_assert_eq!(&explanation.decision, expected, "explained: {:?}", request);
+    let positions = match policy.agents.get(request.agent) {
+        Some(agent) => policy.group_rules(&agent.roles),
+        None => Vec::new(),
+    };
+    let listed: Vec<String> = explanation
+        .rules
+        .iter()
+        .map(|rule| rule.id.to_string())
+        .collect();
+    let rules: Vec<String> = positions
+        .iter()
+        .map(|&position| policy.compiled[position].id.clone())
+        .collect();
+    prop_assert_eq!(listed, rules, "explained: {:?}", request);
+    for (rule, &position) in explanation.rules.iter().zip(&positions) {
+        prop_assert_eq!(
+            rule.matched,
+            satisfied_alone(policy, position, request),
+            "{} explaining {:?}",
+            rule.id,
+            request
+        );
+    }
+    Ok(())
+}
+
+/// Evaluates the displayed policy of the rule at `position`, scope
+/// included, in a set of its own the earlier way, and returns whether it is
+/// satisfied without an evaluation error.
+fn satisfied_alone(policy: &Policy, position: usize, request: &AccessRequest<'_>) -> bool {
+    let id = &policy.compiled[position].id;
+    let text = policy.policy_text(position);
+    let cedar = cedar_policy::Policy::parse(Some(cedar_policy::PolicyId::new(id)), &text)
+        .expect("displayed rule policy parses");
+    let mut set = PolicySet::new();
+    set.add(cedar).expect("an empty set takes any policy");
+    let cedar_request = reference_request(policy, request, true);
+    let entities = reference_entities(policy, request);
+    let response = policy
+        .authorizer
+        .is_authorized(&cedar_request, &set, &entities);
+    let satisfied = response
+        .diagnostics()
+        .reason()
+        .any(|reason| reason.to_string() == *id);
+    satisfied && response.diagnostics().errors().next().is_none()
 }
