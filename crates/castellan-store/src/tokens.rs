@@ -49,7 +49,7 @@ const TOKEN_COLUMNS: &str =
 /// and hashes of that benchmark. Batches of 2,048 rows were not faster.
 const TOKEN_BATCH: i64 = 256;
 
-/// The query of one batch: active tokens with a rowid above `$1`, at time
+/// The query of one batch: active tokens with a rowid of at least `$1`, at time
 /// `$2`, at most `$3` of them, as a JSON array with the last rowid and the
 /// count. The rowid keeps each batch a range scan of the table.
 const ACTIVE_TOKEN_BATCH: &str = "\
@@ -57,7 +57,7 @@ const ACTIVE_TOKEN_BATCH: &str = "\
                id, agent, hash, created_ms, expires_ms, revoked_ms, last_used_ms, canary)), \
            max(rowid), count(*) \
     FROM (SELECT rowid, * FROM tokens \
-          WHERE rowid > $1 AND revoked_ms IS NULL \
+          WHERE rowid >= $1 AND revoked_ms IS NULL \
             AND (expires_ms IS NULL OR expires_ms > $2) \
           ORDER BY rowid LIMIT $3)";
 
@@ -193,11 +193,20 @@ impl Store {
             let (Some(rows), Some(last)) = (rows, last) else {
                 break;
             };
-            let rows: Vec<TokenColumns> =
-                serde_json::from_str(&rows).map_err(|error| StoreError::InvalidRow {
+            let rows: Vec<TokenColumns> = serde_json::from_str(&rows).map_err(|error| {
+                // serde_json's message quotes the value, which could be a
+                // token hash, so only its kind and position are kept.
+                let problem = format!(
+                    "{:?} error at line {} column {} of a batch of active tokens",
+                    error.classify(),
+                    error.line(),
+                    error.column()
+                );
+                StoreError::InvalidRow {
                     column: TOKEN_COLUMNS,
-                    source: Some(Box::new(error)),
-                })?;
+                    source: Some(problem.into()),
+                }
+            })?;
             for row in rows {
                 visit(row.into_record());
                 // The visitor may be slower than reading, so without this
@@ -207,18 +216,19 @@ impl Store {
                 // get a turn when the task's budget runs out.
                 tokio::task::coop::consume_budget().await;
             }
-            if count < batch {
-                break;
+            // A rowid may be any i64, so the next batch starts after `last`
+            // unless nothing can follow it.
+            match last.checked_add(1) {
+                Some(next) if count >= batch => after = next,
+                _ => break,
             }
-            after = last;
         }
         tx.commit()
             .await
             .map_err(|error| db_error(operation, error))?;
         // The scan filled this connection's page cache (2,000 KiB by default) with
         // token pages that the gateway keeps in memory anyway. Freeing it
-        // only costs the next scan a read from the OS cache. It runs after
-        // the transaction, which would keep the pages it read.
+        // only costs the next scan a read from the OS cache.
         sqlx::query("PRAGMA shrink_memory")
             .execute(&mut *connection)
             .await
@@ -411,6 +421,15 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // The first and the last rowid an active token can have.
+        for (id, rowid) in [("tok-02", i64::MIN), ("tok-03", i64::MAX)] {
+            sqlx::query("UPDATE tokens SET rowid = $1 WHERE id = $2")
+                .bind(rowid)
+                .bind(id)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
         let expected = store.active_tokens().await.unwrap();
         assert_eq!(expected.len(), 23 - 5 - 3);
 
@@ -423,6 +442,41 @@ mod tests {
             visited.sort_by_key(|token| token.created_ms);
             assert_eq!(visited, expected, "batches of {batch}");
         }
+    }
+
+    #[tokio::test]
+    async fn invalid_batch_error_quotes_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(&dir.path().join("castellan.db"))
+            .await
+            .unwrap();
+        let hash = "9f".repeat(32);
+        let record = TokenRecord {
+            id: "tok-1".to_string(),
+            agent: "alpha".to_string(),
+            hash: hash.clone(),
+            created_ms: 1,
+            expires_ms: None,
+            revoked_ms: None,
+            last_used_ms: None,
+            canary: false,
+        };
+        store.insert_token(&record).await.unwrap();
+        sqlx::query("UPDATE tokens SET created_ms = hash")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+
+        let error = store.visit_active_tokens(|_| ()).await.unwrap_err();
+        let mut chain = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            chain.push_str(&format!(" | {cause}"));
+            source = cause.source();
+        }
+        assert!(matches!(error, StoreError::InvalidRow { .. }), "{chain}");
+        assert!(chain.contains("of a batch of active tokens"), "{chain}");
+        assert!(!chain.contains(&hash), "{chain}");
     }
 
     #[tokio::test]
