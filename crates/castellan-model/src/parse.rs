@@ -897,13 +897,24 @@ fn build_methods(
         );
         return None;
     }
-    let mut methods = Vec::new();
-    let mut valid = true;
-    for method in raw.get_ref() {
-        let text = method.get_ref();
-        if text == "*" {
+    let listed = raw.get_ref();
+    if let Some(any) = listed.iter().find(|method| method.get_ref() == "*") {
+        if listed.len() == 1 {
             return Some(MethodSet::Any);
         }
+        // A `*` among named methods widens the rule to every method, which
+        // a reader of the list would not expect.
+        checker.error_with_hint(
+            any,
+            format!("rule {id} lists \"*\" together with other methods, so it covers every method"),
+            "write [\"*\"] alone for every method, or list only the methods the rule needs",
+        );
+        return None;
+    }
+    let mut methods = Vec::new();
+    let mut valid = true;
+    for method in listed {
+        let text = method.get_ref();
         if text.is_empty()
             || !text
                 .bytes()

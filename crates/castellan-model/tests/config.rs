@@ -209,6 +209,8 @@ fn invalid_rules_rejected() {
     let cases = [
         ("allow = [{ connection = \"c\", methods = [\"get\"], paths = [\"/**\"] }]", "write \"GET\""),
         ("allow = [{ connection = \"c\", methods = [], paths = [\"/**\"] }]", "empty methods list"),
+        ("allow = [{ connection = \"c\", methods = [\"GET\", \"*\"], paths = [\"/**\"] }]", "together with other methods"),
+        ("deny = [{ connection = \"c\", methods = [\"*\", \"*\"], paths = [\"/**\"] }]", "write [\"*\"] alone"),
         ("allow = [{ connection = \"c\", paths = [\"/**\"] }]", "has no methods"),
         ("allow = [{ connection = \"c\", methods = [\"GET\"] }]", "has no paths"),
         ("allow = [{ connection = \"c\", methods = [\"GET\"], paths = [\"posts\"] }]", "must start with '/'"),
