@@ -154,7 +154,9 @@ pub struct SuggestArgs {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
+    /// Name of the agent that would send the request.
     pub agent: String,
+    /// HTTP method in upper case, as the gateway requires, such as GET.
     pub method: String,
     /// `/connection/path` or a full gateway URL.
     pub url: String,

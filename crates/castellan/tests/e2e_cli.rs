@@ -548,6 +548,17 @@ fn policy_explain_names_deciding_rule() {
             "{case}: the rule line must name {rule}: {rule_line}"
         );
     }
+
+    // The gateway rejects a lower-case method with 400 before any rule, so
+    // explain must not decide its upper-case form.
+    let output = castellan.cli(&["policy", "explain", "reader-bot", "get", "/httpbin/get"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}{}", stdout(&output));
+    assert!(
+        text.contains("reject the method \"get\" with 400"),
+        "{text}"
+    );
+    assert!(text.contains("send \"GET\""), "{text}");
 }
 
 #[test]

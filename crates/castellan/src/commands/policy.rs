@@ -23,11 +23,20 @@ pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
     let path = declared
         .normalize_path(raw_path)
         .with_context(|| format!("the gateway would reject the path {raw_path:?} with 400"))?;
-    let method = args.method.to_ascii_uppercase();
+    // The gateway rejects such a method before it checks any rule (see
+    // `check_method` in castellan-gateway), so explaining its upper-case
+    // form would show a decision that no request gets.
+    let method = args.method.as_str();
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        bail!(
+            "the gateway would reject the method {method:?} with 400, because HTTP methods are case-sensitive; send {:?}",
+            method.to_ascii_uppercase()
+        );
+    }
     let request = AccessRequest {
         agent: &args.agent,
         connection,
-        method: &method,
+        method,
         path: &path,
         source: args.source,
     };
@@ -36,7 +45,7 @@ pub fn run(data_dir: &DataDir, args: &ExplainArgs) -> Result<ExitCode> {
     println!(
         "{} {} {} for agent {:?} from {}",
         if decision.allowed { "ALLOW" } else { "DENY" },
-        printable(&method),
+        printable(method),
         printable(&format!("/{connection}{path}")),
         args.agent,
         args.source
