@@ -83,7 +83,13 @@ pub struct Reloader {
     /// reload at a time. So a burst of signals cannot pile up compiles, and
     /// a file that blocks reads holds one thread per [`RELOAD_TIMEOUT`].
     reload_requested: Notify,
+    /// Runs after each replaced snapshot is freed (see
+    /// [`Reloader::with_release_hook`]).
+    release: Option<ReleaseHook>,
 }
+
+/// A function that returns freed memory to the system.
+pub type ReleaseHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Error building the initial state.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +134,17 @@ impl Reloader {
             source,
             lock: Mutex::new(fingerprint),
             reload_requested: Notify::new(),
+            release: None,
         }
+    }
+
+    /// Makes `release` run on a blocking thread after each snapshot that a
+    /// reload replaced has been freed, such as a call that returns the C
+    /// heap's free memory to the system. The gateway itself contains no
+    /// unsafe code, so such a call comes from the binary.
+    pub fn with_release_hook(mut self, release: impl Fn() + Send + Sync + 'static) -> Self {
+        self.release = Some(Arc::new(release));
+        self
     }
 
     /// Reloads the configuration file. An invalid file is logged and the
@@ -176,7 +192,7 @@ impl Reloader {
                     "configuration reloaded"
                 );
                 self.gateway.snapshot.store(Arc::new(snapshot));
-                retire(current);
+                retire(current, self.release.clone());
                 true
             }
             Err(error) => {
@@ -197,7 +213,7 @@ impl Reloader {
         let snapshot = self.loader.snapshot(Arc::clone(&current.config)).await?;
         tracing::debug!(version = snapshot.store_version, "store changes applied");
         self.gateway.snapshot.store(Arc::new(snapshot));
-        retire(current);
+        retire(current, self.release.clone());
         Ok(true)
     }
 
@@ -288,13 +304,19 @@ impl Reloader {
 /// background thread it stalls the audit writer. This task keeps one
 /// reference until it is the only one, so the freeing falls to it. Call it
 /// on a Tokio runtime.
-fn retire<T: Send + Sync + 'static>(mut old: Arc<T>) {
+fn retire<T: Send + Sync + 'static>(mut old: Arc<T>, release: Option<ReleaseHook>) {
     tokio::spawn(async move {
         let mut wait = RETIRE_FIRST_WAIT;
         loop {
             match Arc::try_unwrap(old) {
                 Ok(value) => {
-                    let _ = tokio::task::spawn_blocking(move || drop(value)).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        drop(value);
+                        if let Some(release) = release {
+                            release();
+                        }
+                    })
+                    .await;
                     return;
                 }
                 Err(shared) => old = shared,
@@ -353,7 +375,7 @@ mod tests {
         let value = Arc::new(DropWitness(sender));
         let request = Arc::clone(&value);
 
-        retire(value);
+        retire(value, None);
         tokio::time::sleep(RETIRE_FIRST_WAIT * 3).await;
         assert!(
             dropped.try_recv().is_err(),
@@ -374,6 +396,29 @@ mod tests {
         let test_thread = std::thread::current().name().map(str::to_owned);
         assert_ne!(freed_on.as_deref(), Some("request"));
         assert_ne!(freed_on, test_thread);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn release_hook_runs_after_value_is_freed() {
+        let (sender, events) = std::sync::mpsc::channel();
+        let value = Arc::new(DropWitness(sender.clone()));
+        let release: ReleaseHook = Arc::new(move || {
+            let _ = sender.send(Some("release".to_owned()));
+        });
+
+        retire(value, Some(release));
+        let first = tokio::task::spawn_blocking(move || {
+            let first = events.recv_timeout(Duration::from_secs(10));
+            let second = events.recv_timeout(Duration::from_secs(10));
+            (first, second)
+        })
+        .await
+        .expect("the waiting thread ended");
+
+        let (freed, released) = first;
+        let freed = freed.expect("the retired value was freed");
+        assert_ne!(freed.as_deref(), Some("release"), "released before freeing");
+        assert_eq!(released.ok().flatten().as_deref(), Some("release"));
     }
 
     #[tokio::test]

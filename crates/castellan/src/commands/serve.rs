@@ -84,6 +84,8 @@ async fn serve_in_background(
         path: data_dir.config.clone(),
     };
     let snapshot = Reloader::initial_snapshot(&loader, &source).await?;
+    // Loading the tokens left SQLite's freed buffers in glibc's heap.
+    crate::allocator::release_c_heap();
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
@@ -131,7 +133,9 @@ async fn serve_in_background(
     let agents_address = listener.local_addr()?;
     let admin_address = admin_listener.local_addr()?;
 
-    let reloader = Arc::new(Reloader::new(Arc::clone(&gateway), loader, source));
+    let reloader = Reloader::new(Arc::clone(&gateway), loader, source)
+        .with_release_hook(crate::allocator::release_c_heap);
+    let reloader = Arc::new(reloader);
     tokio::spawn(handle_signals(
         Arc::clone(&reloader),
         tls.clone(),
