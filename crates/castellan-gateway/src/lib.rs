@@ -31,7 +31,7 @@ pub use credential::{InjectError, Injector};
 pub use probe::{probe, ProbeError};
 pub use proxy::{Gateway, Peer, REQUEST_ID_HEADER};
 pub use redact::Redactor;
-pub use reload::{ConfigSource, ReleaseHook, Reloader};
+pub use reload::{ConfigSource, Reloader};
 pub use server::serve;
 pub use state::{
     ActivateError, ActiveToken, ActiveTokens, ConfigState, CredentialState, LoadError, Loader,

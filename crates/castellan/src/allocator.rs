@@ -47,15 +47,25 @@ pub unsafe fn purge_freed_memory_at_once() {
     unsafe { mi_option_set_default(PURGE_DELAY, 0) }
 }
 
-/// Returns the free memory of glibc malloc's heaps to the system.
+/// Releases the free memory of glibc malloc's heaps to the system, and
+/// does nothing on targets without glibc.
 ///
 /// mimalloc serves Rust's allocations, but SQLite calls glibc malloc, which
 /// keeps freed memory for reuse. Trimming after each load, when SQLite
 /// has freed most, lowered the idle RssAnon of `castellan serve` with the
-/// 100,000 tokens of `bench/scale.sh` by about 1.5 MiB (`bench/README.md`).
+/// 100,000 tokens of `bench/scale.sh` by 1.1 to 2.2 MiB (`bench/README.md`).
+/// A call made while another runs returns at once, so bursts of store
+/// changes do not queue trims on glibc's locks.
 pub fn release_c_heap() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static TRIMMING: AtomicBool = AtomicBool::new(false);
+    if TRIMMING.swap(true, Ordering::Acquire) {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     trim_glibc_heap();
+    TRIMMING.store(false, Ordering::Release);
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -65,8 +75,10 @@ fn trim_glibc_heap() {
         /// glibc's `int malloc_trim(size_t pad)`.
         fn malloc_trim(pad: usize) -> std::ffi::c_int;
     }
-    // SAFETY: malloc_trim takes no pointers and locks each arena while it
-    // trims it, so any thread may call it at any time.
+    // SAFETY: the declaration matches glibc's prototype (`size_t` is
+    // `usize`). malloc_trim takes no pointers and is thread-safe: it locks
+    // each arena while it trims it. It is not async-signal-safe, and no
+    // caller runs in a signal handler.
     unsafe {
         malloc_trim(0);
     }
