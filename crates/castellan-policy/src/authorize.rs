@@ -332,9 +332,8 @@ pub(crate) struct Findings {
 }
 
 impl Findings {
-    /// Adds the response of one role's evaluation, in which `position_of`
-    /// maps a Cedar policy id to the position in `compiled` of the rule it
-    /// stands for.
+    /// Adds the response of one role's evaluation. `position_of` maps a
+    /// Cedar policy id to the position in `compiled` of its rule.
     pub(crate) fn add(
         &mut self,
         policy: &Policy,

@@ -596,30 +596,22 @@ roles = ["reader", "editor"]
         assert_eq!(policy.conditions.len(), 2);
 
         let path = castellan_model::NormalizedPath::parse("/posts/1").expect("valid path");
-        let decide = |method: &'static str| {
-            let request = crate::AccessRequest {
-                agent: "both",
-                connection: "blog",
-                method,
-                path: &path,
-                source: std::net::IpAddr::from([127, 0, 0, 1]),
-            };
-            policy.authorize(&request).rule
+        let request = |method| crate::AccessRequest {
+            agent: "both",
+            connection: "blog",
+            method,
+            path: &path,
+            source: std::net::IpAddr::from([127, 0, 0, 1]),
         };
+        let decide = |method| policy.authorize(&request(method)).rule;
         // Reporting order puts each role's deny rules first, the roles in
         // name order, and the first rule that covers a request names it.
         assert_eq!(decide("GET").as_deref(), Some("roles.editor.allow[1]"));
         assert_eq!(decide("PUT").as_deref(), Some("roles.editor.allow[0]"));
         assert_eq!(decide("POST").as_deref(), Some("roles.editor.allow[1]"));
         assert_eq!(decide("DELETE").as_deref(), Some("roles.editor.deny[0]"));
-        let request = crate::AccessRequest {
-            agent: "both",
-            connection: "blog",
-            method: "GET",
-            path: &path,
-            source: std::net::IpAddr::from([127, 0, 0, 1]),
-        };
-        let explanation = policy.explain(&request);
+
+        let explanation = policy.explain(&request("GET"));
         let matched: Vec<(String, bool)> = explanation
             .rules
             .iter()
